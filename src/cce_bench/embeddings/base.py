@@ -1,0 +1,91 @@
+"""What every embedding method shares: the id -> vector contract, budgets and seeding."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+
+def make_generator(seed: int | None) -> tuple[int, torch.Generator]:
+    """A CPU generator for initialisation and hash draws.
+
+    Without a seed the seed is drawn from torch's global RNG, so `torch.manual_seed` governs it
+    as it governs `nn.Embedding`. Drawing on the CPU makes a module's state identical whatever
+    device it later moves to.
+    """
+    if seed is None:
+        seed = int(torch.randint(0, 2**62, (), dtype=torch.int64))
+    generator = torch.Generator()
+    generator.manual_seed(seed)
+    return seed, generator
+
+
+def normal_init(shape: tuple[int, ...], std: float, generator: torch.Generator) -> nn.Parameter:
+    return nn.Parameter(torch.randn(shape, generator=generator) * std)
+
+
+class CompressedEmbedding(nn.Module):
+    """Maps integer ids of any shape (*S) to vectors (*S, dim), like `torch.nn.Embedding`.
+
+    Subclasses implement `embed(ids (N,)) -> (N, dim)`. Every method initialises so that an
+    output coordinate has standard deviation `init_std / sqrt(dim)` (a sum of k terms gives each
+    term std / sqrt(k)), so methods start from the same scale and differ only in what they store.
+    """
+
+    method_name = "?"
+
+    def __init__(self, vocab: int, num_params: int, dim: int, seed: int | None = None,
+                 init_std: float = 0.1):
+        super().__init__()
+        if vocab < 1 or dim < 1 or num_params < 0:
+            raise ConfigError(
+                f"{self.method_name}: vocab ({vocab}) and dim ({dim}) must be positive and "
+                f"num_params ({num_params}) non-negative"
+            )
+        self.vocab, self.dim, self.num_params_asked = vocab, dim, num_params
+        self.seed, self.generator = make_generator(seed)
+        self.output_std = init_std / math.sqrt(dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        flat = ids.reshape(-1)
+        return self.embed(flat).reshape(*ids.shape, self.dim)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:  # (N,) -> (N, dim)
+        raise NotImplementedError
+
+    def num_parameters(self) -> int:
+        """Trainable values as stored."""
+        return sum(p.numel() for p in self.parameters())
+
+    def num_buffer_bytes(self) -> int:
+        """Bytes kept besides parameters: per-id indices, hash coefficients."""
+        return sum(b.numel() * b.element_size() for b in self.buffers())
+
+    def config(self) -> dict:
+        """The configuration chosen for the budget (rows, ranks, ...), for the run record."""
+        return {}
+
+    def extra_repr(self) -> str:
+        return (f"vocab={self.vocab}, dim={self.dim}, params={self.num_parameters()}, "
+                f"asked={self.num_params_asked}")
+
+
+def chunk_dim(method: str, dim: int, n_chunks: int) -> int:
+    """Width of one chunk; methods that split the vector need dim divisible by n_chunks."""
+    if n_chunks < 1 or dim % n_chunks:
+        raise ConfigError(
+            f"{method}: dim {dim} must be a positive multiple of n_chunks {n_chunks}"
+        )
+    return dim // n_chunks
+
+
+def gather_chunks(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """Per-chunk row lookup in a (c, r, w) table: rows (N, c) -> (N, c * w)."""
+    c, r, w = table.shape
+    offsets = torch.arange(c, device=rows.device) * r
+    flat = nn.functional.embedding(rows + offsets, table.reshape(c * r, w))  # (N, c, w)
+    return flat.reshape(rows.shape[0], c * w)

@@ -1,0 +1,36 @@
+"""One exception family. The CLI turns any of these into one red line and exit code 1."""
+
+
+class CceBenchError(Exception):
+    """Base class: a problem the user can fix; the message says how."""
+
+
+class BudgetTooSmall(CceBenchError, ValueError):
+    """The parameter budget cannot hold the smallest configuration of a method."""
+
+    def __init__(self, method: str, num_params: int, minimum: int, detail: str = ""):
+        self.method, self.num_params, self.minimum = method, num_params, minimum
+        where = f" ({detail})" if detail else ""
+        super().__init__(
+            f"budget {num_params} is too small for {method}{where}; use at least {minimum}"
+        )
+
+
+class UnknownName(CceBenchError, ValueError):
+    """A method, dataset or backend name that is not registered."""
+
+    def __init__(self, kind: str, name: str, known: list[str]):
+        self.kind, self.name, self.known = kind, name, known
+        super().__init__(f"unknown {kind} '{name}'; choose from: {', '.join(known)}")
+
+
+class ConfigError(CceBenchError, ValueError):
+    """A run or sweep setting that is out of range or inconsistent."""
+
+
+class DatasetError(CceBenchError, RuntimeError):
+    """A dataset that is missing, corrupt, or cannot be built."""
+
+
+class ResultsError(CceBenchError, OSError):
+    """A results file or folder that cannot be read or written."""

@@ -1,0 +1,5 @@
+"""Recommendation models that take any embedding method through a factory."""
+
+from .gmf import GMF, EmbeddingFactory
+
+__all__ = ["GMF", "EmbeddingFactory"]
