@@ -1,0 +1,28 @@
+"""Shared fixtures: every test gets its own data cache and results folder."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+# A dataset small enough for end-to-end tests to train in a second: 60 users x 60 items,
+# 40 training interactions each.
+TINY_DATASET = "syn-60-2400"
+
+
+@pytest.fixture(autouse=True)
+def data_cache(tmp_path_factory, monkeypatch):
+    """Point the data cache at a folder shared by the session (generation is cached)."""
+    root = tmp_path_factory.getbasetemp() / "data-cache"
+    monkeypatch.setenv("CCE_BENCH_DATA", str(root))
+    return root
+
+
+@pytest.fixture
+def in_tmp(tmp_path, monkeypatch):
+    """Run in an empty folder, so results/ lands in tmp_path."""
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
+requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
