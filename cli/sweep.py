@@ -8,10 +8,15 @@ from typing import Annotated, Optional
 import typer
 
 from cce_bench.datasets import DEFAULT_DATASET
+from cce_bench.errors import ConfigError
 from cce_bench.sweeps import DEFAULT_BUDGETS, SweepSpec, run_sweep
 from cce_bench.sweeps.progress import RichObserver
 
 from .common import console, friendly_errors
+
+
+class BudgetTooSmallForAll(ConfigError):
+    """Every run of the sweep had a budget below its method's minimum."""
 
 
 @friendly_errors
@@ -51,6 +56,13 @@ def sweep(
     with RichObserver(console) as observer:
         summary = run_sweep(spec, observer)
     ran = sum(summary.statuses.values())
+    if ran and summary.statuses.get("too_small") == ran:
+        # Nothing trained: say why, as an error, instead of a table of too_small rows.
+        raise BudgetTooSmallForAll(summary.first_errors["too_small"])
+    for status in ("too_small", "failed", "oom"):
+        if status in summary.first_errors:
+            console.print(f"[yellow]{summary.statuses[status]} runs {status}[/yellow], "
+                          f"first: {summary.first_errors[status]}", highlight=False)
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing new"
     console.print(f"{ran} runs trained ({statuses}), {summary.skipped} already done; "
                   f"results in {summary.path}")

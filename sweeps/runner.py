@@ -37,6 +37,12 @@ class SweepSummary:
     total: int
     skipped: int
     statuses: dict[str, int] = field(default_factory=dict)
+    first_errors: dict[str, str] = field(default_factory=dict)  # status -> its first error text
+
+    def record(self, status: str, error: str) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        if error:
+            self.first_errors.setdefault(status, error)
 
 
 def run_sweep(spec: SweepSpec, observer: SweepObserver | None = None) -> SweepSummary:
@@ -56,7 +62,7 @@ def run_sweep(spec: SweepSpec, observer: SweepObserver | None = None) -> SweepSu
         rows = train_one(run, loaded[run.dataset], spec.name, spec.device, observer)
         log.append(rows, run)
         status = rows[-1]["status"]
-        summary.statuses[status] = summary.statuses.get(status, 0) + 1
+        summary.record(status, rows[-1].get("error", ""))
         observer.run_finished(run, status)
     return summary
 
