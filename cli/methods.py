@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from rich.table import Table
-
 from cce_bench.embeddings import methods as registered
 
 from .common import console, friendly_errors
@@ -12,11 +10,11 @@ from .common import console, friendly_errors
 @friendly_errors
 def methods() -> None:
     """List every embedding method: name, family, what it computes, paper."""
-    table = Table(box=None, show_header=True, pad_edge=False)
-    for column in ("method", "family", "what it computes", "paper"):
-        # One line per entry: long cells are cut with an ellipsis, never wrapped.
-        table.add_column(column, no_wrap=True, overflow="ellipsis",
-                         min_width=None if column != "method" else 8)
-    for info in registered():
-        table.add_row(info.name, info.family, info.description, info.paper)
-    console.print(table)
+    infos = registered()
+    name_w = max(len("method"), *(len(i.name) for i in infos))
+    family_w = max(len("family"), *(len(i.family) for i in infos))
+    console.print(f"[bold]{'method':<{name_w}}  {'family':<{family_w}}  what it computes; paper")
+    for info in infos:
+        # soft_wrap: one line per method however narrow the terminal; never cut.
+        console.print(f"{info.name:<{name_w}}  {info.family:<{family_w}}  {info.description}; "
+                      f"{info.paper}", soft_wrap=True, highlight=False, markup=False)

@@ -1,0 +1,82 @@
+"""The training engine on a tiny synthetic set: schedule, records, stopping."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cce_bench.config import RunConfig
+from cce_bench.datasets import load_dataset
+from cce_bench.engine import _should_stop, cluster_all, train
+from cce_bench.errors import ConfigError
+from tests.conftest import TINY_DATASET
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_dataset(TINY_DATASET)
+
+
+def test_one_record_per_epoch_and_clustering_on_schedule(tiny):
+    run = RunConfig(TINY_DATASET, "cce", budget=8 * 32, epochs=4, batch_size=256, early_stop=0)
+    result = train(run, tiny, "cpu")
+    assert result.status == "ok"
+    assert [r.epoch for r in result.epochs] == [1, 2, 3, 4]
+    # 0.75 x 4 epochs: cluster after epochs 1, 2 and 3, never after the last.
+    assert [r.cluster_s > 0 for r in result.epochs] == [True, True, True, False]
+    steps_per_epoch = math.ceil(len(tiny.train) / 256)
+    assert [r.step for r in result.epochs] == [steps_per_epoch * e for e in (1, 2, 3, 4)]
+    for r in result.epochs:
+        assert 0 <= r.val_auc <= 1 and r.val_bce > 0 and r.train_bce > 0
+        assert r.samples_per_s > 0 and r.train_s > 0
+    assert result.params == 8 * 32 and result.peak_mem_bytes is None
+
+
+def test_full_table_learns_the_tiny_set(tiny):
+    result = train(RunConfig(TINY_DATASET, "full", 0, epochs=10, batch_size=128, lr=1e-2), tiny)
+    assert result.params == 60 * 32
+    assert result.epochs[-1].train_bce < result.epochs[0].train_bce
+    assert max(r.val_auc for r in result.epochs) > 0.6
+
+
+def test_same_seed_same_curve(tiny):
+    run = RunConfig(TINY_DATASET, "cce", budget=8 * 32, epochs=2, batch_size=256)
+    a, b = train(run, tiny, "cpu"), train(run, tiny, "cpu")
+    assert [r.val_bce for r in a.epochs] == [r.val_bce for r in b.epochs]
+
+
+def test_cluster_all_resets_optimizer_state_of_the_clustered_tables():
+    from cce_bench import make_embedding
+
+    emb = make_embedding(50, 128, 4, "cce", 2, seed=0)
+    opt = torch.optim.AdamW(emb.parameters())
+    emb(torch.arange(50)).sum().backward()
+    opt.step()
+    assert emb.table0 in opt.state
+    cluster_all(torch.nn.Sequential(emb), opt)
+    assert emb.table0 not in opt.state and emb.table1 not in opt.state
+
+
+def test_early_stop_needs_both_metrics_worse():
+    assert _should_stop(0.01, bce=0.52, auc=0.70, best_bce=0.50, best_auc=0.80)
+    assert not _should_stop(0.01, bce=0.52, auc=0.80, best_bce=0.50, best_auc=0.80)
+    assert not _should_stop(0.01, bce=0.501, auc=0.70, best_bce=0.50, best_auc=0.80)
+    assert not _should_stop(0.0, bce=9.0, auc=0.0, best_bce=0.50, best_auc=0.80)
+
+
+def test_clustering_schedule():
+    run = RunConfig("d", "cce", 64, epochs=10)
+    assert [e for e in range(1, 11) if run.clusters_after(e)] == [1, 2, 3, 4, 5, 6, 7]
+
+
+@pytest.mark.parametrize("field,value,message", [
+    ("epochs", 0, "epochs must be at least 1"),
+    ("lr", -1.0, "lr must be positive"),
+    ("cluster_until", 2.0, "cluster_until must be in"),
+    ("model", "mlp", "unknown model 'mlp'"),
+])
+def test_bad_run_settings_are_named(field, value, message):
+    with pytest.raises(ConfigError, match=message):
+        RunConfig("d", "cce", 64, **{field: value})

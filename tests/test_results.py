@@ -1,0 +1,77 @@
+"""The results log: whole rows appended, torn lines never trusted, headers checked."""
+
+from __future__ import annotations
+
+import pytest
+
+from cce_bench.config import RunConfig
+from cce_bench.errors import ResultsError
+from cce_bench.results import COLUMNS, ResultsLog, now_timestamp, read_rows, run_rows
+
+
+def rows_for(seed: int, status: str = "too_small") -> tuple[RunConfig, list[dict]]:
+    run = RunConfig(dataset="syn-60-2400", method="cce", budget=64, seed=seed)
+    return run, run_rows(run, "t", None, now_timestamp(), status, "budget 64 is too small")
+
+
+def test_append_then_read_back(tmp_path):
+    log = ResultsLog(tmp_path / "r.csv")
+    run, rows = rows_for(0)
+    log.append(rows, run)
+    frame = read_rows(log.path)
+    assert list(frame.columns) == COLUMNS
+    assert frame["run_id"].tolist() == [run.run_id]
+    assert frame["status"].tolist() == ["too_small"]
+    assert (tmp_path / "r" / "runs" / f"{run.run_id}.json").exists()
+    assert log.completed_run_ids() == {run.run_id}
+
+
+def test_a_torn_last_line_is_dropped_and_isolated(tmp_path):
+    log = ResultsLog(tmp_path / "r.csv")
+    run0, rows0 = rows_for(0)
+    log.append(rows0, run0)
+    whole = log.path.read_text()
+    with open(log.path, "a") as f:  # a writer killed half-way through a line
+        f.write(whole.splitlines()[1][:40])
+    assert len(read_rows(log.path)) == 1
+    run1, rows1 = rows_for(1)
+    log.append(rows1, run1)
+    frame = read_rows(log.path)
+    assert sorted(frame["seed"].tolist()) == [0, 1]  # the next run's row is intact
+
+
+def test_a_line_cut_inside_the_timestamp_is_not_a_row(tmp_path):
+    log = ResultsLog(tmp_path / "r.csv")
+    run, rows = rows_for(0)
+    log.append(rows, run)
+    line = log.path.read_text().splitlines()[1]
+    with open(log.path, "a") as f:
+        f.write(line[:-3] + "\n")
+    assert len(read_rows(log.path)) == 1
+
+
+def test_a_foreign_csv_is_refused(tmp_path):
+    path = tmp_path / "other.csv"
+    path.write_text("a,b,c\n1,2,3\n")
+    with pytest.raises(ResultsError, match="not a cce-bench results file"):
+        read_rows(path)
+    with pytest.raises(ResultsError, match="not a cce-bench results file"):
+        ResultsLog(path).ensure()
+
+
+def test_missing_file_says_how_to_make_one(tmp_path):
+    with pytest.raises(ResultsError, match="run `cce-bench sweep` first"):
+        read_rows(tmp_path / "none.csv")
+
+
+def test_unwritable_folder_is_a_results_error(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ResultsError, match="cannot write results"):
+        ResultsLog(blocker / "sub" / "r.csv").ensure()
+
+
+def test_run_id_is_stable_and_config_sensitive():
+    a = RunConfig(dataset="d", method="cce", budget=64)
+    assert a.run_id == RunConfig(dataset="d", method="cce", budget=64).run_id
+    assert a.run_id != RunConfig(dataset="d", method="cce", budget=64, seed=1).run_id
