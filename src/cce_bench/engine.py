@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from . import metrics
@@ -21,7 +20,9 @@ from .config import RunConfig
 from .data import InteractionData, InteractionSplit
 from .embeddings import make_embedding
 from .embeddings.registry import get_method
+from .errors import ConfigError
 from .models import GMF
+from .steps import PlainEpoch, StaticEpoch, reset_optimizer_state
 
 EVAL_BATCH = 1 << 16
 
@@ -64,8 +65,13 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 def build_model(run: RunConfig, data: InteractionData) -> GMF:
     """The run's model with its embedding method (raises BudgetTooSmall for a tiny budget)."""
     opts = dict(run.method_opts)
-    if hasattr(get_method(run.method).cls, "cluster"):
+    cls = get_method(run.method).cls
+    if hasattr(cls, "cluster"):
         opts.setdefault("kmeans_backend", run.kmeans)
+    if getattr(cls, "post_training", False):
+        # A post-training method (pq) compresses on the schedule's last cluster() call: it trains
+        # at full size while CCE clusters and fine-tunes compressed while CCE does.
+        opts.setdefault("compress_round", sum(map(run.clusters_after, range(1, run.epochs + 1))))
 
     def factory(vocab: int) -> nn.Module:
         return make_embedding(vocab, run.budget, run.dim, run.method, run.n_chunks, **opts)
@@ -82,15 +88,42 @@ def model_size(model: GMF) -> tuple[int, int, int]:
     return largest, buffers, total
 
 
+STEPPERS = ["auto", "plain", "static", "graph"]
+
+
+def make_optimizer(model: nn.Module, run: RunConfig, device: torch.device) -> torch.optim.Optimizer:
+    # On CUDA the fused kernel updates every tensor in one launch, and capturable keeps its step
+    # counter on the device so the update can live inside a CUDA graph.
+    cuda = device.type == "cuda"
+    return torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=run.weight_decay,
+                             fused=cuda or None, capturable=cuda)
+
+
+def make_stepper(stepper: str, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 split: InteractionSplit, batch_size: int, device: torch.device):
+    """auto: a CUDA graph of static steps on CUDA, the plain loop elsewhere."""
+    if stepper not in STEPPERS:
+        raise ConfigError(f"unknown stepper '{stepper}'; choose from: {', '.join(STEPPERS)}")
+    if stepper == "auto":
+        stepper = "graph" if device.type == "cuda" else "plain"
+    if stepper == "plain":
+        return PlainEpoch(model, optimizer, split, batch_size)
+    if stepper == "graph" and device.type != "cuda":
+        raise ConfigError("the 'graph' stepper needs a CUDA device; use 'static' or 'plain'")
+    return StaticEpoch(model, optimizer, split, batch_size, use_graph=stepper == "graph")
+
+
 def train(run: RunConfig, data: InteractionData, device: str | torch.device = "auto",
-          on_epoch: EpochCallback | None = None) -> RunResult:
+          on_epoch: EpochCallback | None = None, stepper: str = "auto") -> RunResult:
+    """Train and evaluate one run. `stepper` changes how steps are launched, never the result."""
     device = resolve_device(device)
     torch.manual_seed(run.seed)
     model = build_model(run, data).to(device)
     params, buffer_bytes, total_bytes = model_size(model)
     result = RunResult("ok", params, buffer_bytes, total_bytes, device=str(device))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=run.weight_decay)
+    optimizer = make_optimizer(model, run, device)
     train_split, val_split = data.train.to(device), data.val.to(device)
+    epochs = make_stepper(stepper, model, optimizer, train_split, run.batch_size, device)
     test_split = data.test.to(device) if data.test is not None else None
     shuffle = torch.Generator(device=device)
     shuffle.manual_seed(run.seed)
@@ -100,7 +133,7 @@ def train(run: RunConfig, data: InteractionData, device: str | torch.device = "a
     best_bce, best_auc, step = math.inf, -math.inf, 0
     for epoch in range(1, run.epochs + 1):
         start = _now(device)
-        loss_sum = train_epoch(model, optimizer, train_split, run.batch_size, shuffle)
+        loss_sum = epochs.run(shuffle)
         train_s = _now(device) - start
         step += math.ceil(len(train_split) / run.batch_size)
 
@@ -115,6 +148,7 @@ def train(run: RunConfig, data: InteractionData, device: str | torch.device = "a
         if finite and run.clusters_after(epoch):
             start = _now(device)
             cluster_all(model, optimizer)
+            epochs.invalidate()
             cluster_s = _now(device) - start
 
         record = EpochRecord(epoch, step, train_bce, val_bce, val_auc, test_bce, test_auc,
@@ -125,31 +159,16 @@ def train(run: RunConfig, data: InteractionData, device: str | torch.device = "a
         if not finite:
             result.status = "diverged"
             break
-        if _should_stop(run.early_stop, val_bce, val_auc, best_bce, best_auc):
+        if (_should_stop(run.early_stop, val_bce, val_auc, best_bce, best_auc)
+                and not _awaiting_compression(model)):
             break
         best_bce, best_auc = min(best_bce, val_bce), max(best_auc, val_auc)
 
+    # Sizes of the trained model: a post-training method (pq) shrinks when it compresses.
+    result.params, result.buffer_bytes, result.total_bytes = model_size(model)
     if device.type == "cuda":
         result.peak_mem_bytes = torch.cuda.max_memory_allocated(device)
     return result
-
-
-def train_epoch(model: GMF, optimizer: torch.optim.Optimizer, split: InteractionSplit,
-                batch_size: int, generator: torch.Generator) -> torch.Tensor:
-    """One pass over shuffled batches; returns the summed loss as a device tensor."""
-    model.train()
-    n = len(split)
-    order = torch.randperm(n, generator=generator, device=split.users.device)
-    loss_sum = torch.zeros((), device=split.users.device)
-    for start in range(0, n, batch_size):
-        rows = order[start:start + batch_size]
-        logits = model(split.users[rows], split.items[rows])
-        loss = F.binary_cross_entropy_with_logits(logits, split.labels[rows])
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        loss_sum += loss.detach() * rows.shape[0]
-    return loss_sum
 
 
 @torch.no_grad()
@@ -173,8 +192,12 @@ def cluster_all(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """cluster() every embedding that has it; reset the optimizer state it asks to reset."""
     for module in model.modules():
         if hasattr(module, "cluster") and module is not model:
-            for param in module.cluster():
-                optimizer.state.pop(param, None)
+            reset_optimizer_state(optimizer, module.cluster())
+
+
+def _awaiting_compression(model: nn.Module) -> bool:
+    """Whether a post-training method has yet to compress (the run must not stop before)."""
+    return any(getattr(m, "post_training", False) and not m.compressed for m in model.modules())
 
 
 def _should_stop(tolerance: float, bce: float, auc: float, best_bce: float, best_auc: float) -> bool:

@@ -1,0 +1,169 @@
+"""How an epoch of training steps runs: the plain loop, or static steps replayed as a CUDA graph.
+
+GMF runs are tiny (a batch of 4096 is a few gathers and a dot product), so on a GPU their time
+goes to kernel launches and host round trips, not arithmetic. `StaticEpoch` removes both: every
+step has the same shapes (the last, partial batch is padded and its padding masked out), the
+batch is found on the device from a step counter, and the whole step (forward, backward, AdamW)
+is captured once in a CUDA graph and replayed with one launch per step. Without CUDA it runs the
+same static step eagerly, which is what the CPU tests compare with the plain loop.
+
+Both compute the same thing: each step's loss is the mean BCE over the real rows of its batch,
+and the rows come from the same permutation drawn from the same generator.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .data import InteractionSplit
+
+
+class PlainEpoch:
+    """One pass over shuffled batches, launched op by op (the reference for StaticEpoch)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, split: InteractionSplit,
+                 batch_size: int):
+        self.model, self.optimizer, self.split, self.batch_size = model, optimizer, split, batch_size
+
+    def run(self, generator: torch.Generator) -> torch.Tensor:
+        """Train one epoch; return the summed loss as a device tensor (no host sync)."""
+        split, n = self.split, len(self.split)
+        order = torch.randperm(n, generator=generator, device=split.users.device)
+        loss_sum = torch.zeros((), device=split.users.device)
+        self.model.train()
+        for start in range(0, n, self.batch_size):
+            rows = order[start:start + self.batch_size]
+            logits = self.model(split.users[rows], split.items[rows])
+            loss = F.binary_cross_entropy_with_logits(logits, split.labels[rows])
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            loss_sum += loss.detach() * rows.shape[0]
+        return loss_sum
+
+    def invalidate(self) -> None:
+        """Nothing is cached between epochs."""
+
+
+class StaticEpoch:
+    """Static-shape steps over a padded permutation; a CUDA graph of one step when use_graph."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, split: InteractionSplit,
+                 batch_size: int, use_graph: bool):
+        self.model, self.optimizer, self.split = model, optimizer, split
+        self.batch_size, self.use_graph = batch_size, use_graph
+        device = split.users.device
+        n = len(split)
+        self.steps = math.ceil(n / batch_size)
+        padded = self.steps * batch_size
+        self.order = torch.zeros(padded, dtype=torch.int64, device=device)
+        self.weight = (torch.arange(padded, device=device) < n).float()  # 0 on padding
+        self.offsets = torch.arange(batch_size, device=device)
+        self.cursor = torch.zeros((), dtype=torch.int64, device=device)
+        self.loss_sum = torch.zeros((), device=device)
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.pointers: list[int] = []
+
+    def _step(self) -> None:
+        positions = self.cursor * self.batch_size + self.offsets  # (B,)
+        rows = self.order[positions]
+        weight = self.weight[positions]
+        count = weight.sum()
+        logits = self.model(self.split.users[rows], self.split.items[rows])
+        losses = F.binary_cross_entropy_with_logits(logits, self.split.labels[rows],
+                                                    reduction="none")
+        loss = (losses * weight).sum() / count
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.detach() * count
+        self.cursor += 1
+
+    def run(self, generator: torch.Generator) -> torch.Tensor:
+        n = len(self.split)
+        self.order[:n] = torch.randperm(n, generator=generator, device=self.order.device)
+        self.cursor.zero_()
+        self.loss_sum.zero_()
+        self.model.train()
+        if self.use_graph and (self.graph is None or self._moved()):
+            self._capture()
+        for _ in range(self.steps):
+            if self.graph is not None:
+                self.graph.replay()
+            else:
+                self.optimizer.zero_grad(set_to_none=True)
+                self._step()
+        return self.loss_sum.clone()
+
+    def invalidate(self) -> None:
+        """Call after anything may have reallocated the model's tensors (e.g. cluster())."""
+        if self.graph is not None and self._moved():
+            self.graph = None
+
+    def _tensors(self) -> list[torch.Tensor]:
+        state = [t for s in self.optimizer.state.values() for t in s.values()
+                 if isinstance(t, torch.Tensor)]
+        return [*self.model.parameters(), *self.model.buffers(), *state]
+
+    def _moved(self) -> bool:
+        return [t.data_ptr() for t in self._tensors()] != self.pointers
+
+    def _capture(self) -> None:
+        """Warm up on a side stream, capture one step, then undo the warm-up's updates."""
+        saved = _snapshot(self.model, self.optimizer)
+        cursor, loss_sum = self.cursor.clone(), self.loss_sum.clone()
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(3):  # lazy optimizer state and cuBLAS/allocator set-up happen here
+                self.optimizer.zero_grad(set_to_none=True)
+                self._step()
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        self.optimizer.zero_grad(set_to_none=True)
+        with torch.cuda.graph(self.graph):
+            self._step()
+        _restore(self.model, self.optimizer, saved)
+        self.cursor.copy_(cursor)
+        self.loss_sum.copy_(loss_sum)
+        self.pointers = [t.data_ptr() for t in self._tensors()]
+
+
+def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    had_state = {p for p in optimizer.state}
+    return {
+        "tensors": [t.detach().clone() for t in [*model.parameters(), *model.buffers()]],
+        "state": {p: {k: v.clone() for k, v in s.items() if isinstance(v, torch.Tensor)}
+                  for p, s in optimizer.state.items()},
+        "had_state": had_state,
+    }
+
+
+def _restore(model: nn.Module, optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Put back the values from before the warm-up, in place (the graph holds these tensors).
+
+    Optimizer state that the warm-up created is zeroed rather than removed, which for Adam(W)
+    is the same as no state: zero moments and step 0.
+    """
+    with torch.no_grad():
+        for tensor, value in zip([*model.parameters(), *model.buffers()], saved["tensors"]):
+            tensor.copy_(value)
+        for param, state in optimizer.state.items():
+            for key, value in state.items():
+                if isinstance(value, torch.Tensor):
+                    if param in saved["had_state"]:
+                        value.copy_(saved["state"][param][key])
+                    else:
+                        value.zero_()
+
+
+def reset_optimizer_state(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
+    """Give params a fresh optimizer state, in place, so captured graphs stay valid."""
+    with torch.no_grad():
+        for param in params:
+            for value in optimizer.state.get(param, {}).values():
+                if isinstance(value, torch.Tensor):
+                    value.zero_()
