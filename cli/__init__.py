@@ -6,6 +6,7 @@ from typing import Annotated
 
 import typer
 
+from .bench import bench
 from .common import state
 from .datasets import datasets
 from .methods import methods
@@ -25,7 +26,7 @@ def _options(debug: Annotated[bool, typer.Option(
     state["debug"] = debug
 
 
-for command in (sweep, plot, report, methods, datasets):
+for command in (sweep, plot, report, methods, datasets, bench):
     app.command()(command)
 
 

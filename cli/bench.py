@@ -1,0 +1,74 @@
+"""`cce-bench bench`: training speed on this machine against the authors' style of loop."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich import box
+from rich.table import Table
+
+from cce_bench.embeddings import get_method, method_names
+
+from .common import console, friendly_errors
+
+
+@friendly_errors
+def bench(
+    method: Annotated[Optional[list[str]], typer.Option(
+        "--method", "-m", help="Method to time (repeatable). Default: every method.")] = None,
+    budget: Annotated[Optional[list[int]], typer.Option(
+        "--budget", "-b", help="Params per dimension (repeatable). Default: 16 and 256.")] = None,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    dataset: Annotated[Optional[str], typer.Option(
+        help="Dataset to time on. Default: random data shaped like MovieLens-1M.")] = None,
+    sweep: Annotated[bool, typer.Option(help="Also time a small sweep (4 methods x 4 budgets "
+                                             "x 2 seeds x 3 epochs).")] = True,
+    cluster_vocab: Annotated[int, typer.Option(help="Vocabulary for timing CCE's cluster().")]
+        = 1_000_000,
+    json_out: Annotated[Optional[Path], typer.Option(
+        "--json", help="Also write the numbers, device, torch version and git revision here.")]
+        = None,
+) -> None:
+    """Measure steps/s, epoch, eval and cluster() times, GPU memory and a small sweep's wall
+    time, each against a reference loop that syncs the host every step."""
+    from cce_bench.sweeps.bench import run_bench
+
+    methods = method or method_names()
+    for name in methods:
+        get_method(name)
+    data = None
+    if dataset:
+        from cce_bench.datasets import load_dataset
+        data = load_dataset(dataset)
+    with console.status("benchmarking") as status:
+        report = run_bench(methods, budget or [16, 256], device, data, cluster_vocab, sweep,
+                           progress=lambda text: status.update(f"benchmarking: {text}"))
+    console.print(_methods_table(report))
+    for c in report.cluster:
+        console.print(f"cluster(): vocab {c['vocab']:,}, dim 32, 4 chunks, {c['rows']} rows "
+                      f"per table ({c['backend']} k-means): {c['seconds']:.3f} s")
+    if report.sweep:
+        s = report.sweep
+        console.print(f"small sweep ({s['runs']} runs x {s['epochs']} epochs, one after another):"
+                      f" {s['seconds']:.1f} s; reference loop {s['reference_seconds']:.1f} s "
+                      f"({s['reference_seconds'] / s['seconds']:.1f}x)")
+    if json_out:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2))
+        console.print(f"wrote {json_out}")
+
+
+def _methods_table(report) -> Table:
+    table = Table(box=box.SIMPLE, title=f"{report.dataset} ({report.train_rows:,} train rows, batch 4096) on "
+                        f"{report.device_name}, torch {report.torch_version}")
+    for column in ("method", "ppd", "epoch ms", "ref ms", "x", "steps/s", "samples/s",
+                   "eval ms", "ref eval", "MiB"):
+        table.add_column(column, justify="left" if column == "method" else "right", no_wrap=True)
+    for t in report.methods:
+        peak = f"{t.peak_mem_bytes / 2**20:.0f}" if t.peak_mem_bytes else "-"
+        table.add_row(t.method, str(t.ppd), f"{1e3 * t.epoch_s:.1f}", f"{1e3 * t.ref_epoch_s:.1f}",
+                      f"{t.speedup:.1f}x", f"{t.steps_per_s:,.0f}", f"{t.samples_per_s:,.0f}",
+                      f"{1e3 * t.eval_s:.1f}", f"{1e3 * t.ref_eval_s:.1f}", peak)
+    return table
