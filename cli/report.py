@@ -1,45 +1,88 @@
-"""`cce-bench report`: the best validation AUC and BCE per method and budget."""
+"""`cce-bench report`: best validation AUC and BCE per method and budget, compression at parity."""
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from cce_bench.plots import best_per_run, report_frame, to_markdown
-from cce_bench.results import read_rows
+from cce_bench.plots import (DEFAULT_TOLERANCE, Report, best_per_run, build_report,
+                             failed_summary, load_results, to_csv, to_latex, to_markdown)
+from cce_bench.plots.report import METRIC_NAMES, cell_text, parity_rows
 
-from .common import console, friendly_errors
+from .common import console, err_console, friendly_errors
+
+
+class Format(str, Enum):
+    table = "table"
+    markdown = "markdown"
+    csv = "csv"
+    latex = "latex"
 
 
 @friendly_errors
 def report(
-    csv: Annotated[Optional[Path], typer.Argument(
-        help="Results CSV. Default: results/default.csv.")] = None,
-    fmt: Annotated[str, typer.Option(
-        "--format", help="table (rich, for a terminal), csv or markdown.")] = "table",
+    sources: Annotated[Optional[list[str]], typer.Argument(
+        help="Results CSVs or sweep names (a name means RESULTS/<name>.csv). "
+        "Default: default.", show_default=False)] = None,
+    fmt: Annotated[Format, typer.Option(
+        "--format", help="table (for a terminal), markdown, csv (one tidy row per cell) or "
+        "latex (booktabs).")] = Format.table,
+    tolerance: Annotated[float, typer.Option(
+        min=0.0, help="Compression at parity: how close (in val BCE) to the full table "
+        "counts as parity.")] = DEFAULT_TOLERANCE,
+    results: Annotated[Path, typer.Option(
+        help="Folder where sweep names are looked up.")] = Path("results"),
 ) -> None:
-    """Print mean best val AUC and BCE over seeds, per dataset, method and budget."""
-    if fmt not in ("table", "csv", "markdown"):
-        raise typer.BadParameter(f"unknown format '{fmt}'; choose table, csv or markdown",
-                                 param_hint="--format")
-    frame = report_frame(best_per_run(read_rows(csv or Path("results/default.csv"))))
-    if fmt == "csv":
-        typer.echo(frame.to_csv(index=False, float_format="%.6g"), nl=False)
-    elif fmt == "markdown":
-        typer.echo(to_markdown(frame), nl=False)
+    """Per dataset: methods x budgets with the best val BCE and AUC (mean ± std over seeds),
+    the best method per budget marked, and each method's compression at parity with the full
+    table."""
+    rows = load_results(sources, results)
+    built = build_report(best_per_run(rows), tolerance)
+    skipped = failed_summary(rows)
+    if skipped:  # stderr, so redirected markdown / csv / latex stays clean
+        err_console.print(f"skipped {skipped}", highlight=False)
+    if fmt is Format.csv:
+        typer.echo(to_csv(built), nl=False)
+    elif fmt is Format.markdown:
+        typer.echo(to_markdown(built), nl=False)
+    elif fmt is Format.latex:
+        typer.echo(to_latex(built), nl=False)
     else:
-        console.print(_rich_table(frame))
+        for table in rich_tables(built):
+            console.print(table)
 
 
-def _rich_table(frame) -> Table:
-    table = Table(title="best validation scores (mean ± std over seeds)")
-    for column in ("dataset", "method", "ppd", "params", "seeds", "val AUC", "val BCE"):
-        table.add_column(column, justify="left" if column in ("dataset", "method") else "right")
-    for row in frame.itertuples(index=False):
-        table.add_row(row.dataset, row.method, f"{row.ppd:g}", f"{int(row.params):,}",
-                      str(row.seeds), f"{row.auc_mean:.4f} ± {row.auc_std:.4f}",
-                      f"{row.bce_mean:.4f} ± {row.bce_std:.4f}")
-    return table
+def rich_tables(built: Report) -> list[Table]:
+    tables = []
+    for section in built.sections:
+        for metric in ("bce", "auc"):
+            labels, budgets, values = section.grid(metric)
+            table = Table(title=f"{section.title}: best {METRIC_NAMES[metric]}",
+                          caption=section.reference_line() + "\nbold *: best at that budget",
+                          title_justify="left")
+            table.add_column("method")
+            for b in budgets:
+                table.add_column(f"{b:g} ppd", justify="right")
+            for label in labels:
+                cells = []
+                for b in budgets:
+                    if (label, b) not in values:
+                        cells.append("—")
+                        continue
+                    mean, std, best = values[(label, b)]
+                    text = cell_text(mean, std)
+                    cells.append(f"[bold]{text} *[/bold]" if best else text)
+                table.add_row(label, *cells)
+            tables.append(table)
+        parity = Table(title=f"{section.title}: compression at parity (within "
+                       f"{built.tolerance:g} BCE of the full table)", title_justify="left")
+        for column in ("method", "budget", "params", "full / params"):
+            parity.add_column(column, justify="left" if column == "method" else "right")
+        for row in parity_rows(section):
+            parity.add_row(*row)
+        tables.append(parity)
+    return tables

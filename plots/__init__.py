@@ -1,8 +1,15 @@
-"""Figures and tables from a results CSV."""
+"""Figures and tables from results CSVs: the paper's figures, training curves, cost, the report."""
 
-from .figures import compression_figure
-from .report import report_frame, to_markdown
-from .summary import best_per_run, count_failed, mean_over_seeds
+from .draw import KINDS, PlotOutcome, PlotRequest, draw
+from .figures import chunks_figure, compression_figure, criteo_figure
+from .report import DEFAULT_TOLERANCE, Report, build_report, to_csv, to_latex, to_markdown
+from .style import method_styles
+from .summary import (best_per_run, count_failed, failed_summary, load_results, mean_over_seeds,
+                      resolve_sources)
+from .training import CurveSelection, cost_figure, curves_figure
 
-__all__ = ["best_per_run", "compression_figure", "count_failed", "mean_over_seeds",
-           "report_frame", "to_markdown"]
+__all__ = ["DEFAULT_TOLERANCE", "KINDS", "CurveSelection", "PlotOutcome", "PlotRequest", "Report",
+           "best_per_run", "build_report", "chunks_figure", "compression_figure", "cost_figure",
+           "count_failed", "criteo_figure", "curves_figure", "draw", "failed_summary",
+           "load_results", "mean_over_seeds", "method_styles", "resolve_sources", "to_csv",
+           "to_latex", "to_markdown"]

@@ -1,27 +1,77 @@
-"""From result rows to one best score per run, and to means over seeds."""
+"""From result rows to one best score per run, and to means over seeds.
+
+Everything that draws or tabulates starts here: `load_results` reads one or more CSVs (or sweep
+names), `best_per_run` keeps the best validation score of each run over its epochs, as the paper
+reports, and `mean_over_seeds` gives mean, std, min and max over seeds per method and budget.
+"""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import pandas as pd
 
 from cce_bench.errors import ResultsError
+from cce_bench.results import read_rows
 
 RUN_KEYS = ["dataset", "model", "method", "budget_asked", "dim", "n_chunks", "seed"]
 GROUP_KEYS = ["dataset", "model", "method", "budget_asked", "dim", "n_chunks"]
+# A figure or table compares runs of one dataset, model and embedding dimension.
+PANEL_KEYS = ["dataset", "model", "dim"]
+RESULT_STATUSES = ("ok", "diverged")  # a diverged run keeps its epochs before it diverged
+FAILED_STATUSES = ("failed", "oom", "too_small")
+DEFAULT_RESULTS = Path("results")
+
+
+def resolve_sources(sources: list[str] | None, results_dir: Path = DEFAULT_RESULTS) -> list[Path]:
+    """CSV paths from paths or sweep names: a name (no .csv, no such file) is results/<name>.csv."""
+    paths = []
+    for source in sources or ["default"]:
+        path = Path(source)
+        if path.suffix != ".csv" and not path.is_file():
+            path = results_dir / f"{source}.csv"
+        paths.append(path)
+    return paths
+
+
+def load_results(sources: list[str] | None, results_dir: Path = DEFAULT_RESULTS) -> pd.DataFrame:
+    """Every row of the given CSVs or sweeps, one copy of each (run, epoch)."""
+    frames = []
+    for path in resolve_sources(sources, results_dir):
+        rows = read_rows(path)
+        if rows.empty:
+            raise ResultsError(f"{path} holds no rows yet; run `cce-bench sweep` first")
+        frames.append(rows)
+    rows = pd.concat(frames, ignore_index=True)
+    # The same run in two files (a copied CSV) counts once.
+    return rows.drop_duplicates(["run_id", "epoch", "step", "status"], keep="last")
+
+
+def result_rows(rows: pd.DataFrame) -> pd.DataFrame:
+    """Rows that carry a validation score."""
+    return rows[rows["status"].isin(RESULT_STATUSES) & rows["val_bce"].notna()]
 
 
 def best_per_run(rows: pd.DataFrame) -> pd.DataFrame:
-    """One row per run: its best validation AUC and BCE over epochs (as the paper reports)."""
+    """One row per run: its best validation AUC and BCE over epochs (as the paper reports),
+    its size, and its cost (seconds summed over epochs, mean samples per second)."""
     if rows.empty:
         raise ResultsError("the results file holds no rows yet; run `cce-bench sweep` first")
-    ok = rows[rows["status"].isin(["ok", "diverged"]) & rows["val_bce"].notna()]
+    ok = result_rows(rows)
     if ok.empty:
-        raise ResultsError("the results file holds no successful runs to summarise")
+        raise ResultsError(f"the results hold no successful runs to summarise "
+                           f"({count_failed(rows)} failed); see the error column of the CSV")
     best = ok.groupby(["run_id", *RUN_KEYS], as_index=False).agg(
         val_auc=("val_auc", "max"), val_bce=("val_bce", "min"), params=("params", "max"),
-        total_bytes=("total_bytes", "max"), epochs=("epoch", "max"),
-        train_s=("train_s", "sum"), samples_per_s=("samples_per_s", "mean"))
+        total_bytes=("total_bytes", "max"), epochs=("epoch", "max"), steps=("step", "max"))
+    # Cost counts every epoch trained, the one that diverged included: its time was spent.
+    ran = rows[rows["status"].isin(RESULT_STATUSES)]
+    cost = ran.groupby("run_id", as_index=False).agg(
+        train_s=("train_s", "sum"), cluster_s=("cluster_s", "sum"),
+        samples_per_s=("samples_per_s", "mean"))
+    best = best.merge(cost, on="run_id", how="left")
     best["ppd"] = best["budget_asked"] / best["dim"]
+    best["fit_s"] = best["train_s"] + best["cluster_s"].fillna(0.0)
     return best
 
 
@@ -34,11 +84,56 @@ def mean_over_seeds(best: pd.DataFrame) -> pd.DataFrame:
         auc_mean=("val_auc", "mean"), auc_std=("val_auc", "std"),
         auc_min=("val_auc", "min"), auc_max=("val_auc", "max"),
         bce_mean=("val_bce", "mean"), bce_std=("val_bce", "std"),
-        bce_min=("val_bce", "min"), bce_max=("val_bce", "max"))
+        bce_min=("val_bce", "min"), bce_max=("val_bce", "max"),
+        fit_s_mean=("fit_s", "mean"), fit_s_min=("fit_s", "min"), fit_s_max=("fit_s", "max"),
+        samples_per_s_mean=("samples_per_s", "mean"), samples_per_s_min=("samples_per_s", "min"),
+        samples_per_s_max=("samples_per_s", "max"))
+    # One seed has no spread: std 0, not NaN, so tables print a number.
     return out.fillna({"auc_std": 0.0, "bce_std": 0.0})
 
 
 def count_failed(rows: pd.DataFrame) -> int:
-    """Runs whose last row is not a result (failed, oom, too_small)."""
-    failed = rows[rows["status"].isin(["failed", "oom", "too_small"])]
+    """Runs without a result (failed, oom, too_small)."""
+    failed = rows[rows["status"].isin(FAILED_STATUSES)]
     return failed["run_id"].nunique()
+
+
+def failed_summary(rows: pd.DataFrame) -> str:
+    """'3 runs without a result (2 too_small, 1 failed)', or '' when there are none."""
+    failed = rows[rows["status"].isin(FAILED_STATUSES)].drop_duplicates("run_id")
+    if failed.empty:
+        return ""
+    counts = failed["status"].value_counts()
+    detail = ", ".join(f"{n} {status}" for status, n in counts.items())
+    return f"{len(failed)} run{'s' if len(failed) > 1 else ''} without a result ({detail})"
+
+
+def is_reference(frame: pd.DataFrame) -> pd.Series:
+    """Rows of the uncompressed table: the sweep gives it budget 0 (it ignores the budget)."""
+    from cce_bench.embeddings import methods
+
+    uncompressed = [m.name for m in methods() if m.family == "uncompressed"]
+    return (frame["budget_asked"] == 0) | frame["method"].isin(uncompressed)
+
+
+def main_n_chunks(frame: pd.DataFrame) -> int | None:
+    """The n_chunks value most compressed runs use (ties: the smaller): figures show one."""
+    compressed = frame[~is_reference(frame)]
+    if compressed.empty:
+        return None
+    counts = compressed["n_chunks"].value_counts()
+    return int(min(counts[counts == counts.max()].index))
+
+
+def panels(frame: pd.DataFrame) -> list[tuple[tuple[str, str, int], str, pd.DataFrame]]:
+    """(dataset, model, dim), a file stem and the rows, for every panel of a frame.
+
+    The stem is the dataset name, with model and dim appended only when one dataset was run
+    with several, so the common case keeps short names."""
+    out = []
+    for key, group in frame.groupby(PANEL_KEYS, sort=True):
+        dataset, model, dim = key
+        several = frame[frame["dataset"] == dataset][["model", "dim"]].drop_duplicates()
+        stem = dataset if len(several) == 1 else f"{dataset}_{model}-d{int(dim)}"
+        out.append(((dataset, model, int(dim)), stem, group))
+    return out

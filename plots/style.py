@@ -1,0 +1,111 @@
+"""How every figure looks: one colour and marker per method, fonts, log2 axes, saving.
+
+A method's style comes from its place in the registry's listing order, so `cce` has the same
+colour and marker in every figure of every run of `cce-bench plot`; names the registry does not
+know (rows from an older checkout) take the styles after the registered ones.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; never a display
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import (FuncFormatter, LogFormatterSciNotation, LogLocator,  # noqa: E402
+                               NullFormatter)
+
+# tab10 first (distinct on screen and in print), then six darker tones for methods 11-16.
+COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
+           "#7f7f7f", "#bcbd22", "#17becf", "#000075", "#800000", "#469990", "#808000",
+           "#000000", "#f032e6"]
+# Filled markers only: hollow ones vanish under the min..max band.
+MARKERS = ["o", "s", "^", "v", "D", "P", "X", "<", ">", "p", "*", "h", "d", "H", "8"]
+BAYES_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
+REFERENCE_STYLE = {"linestyle": ":", "linewidth": 1.6}
+
+RC = {
+    "font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 8.5,
+    "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.spines.top": False,
+    "axes.spines.right": False, "lines.linewidth": 1.6, "lines.markersize": 5,
+    "savefig.bbox": "tight", "savefig.pad_inches": 0.05, "pdf.fonttype": 42,
+    "svg.fonttype": "none",
+}
+FORMATS = ("png", "pdf", "svg")
+PNG_DPI = 300
+
+
+@dataclass(frozen=True)
+class Style:
+    color: str
+    marker: str
+
+
+def method_styles(methods: Iterable[str]) -> dict[str, Style]:
+    """A fixed colour and marker for each method, by its index in the registry."""
+    from cce_bench.embeddings import method_names
+
+    known = method_names()
+    unknown = sorted(set(methods) - set(known))
+    order = known + unknown
+    return {m: Style(COLOURS[i % len(COLOURS)], MARKERS[i % len(MARKERS)])
+            for i, m in enumerate(order)}
+
+
+@contextlib.contextmanager
+def figure_style() -> Iterator[None]:
+    """Our fonts and spines for the figures drawn inside, without touching global state."""
+    with plt.rc_context(RC):
+        yield
+
+
+def log2_axis(ax, axis: str = "x") -> None:
+    """A log2 axis labelled 2^k at every power of two (thinned when the range is wide)."""
+    target = ax.xaxis if axis == "x" else ax.yaxis
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log", base=2)
+    target.set_major_locator(LogLocator(base=2, numticks=10))
+    target.set_major_formatter(LogFormatterSciNotation(base=2))
+    target.set_minor_formatter(NullFormatter())
+
+
+def log10_axis(ax, axis: str = "y") -> None:
+    """For seconds and rates, after plotting: a log axis labelled 1, 2, 5, 10, ... 200k, 1M
+    when the data spans a decade or more; else a linear one (a log axis would show 1 label)."""
+    target = ax.yaxis if axis == "y" else ax.xaxis
+    low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
+    if low > 0 and high / low >= 10:
+        (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
+        target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        target.set_minor_formatter(NullFormatter())
+    target.set_major_formatter(FuncFormatter(lambda value, _: compact_number(value)))
+
+
+def compact_number(value: float) -> str:
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= scale:
+            return f"{value / scale:g}{suffix}"
+    return f"{value:g}"
+
+
+def legend_outside(ax) -> None:
+    """The legend to the right of the axes, so it never covers data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                  frameon=False, borderaxespad=0.0)
+
+
+def save(fig, out_dir: Path, stem: str, formats: Iterable[str]) -> list[Path]:
+    """Write the figure once per format (PNG at 300 dpi); return the files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for fmt in formats:
+        path = out_dir / f"{stem}.{fmt}"
+        fig.savefig(path, format=fmt, dpi=PNG_DPI if fmt == "png" else None)
+        written.append(path)
+    plt.close(fig)
+    return written

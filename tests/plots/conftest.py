@@ -1,0 +1,107 @@
+"""A results CSV written the way sweeps write it, without training: several methods, budgets,
+n_chunks values and seeds, a DLRM dataset, a diverged run and runs without a result."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cce_bench.results import COLUMNS, ResultsLog, now_timestamp
+
+GMF_DATASET = "syn-60-2400"
+DLRM_DATASET = "criteo-tiny"
+DIM = 8
+EPOCHS = 3
+SEEDS = [0, 1, 2]
+BUDGETS = [4, 16, 64]  # ppd
+# method -> n_chunks values run (full ignores budget and chunks, as the sweep does)
+METHODS = {"hash": [4], "ce": [2, 4], "cce": [2, 4]}
+VOCAB = {GMF_DATASET: 600, DLRM_DATASET: 5000}
+BAYES = {"bayes_val_auc": 0.81, "bayes_val_bce": 0.45}
+
+
+def _run_rows(rng, dataset, model, method, ppd, n_chunks, seed, quality):
+    """One run's rows, one per epoch; quality in [0, 1] sets how close it gets to the best."""
+    run_id = f"{dataset[:3]}{model}{method}{ppd}c{n_chunks}s{seed}"
+    params = VOCAB[dataset] * DIM if method == "full" else ppd * DIM
+    base = {"run_id": run_id, "sweep": "test", "dataset": dataset, "model": model,
+            "method": method, "budget_asked": ppd * DIM, "params": params,
+            "buffer_bytes": 0 if method == "full" else 8 * VOCAB[dataset] * (method == "cce"),
+            "dim": DIM, "n_chunks": n_chunks, "seed": seed, "device": "cpu",
+            "torch_version": "2.13", "cce_bench_version": "0.1.0", "git_rev": "abc",
+            "started_at": now_timestamp(), "error": ""}
+    base["total_bytes"] = 2 * 4 * params + 2 * base["buffer_bytes"]
+    rows = []
+    for epoch in range(1, EPOCHS + 1):
+        # Better with the epoch until the last, which overfits a little: best != last.
+        progress = [0.6, 1.0, 0.9][epoch - 1]
+        # float(): results._cell writes numpy scalars as 'np.float64(...)', which reads as NaN.
+        bce = float(0.70 - 0.22 * quality * progress + rng.normal(0, 0.004))
+        auc = float(0.50 + 0.28 * quality * progress + rng.normal(0, 0.004))
+        rows.append({**base, "epoch": epoch, "step": 10 * epoch, "train_bce": bce - 0.02,
+                     "val_bce": bce, "val_auc": auc,
+                     "train_s": float(rng.uniform(0.5, 1.0) * (1 + ppd / 64)),
+                     "cluster_s": 0.1 if method == "cce" else 0.0, "eval_s": 0.01,
+                     "samples_per_s": float(rng.uniform(1e5, 2e5) / (1 + ppd / 64)),
+                     "status": "ok"})
+    return rows
+
+
+def write_results(path, seed: int = 0) -> list[dict]:
+    """Write the test results CSV at path through ResultsLog; return the rows written."""
+    rng = np.random.default_rng(seed)
+    log = ResultsLog(path)
+    written = []
+
+    def add(rows):
+        log.append(rows)
+        written.extend(rows)
+
+    for dataset, model in ((GMF_DATASET, "gmf"), (DLRM_DATASET, "dlrm")):
+        for s in SEEDS:
+            add(_run_rows(rng, dataset, model, "full", 0, 4, s, 1.0))
+        for method, chunk_values in METHODS.items():
+            strength = {"hash": 0.5, "ce": 0.7, "cce": 0.9}[method]
+            for ppd in BUDGETS:
+                for n_chunks in chunk_values:
+                    for s in SEEDS:
+                        quality = min(1.0, strength + 0.04 * np.log2(ppd) + 0.01 * n_chunks)
+                        add(_run_rows(rng, dataset, model, method, ppd, n_chunks, s, quality))
+    # A diverged run keeps its epochs before it diverged.
+    diverged = _run_rows(rng, GMF_DATASET, "gmf", "hash", 64, 4, 3, 0.6)
+    diverged[-1] |= {"status": "diverged", "val_bce": float("nan"), "val_auc": float("nan")}
+    add(diverged)
+    # Runs without a result: a budget too small for every seed, and one crash.
+    for s in SEEDS:
+        add([{**_failed(GMF_DATASET, "cce", 1, s), "status": "too_small",
+              "error": "budget 8 is too small for cce; use at least 16"}])
+    add([{**_failed(GMF_DATASET, "ce", 64, 7), "status": "failed", "error": "RuntimeError: boom"}])
+    return written
+
+
+def _failed(dataset, method, ppd, seed):
+    return {"run_id": f"fail{method}{ppd}s{seed}", "sweep": "test", "dataset": dataset,
+            "model": "gmf", "method": method, "budget_asked": ppd * DIM, "dim": DIM,
+            "n_chunks": 4, "seed": seed, "epoch": 0, "step": 0, "started_at": now_timestamp()}
+
+
+@pytest.fixture(scope="session")
+def results_csv(tmp_path_factory):
+    """The test results CSV (written once per session; tests must not modify it)."""
+    path = tmp_path_factory.mktemp("results") / "test.csv"
+    write_results(path)
+    return path
+
+
+@pytest.fixture
+def bayes_meta(data_cache):
+    """A cached meta.json for the GMF dataset, as the synthetic generator writes it."""
+    folder = data_cache / GMF_DATASET / "v1-test"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "meta.json").write_text(json.dumps({"kind": "synthetic", **BAYES}))
+    return BAYES
+
+
+__all__ = ["COLUMNS", "write_results"]

@@ -1,0 +1,122 @@
+"""The report's numbers against an independent pandas computation from the raw CSV."""
+
+from __future__ import annotations
+
+import io
+
+import pandas as pd
+import pytest
+
+from cce_bench.errors import ResultsError
+from cce_bench.plots import best_per_run, build_report, load_results, to_csv, to_latex, to_markdown
+
+from .conftest import DIM, GMF_DATASET
+
+
+def independent(csv_path, tolerance: float):
+    """(cells, parity) computed straight from the CSV text, sharing no code with plots/."""
+    raw = pd.read_csv(csv_path)
+    raw = raw[raw["status"].isin(["ok", "diverged"]) & raw["val_bce"].notna()]
+    runs = raw.groupby("run_id").agg(
+        dataset=("dataset", "first"), method=("method", "first"), n_chunks=("n_chunks", "first"),
+        budget=("budget_asked", "first"), params=("params", "max"), bce=("val_bce", "min"),
+        auc=("val_auc", "max"))
+    cells = runs.groupby(["dataset", "method", "n_chunks", "budget"]).agg(
+        bce_mean=("bce", "mean"), bce_std=("bce", "std"), auc_mean=("auc", "mean"),
+        auc_std=("auc", "std"), params=("params", "max"), seeds=("bce", "size")).reset_index()
+    cells = cells.fillna({"bce_std": 0.0, "auc_std": 0.0})
+    full = cells[cells["method"] == "full"].set_index("dataset")
+    compressed = cells[cells["method"] != "full"].copy()
+    parity = {}
+    for (dataset, method, n_chunks), group in compressed.groupby(["dataset", "method", "n_chunks"]):
+        close = group[group["bce_mean"] <= full.loc[dataset, "bce_mean"] + tolerance]
+        if close.empty:
+            parity[(dataset, method, n_chunks)] = None
+        else:
+            row = close.loc[close["budget"].idxmin()]
+            parity[(dataset, method, n_chunks)] = (row["budget"] / DIM, row["params"],
+                                                   full.loc[dataset, "params"] / row["params"])
+    return compressed, parity
+
+
+@pytest.mark.parametrize("tolerance", [0.001, 0.02])
+def test_report_numbers_match_an_independent_computation(results_csv, tolerance):
+    report = build_report(best_per_run(load_results([str(results_csv)])), tolerance)
+    cells, parity = independent(results_csv, tolerance)
+    frame = report.long_frame()
+    compressed = frame[frame["method"] != "full"]
+    assert len(compressed) == len(cells)
+    merged = compressed.merge(cells, left_on=["dataset", "method", "n_chunks", "budget_asked"],
+                              right_on=["dataset", "method", "n_chunks", "budget"],
+                              suffixes=("", "_expected"))
+    assert len(merged) == len(cells)
+    for column in ("bce_mean", "bce_std", "auc_mean", "auc_std", "params", "seeds"):
+        pd.testing.assert_series_equal(merged[column], merged[f"{column}_expected"],
+                                       check_names=False, check_dtype=False, rtol=1e-9)
+    # The best method per budget: lowest mean BCE, highest mean AUC, among compressed methods.
+    for (dataset, budget), group in cells.groupby(["dataset", "budget"]):
+        marked = merged[(merged["dataset"] == dataset) & (merged["budget"] == budget)]
+        best_bce = group.loc[group["bce_mean"].idxmin(), ["method", "n_chunks"]].tolist()
+        best_auc = group.loc[group["auc_mean"].idxmax(), ["method", "n_chunks"]].tolist()
+        assert marked[marked["best_bce"]][["method", "n_chunks"]].values.tolist() == [best_bce]
+        assert marked[marked["best_auc"]][["method", "n_chunks"]].values.tolist() == [best_auc]
+    # Compression at parity, reached or not, per method.
+    got = {}
+    for section in report.sections:
+        for row in section.parity.itertuples(index=False):
+            key = (section.dataset, row.method, row.n_chunks)
+            got[key] = None if pd.isna(row.parity_ppd) else (row.parity_ppd, row.parity_params,
+                                                             row.ratio)
+    assert got.keys() == parity.keys()
+    for key, expected in parity.items():
+        assert (got[key] is None) == (expected is None), key
+        if expected is not None:
+            assert got[key] == pytest.approx(expected)
+    # The data exercises both outcomes, so neither branch goes untested.
+    assert any(v is None for v in parity.values()) and any(v is not None for v in parity.values())
+
+
+def test_the_full_table_is_the_reference_not_a_cell(results_csv):
+    report = build_report(best_per_run(load_results([str(results_csv)])))
+    section = next(s for s in report.sections if s.dataset == GMF_DATASET)
+    assert list(section.reference["method"]) == ["full"]
+    assert "full" not in set(section.cells["method"])
+    assert section.reference_line().startswith("full table: 4,800 params, val BCE ")
+
+
+def test_markdown_marks_the_best_cells(results_csv):
+    report = build_report(best_per_run(load_results([str(results_csv)])))
+    text = to_markdown(report)
+    section = report.sections[0]
+    assert text.startswith(f"### {section.title}\n")
+    best = section.cells[section.cells["best_bce"]].iloc[0]
+    assert f"**{best['bce_mean']:.4f} ± {best['bce_std']:.4f}**" in text
+    assert "| method | 4 ppd | 16 ppd | 64 ppd |" in text
+    assert "| ce, 2 chunks |" in text and "| hash |" in text  # chunks named only where varied
+    table_rows = "\n".join(line for line in text.splitlines() if line.startswith("|"))
+    assert table_rows.count("**") // 2 == sum(int(s.cells["best_bce"].sum() + s.cells["best_auc"].sum())
+                                              for s in report.sections)
+
+
+def test_csv_reads_back_as_the_long_frame(results_csv):
+    report = build_report(best_per_run(load_results([str(results_csv)])))
+    back = pd.read_csv(io.StringIO(to_csv(report)))
+    frame = report.long_frame()
+    assert list(back.columns) == list(frame.columns)
+    pd.testing.assert_series_equal(back["bce_mean"], frame["bce_mean"].astype(float), rtol=1e-5)
+
+
+def test_latex_escapes_names_and_bolds_the_best(results_csv):
+    rows = load_results([str(results_csv)])
+    rows.loc[rows["method"] == "cce", "method"] = "cce_robe"
+    text = to_latex(build_report(best_per_run(rows)))
+    assert "cce\\_robe" in text and "cce_robe" not in text
+    assert "\\toprule" in text and "\\textbf{" in text and "$\\pm$" in text
+    assert text.count("\\begin{table}") == text.count("\\end{table}") == 6
+
+
+def test_no_successful_run_is_a_clear_error(results_csv):
+    rows = load_results([str(results_csv)])
+    failed = rows[rows["status"].isin(["failed", "too_small"])]
+    with pytest.raises(ResultsError, match=r"no successful runs to summarise \(4 failed\)"):
+        best_per_run(failed)
