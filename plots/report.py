@@ -122,7 +122,9 @@ def parity_rows(section: Section) -> list[tuple[str, str, str, str]]:
     out = []
     for row in section.parity.itertuples(index=False):
         label = section.row_label(row.method, row.n_chunks)
-        if pd.isna(row.parity_ppd):
+        if section.reference.empty:
+            out.append((label, "no full-table run", "—", "—"))
+        elif pd.isna(row.parity_ppd):
             out.append((label, "not reached", "—", "—"))
         else:
             out.append((label, f"{row.parity_ppd:g} ppd", f"{int(row.parity_params):,}",

@@ -59,7 +59,7 @@ def test_plot_and_report_from_the_sweep(in_tmp):
     for row in table.itertuples():
         assert row.auc_mean == pytest.approx(expected[(row.method, row.ppd * 32)], rel=1e-5)
     markdown = invoke("report", "--format", "markdown")
-    assert markdown.exit_code == 0 and markdown.output.startswith("| dataset | method |")
+    assert markdown.exit_code == 0 and markdown.output.startswith(f"### {TINY_DATASET} (GMF")
     assert invoke("report").exit_code == 0
 
 
