@@ -60,22 +60,25 @@ class StaticEpoch:
         n = len(split)
         self.steps = math.ceil(n / batch_size)
         padded = self.steps * batch_size
-        self.order = torch.zeros(padded, dtype=torch.int64, device=device)
-        self.weight = (torch.arange(padded, device=device) < n).float()  # 0 on padding
-        self.offsets = torch.arange(batch_size, device=device)
-        self.cursor = torch.zeros((), dtype=torch.int64, device=device)
+        # This epoch's rows in batch order, padded to whole batches (padding rows have weight
+        # 0): a step then reads batch `cursor` with one index_select per column.
+        self.users = torch.zeros(self.steps, batch_size, dtype=torch.int64, device=device)
+        self.items = torch.zeros_like(self.users)
+        self.labels = torch.zeros(self.steps, batch_size, device=device)
+        self.weight = (torch.arange(padded, device=device) < n).float().view(self.steps, batch_size)
+        self.cursor = torch.zeros(1, dtype=torch.int64, device=device)
         self.loss_sum = torch.zeros((), device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.pointers: list[int] = []
 
     def _step(self) -> None:
-        positions = self.cursor * self.batch_size + self.offsets  # (B,)
-        rows = self.order[positions]
-        weight = self.weight[positions]
+        def batch(table: torch.Tensor) -> torch.Tensor:
+            return table.index_select(0, self.cursor)[0]  # (B,)
+
+        weight = batch(self.weight)
         count = weight.sum()
-        logits = self.model(self.split.users[rows], self.split.items[rows])
-        losses = F.binary_cross_entropy_with_logits(logits, self.split.labels[rows],
-                                                    reduction="none")
+        logits = self.model(batch(self.users), batch(self.items))
+        losses = F.binary_cross_entropy_with_logits(logits, batch(self.labels), reduction="none")
         loss = (losses * weight).sum() / count
         loss.backward()
         self.optimizer.step()
@@ -84,7 +87,10 @@ class StaticEpoch:
 
     def run(self, generator: torch.Generator) -> torch.Tensor:
         n = len(self.split)
-        self.order[:n] = torch.randperm(n, generator=generator, device=self.order.device)
+        order = torch.randperm(n, generator=generator, device=self.users.device)
+        self.users.view(-1)[:n] = self.split.users[order]
+        self.items.view(-1)[:n] = self.split.items[order]
+        self.labels.view(-1)[:n] = self.split.labels[order]
         self.cursor.zero_()
         self.loss_sum.zero_()
         self.model.train()

@@ -87,5 +87,33 @@ def gather_chunks(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """Per-chunk row lookup in a (c, r, w) table: rows (N, c) -> (N, c * w)."""
     c, r, w = table.shape
     offsets = torch.arange(c, device=rows.device) * r
-    flat = nn.functional.embedding(rows + offsets, table.reshape(c * r, w))  # (N, c, w)
+    flat = lookup(table.reshape(c * r, w), (rows + offsets).reshape(-1))  # (N * c, w)
     return flat.reshape(rows.shape[0], c * w)
+
+
+def lookup(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """table[rows] for a 2-d table and 1-d rows, with a cheap backward on CUDA.
+
+    torch's embedding backward on CUDA sorts the indices (about ten kernels); summing the
+    gradient rows with one atomic index_add_ is a single kernel, which is what decides the
+    speed of small steps. Atomic float sums are not bitwise reproducible, so with
+    torch.use_deterministic_algorithms(True) the sorted path is used.
+    """
+    if rows.is_cuda and not torch.are_deterministic_algorithms_enabled():
+        return _IndexAddLookup.apply(table, rows)
+    return nn.functional.embedding(rows, table)
+
+
+class _IndexAddLookup(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(rows)
+        ctx.table_shape = table.shape
+        return table.index_select(0, rows)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (rows,) = ctx.saved_tensors
+        grad_table = torch.zeros(ctx.table_shape, dtype=grad.dtype, device=grad.device)
+        grad_table.index_add_(0, rows, grad)
+        return grad_table, None

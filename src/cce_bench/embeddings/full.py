@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import CompressedEmbedding, normal_init
+from .base import CompressedEmbedding, lookup, normal_init
 from .registry import register
 
 
@@ -22,7 +22,7 @@ class FullEmbedding(CompressedEmbedding):
         self.table = normal_init((vocab, dim), self.output_std, self.generator)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.embedding(ids, self.table)
+        return lookup(self.table, ids)
 
     def config(self) -> dict:
         return {"rows": self.vocab}

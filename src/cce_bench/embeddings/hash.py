@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 
 from ..errors import BudgetTooSmall
-from .base import CompressedEmbedding, normal_init
+from .base import CompressedEmbedding, lookup, normal_init
 from .hashing import UniversalHash
 from .registry import register
 
@@ -29,7 +29,7 @@ class HashEmbedding(CompressedEmbedding):
         self.hash = UniversalHash(1, self.rows, self.generator)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.embedding(self.hash(ids)[:, 0], self.table)
+        return lookup(self.table, self.hash(ids)[:, 0])
 
     def config(self) -> dict:
         return {"rows": self.rows}
