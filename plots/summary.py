@@ -92,15 +92,21 @@ def mean_over_seeds(best: pd.DataFrame) -> pd.DataFrame:
     return out.fillna({"auc_std": 0.0, "bce_std": 0.0})
 
 
+def failed_runs(rows: pd.DataFrame) -> pd.DataFrame:
+    """One row per run without a result (failed, oom, too_small); a run that failed once and
+    succeeded when run again has its result, so it is not counted."""
+    succeeded = set(result_rows(rows)["run_id"])
+    failed = rows[rows["status"].isin(FAILED_STATUSES) & ~rows["run_id"].isin(succeeded)]
+    return failed.drop_duplicates("run_id", keep="last")
+
+
 def count_failed(rows: pd.DataFrame) -> int:
-    """Runs without a result (failed, oom, too_small)."""
-    failed = rows[rows["status"].isin(FAILED_STATUSES)]
-    return failed["run_id"].nunique()
+    return len(failed_runs(rows))
 
 
 def failed_summary(rows: pd.DataFrame) -> str:
     """'3 runs without a result (2 too_small, 1 failed)', or '' when there are none."""
-    failed = rows[rows["status"].isin(FAILED_STATUSES)].drop_duplicates("run_id")
+    failed = failed_runs(rows)
     if failed.empty:
         return ""
     counts = failed["status"].value_counts()

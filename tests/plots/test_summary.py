@@ -1,0 +1,42 @@
+"""Loading results: sources by name or path, duplicates, runs without a result."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from cce_bench.plots import best_per_run, count_failed, failed_summary, load_results
+from cce_bench.plots.summary import resolve_sources
+from cce_bench.results import ResultsLog, now_timestamp
+
+
+def test_names_resolve_to_the_results_folder_and_paths_stay(tmp_path):
+    (tmp_path / "real.csv").write_text("")
+    assert resolve_sources(None, Path("res")) == [Path("res/default.csv")]
+    assert resolve_sources(["paper", str(tmp_path / "real.csv"), "x.csv"], Path("res")) == [
+        Path("res/paper.csv"), tmp_path / "real.csv", Path("x.csv")]
+
+
+def test_a_run_in_two_files_counts_once(results_csv, tmp_path):
+    shutil.copy(results_csv, tmp_path / "copy.csv")
+    once = load_results([str(results_csv)])
+    twice = load_results([str(results_csv), str(tmp_path / "copy.csv")])
+    assert len(twice) == len(once)
+    pd.testing.assert_frame_equal(best_per_run(twice), best_per_run(once))
+
+
+def test_a_failed_run_that_later_succeeded_is_not_counted(tmp_path):
+    log = ResultsLog(tmp_path / "r.csv")
+    base = {"run_id": "r1", "dataset": "d", "model": "gmf", "method": "hash", "budget_asked": 64,
+            "dim": 8, "n_chunks": 4, "seed": 0, "started_at": now_timestamp()}
+    log.append([{**base, "epoch": 0, "step": 0, "status": "failed", "error": "killed"}])
+    log.append([{**base, "run_id": "r2", "epoch": 0, "step": 0, "status": "oom"}])
+    assert count_failed(load_results([str(tmp_path / "r.csv")])) == 2
+    log.append([{**base, "epoch": 1, "step": 5, "status": "ok", "val_bce": 0.5, "val_auc": 0.7,
+                 "params": 64, "total_bytes": 512, "train_s": 1.0, "cluster_s": 0.0,
+                 "samples_per_s": 10.0}])
+    rows = load_results([str(tmp_path / "r.csv")])
+    assert count_failed(rows) == 1
+    assert failed_summary(rows) == "1 run without a result (1 oom)"
