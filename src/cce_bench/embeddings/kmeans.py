@@ -6,6 +6,13 @@ Two backends with one interface:
 - "torch": Lloyd's algorithm on the points' own device, all problems of a batch in one set of
   kernels; used on GPUs without faiss-gpu and for many small problems.
 "auto" picks faiss when it can run where the points are, otherwise torch.
+
+Both start from k distinct random points ("random") or from k-means++ seeding ("kmeans++",
+computed here and handed to faiss as its initial centroids). Distances to the centroids are
+computed in blocks of points, so no (n, k) matrix is ever whole: 1M points x 4096 centroids
+needs a 256 MB block, not 16 GB. An empty cluster restarts at a random point of its problem
+(faiss instead splits a large cluster; the test suite checks the two reach objectives within a
+few percent of each other).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ import torch
 from ..errors import UnknownName
 
 BACKENDS = ["auto", "faiss", "torch"]
+INITS = ["random", "kmeans++"]
 # Largest distance block (elements) held at once: 1M points x 4096 centroids fits in a few GB.
 _BLOCK_ELEMENTS = 1 << 26
 
@@ -33,9 +41,11 @@ def kmeans(points: torch.Tensor, k: int, *, iters: int = 50, seed: int = 0,
     b, n, d = points.shape
     if not 1 <= k <= n:
         raise ValueError(f"k-means needs 1 <= k ({k}) <= number of points ({n})")
+    if init not in INITS:
+        raise UnknownName("k-means init", init, INITS)
     backend = resolve_backend(backend, points.device)
     if backend == "faiss":
-        return _kmeans_faiss(points, k, iters, seed)
+        return _kmeans_faiss(points, k, iters, seed, init)
     return _kmeans_torch(points, k, iters, seed, init)
 
 
@@ -71,19 +81,24 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
     return out
 
 
-def _kmeans_faiss(points: torch.Tensor, k: int, iters: int, seed: int) -> torch.Tensor:
+def _kmeans_faiss(points: torch.Tensor, k: int, iters: int, seed: int, init: str) -> torch.Tensor:
     import faiss
 
     b, n, d = points.shape
     use_gpu = points.device.type == "cuda" and faiss.get_num_gpus() > 0
     out = []
     for problem in range(b):
-        x = points[problem].detach().float().cpu().contiguous().numpy()
+        x = points[problem].detach().float().cpu().contiguous()
         # The caller already sampled the points: no further subsampling, no warning for few.
         km = faiss.Kmeans(d, k, niter=iters, seed=derive_seed(seed, problem),
                           max_points_per_centroid=n, min_points_per_centroid=1,
                           verbose=False, gpu=use_gpu)
-        km.train(x)
+        start = None
+        if init == "kmeans++":  # faiss seeds at random only; give it our k-means++ centroids
+            gen = torch.Generator()
+            gen.manual_seed(derive_seed(seed, problem, "kmeans++"))
+            start = _kmeanspp(x.unsqueeze(0), k, gen)[0].numpy()
+        km.train(x.numpy(), init_centroids=start)
         out.append(torch.from_numpy(km.centroids.copy()))
     return torch.stack(out).to(points.device, points.dtype)
 
@@ -96,10 +111,20 @@ def _kmeans_torch(points: torch.Tensor, k: int, iters: int, seed: int, init: str
     if init == "random":
         first = torch.rand(b, n, generator=gen, device=x.device).argsort(dim=1)[:, :k]
         centroids = _take(x, first)
-    elif init == "kmeans++":
-        centroids = _kmeanspp(x, k, gen)
     else:
-        raise UnknownName("k-means init", init, ["random", "kmeans++"])
+        centroids = _kmeanspp(x, k, gen)
+    return lloyd(x, centroids, iters, gen).to(points.dtype)
+
+
+def lloyd(points: torch.Tensor, centroids: torch.Tensor, iters: int,
+          generator: torch.Generator) -> torch.Tensor:
+    """Lloyd's iterations from given centroids: points (B, n, d), centroids (B, k, d) -> (B, k, d).
+
+    An empty cluster restarts at a random point of its problem (no host sync to find which).
+    """
+    x = points.float()
+    b, n, d = x.shape
+    k = centroids.shape[1]
     for _ in range(iters):
         assign = nearest(x, centroids)  # (B, n)
         sums = torch.zeros(b, k, d, device=x.device).scatter_add_(
@@ -107,10 +132,9 @@ def _kmeans_torch(points: torch.Tensor, k: int, iters: int, seed: int, init: str
         counts = torch.zeros(b, k, device=x.device).scatter_add_(
             1, assign, torch.ones_like(assign, dtype=x.dtype))
         means = sums / counts.clamp(min=1).unsqueeze(-1)
-        # An empty cluster restarts at a random point (no host sync to find which).
-        reseed = _take(x, torch.randint(0, n, (b, k), generator=gen, device=x.device))
+        reseed = _take(x, torch.randint(0, n, (b, k), generator=generator, device=x.device))
         centroids = torch.where((counts == 0).unsqueeze(-1), reseed, means)
-    return centroids.to(points.dtype)
+    return centroids
 
 
 def _kmeanspp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:

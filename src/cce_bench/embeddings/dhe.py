@@ -1,0 +1,126 @@
+"""Deep Hash Embedding (Kang, Cheng, Yao, Yi, Chen, Hong and Chi, "Learning to Embed
+Categorical Features without Embedding Tables for Recommendation", KDD 2021, arXiv:2010.10784).
+
+No table: an id is encoded by k universal hashes into [0, m), m = hash_range (10^6 as in the
+paper), each turned into a dense real feature, and an MLP decodes the k features to dim:
+    x(i) = T(h_1(i), ..., h_k(i)),   e(i) = W_H+1 f(... f(W_1 x(i) + b_1) ...) + b_H+1,
+with H hidden layers of equal width w and f = Mish (the paper's choice; "relu" as an option).
+T, the paper's two transformations (distribution option):
+- "uniform": h -> 2 h / (m - 1) - 1, uniform on [-1, 1];
+- "gaussian": Box-Muller on pairs, u = (h + 1) / m in (0, 1]:
+  (u1, u2) -> sqrt(-2 ln u1) (cos 2 pi u2, sin 2 pi u2), approximately N(0, 1) each.
+The paper reports the two about equally good; uniform is the default here, as the simpler.
+Budget: params(w) = k w + w + (H - 1)(w^2 + w) + w dim + dim (weights and biases), with
+k = min(w, 1024): the paper pairs k = 1024 hashes with hidden width 1800, i.e. k about w, and
+1024 is the largest k it uses; `n_hashes` fixes k instead. w is the largest width with
+params(w) <= num_params; the smallest budget is params(1).
+Stores the k hash functions' coefficients (buffer); nothing per id: the encoding is computed
+on the fly.
+Init: weights N(0, 2 / fan_in) (He), biases 0; the last layer is then scaled so that the
+output's root-mean-square over the first 2048 ids equals output_std, since the scale of a
+Mish MLP's output has no simple closed form.
+Departures: no batch normalisation (the paper uses it between layers) because an embedding's
+output must not depend on the other ids of its batch (a single id, or eval mode, would change
+it); n_chunks is ignored (the method has no chunks).
+Shape: ids (*S) -> (*S, dim).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import BudgetTooSmall, ConfigError
+from .base import CompressedEmbedding
+from .hashing import UniversalHash
+from .registry import register
+
+MAX_HASHES = 1024  # the paper's k
+_PROBE_IDS = 2048  # ids used to set the output scale at init
+_ACTIVATIONS = {"mish": F.mish, "relu": F.relu}
+
+
+def mlp_params(n_hashes: int, width: int, hidden_layers: int, dim: int) -> int:
+    """Weights and biases of the k -> w -> ... -> w -> dim MLP with H hidden layers."""
+    return (n_hashes * width + width + (hidden_layers - 1) * (width * width + width)
+            + width * dim + dim)
+
+
+@register("dhe", "neural", "k dense hash features per id decoded by an MLP, largest MLP that fits",
+          "Kang et al., KDD 2021 (arXiv:2010.10784)")
+class DeepHashEmbedding(CompressedEmbedding):
+    def __init__(self, vocab: int, num_params: int, dim: int, n_chunks: int = 1, *,
+                 hidden_layers: int = 2, n_hashes: int | None = None,
+                 distribution: str = "uniform", activation: str = "mish",
+                 hash_range: int = 1_000_000, **opts):
+        super().__init__(vocab, num_params, dim, **opts)
+        if hidden_layers < 1:
+            raise ConfigError(f"dhe: hidden_layers must be at least 1, not {hidden_layers}")
+        if n_hashes is not None and n_hashes < 1:
+            raise ConfigError(f"dhe: n_hashes must be at least 1, not {n_hashes}")
+        if distribution not in ("uniform", "gaussian"):
+            raise ConfigError(f"dhe: distribution must be 'uniform' or 'gaussian', "
+                              f"not '{distribution}'")
+        if activation not in _ACTIVATIONS:
+            raise ConfigError(f"dhe: activation must be one of {', '.join(_ACTIVATIONS)}, "
+                              f"not '{activation}'")
+        if hash_range < 2:
+            raise ConfigError(f"dhe: hash_range must be at least 2, not {hash_range}")
+
+        def size(width: int) -> int:
+            k = n_hashes or min(width, MAX_HASHES)
+            return mlp_params(k, width, hidden_layers, dim)
+
+        if num_params < size(1):
+            raise BudgetTooSmall("dhe", num_params, size(1),
+                                 f"dim {dim}, {hidden_layers} hidden layers of width 1")
+        # size() grows with the width: jump near the root of the quadratic, then step.
+        width = max(1, int(math.sqrt(num_params / (hidden_layers + 1))))
+        while width > 1 and size(width) > num_params:
+            width -= 1
+        while size(width + 1) <= num_params:
+            width += 1
+        self.width, self.hidden_layers = width, hidden_layers
+        self.n_hashes = n_hashes or min(width, MAX_HASHES)
+        self.distribution, self.activation, self.hash_range = distribution, activation, hash_range
+        self.hash = UniversalHash(self.n_hashes, hash_range, self.generator)
+
+        shapes = [(width, self.n_hashes)] + [(width, width)] * (hidden_layers - 1) + [(dim, width)]
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.randn(shape, generator=self.generator) * math.sqrt(2 / shape[1]))
+            for shape in shapes)
+        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(shape[0])) for shape in shapes)
+        with torch.no_grad():
+            probe = self.embed(torch.arange(min(vocab, _PROBE_IDS)))
+            rms = float(probe.pow(2).mean().sqrt())
+            if rms > 0:
+                self.weights[-1].mul_(self.output_std / rms)
+
+    def encode(self, ids: torch.Tensor) -> torch.Tensor:
+        """The dense hash encoding: ids (N,) -> (N, k) float32."""
+        h = self.hash(ids).to(torch.float64)  # (N, k); doubles keep all 20 bits of h exact
+        m = self.hash_range
+        if self.distribution == "uniform":
+            return (2 * h / (m - 1) - 1).float()
+        u = (h + 1) / m  # (0, 1]
+        half = (self.n_hashes + 1) // 2
+        if self.n_hashes % 2:  # pair the odd one out with the first; only its cosine is kept
+            u = torch.cat([u, u[:, :1]], dim=1)
+        radius = torch.sqrt(-2 * torch.log(u[:, :half]))
+        angle = 2 * math.pi * u[:, half:]
+        z = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+        return z[:, :self.n_hashes].float()
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.encode(ids)
+        act = _ACTIVATIONS[self.activation]
+        for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
+            x = act(F.linear(x, weight, bias))
+        return F.linear(x, self.weights[-1], self.biases[-1])
+
+    def config(self) -> dict:
+        return {"n_hashes": self.n_hashes, "width": self.width,
+                "hidden_layers": self.hidden_layers, "distribution": self.distribution}
