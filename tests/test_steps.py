@@ -56,3 +56,31 @@ def test_cuda_graph_matches_the_plain_loop(method, tiny):
     graph = curves(run, tiny, "cuda", "graph")
     for a, b in zip(plain, graph):
         assert a == pytest.approx(b, rel=1e-3, abs=1e-4)
+
+
+def test_runs_trained_together_match_runs_trained_alone(tiny):
+    from cce_bench.engine import train_many
+
+    runs = [tiny_run("cce"), tiny_run("hash"), RunConfig(TINY_DATASET, "ce", 8 * 32, seed=3,
+                                                          epochs=2, batch_size=500)]
+    together = train_many(runs, tiny, "cpu", stepper="static")
+    for run, result in zip(runs, together):
+        alone = train(run, tiny, "cpu", stepper="plain")
+        assert len(result.epochs) == len(alone.epochs) == run.epochs
+        for a, b in zip(result.epochs, alone.epochs):
+            assert (a.train_bce, a.val_bce, a.val_auc) == pytest.approx(
+                (b.train_bce, b.val_bce, b.val_auc), rel=1e-4, abs=1e-5)
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_runs_trained_together_on_cuda_streams_match_alone(tiny):
+    from cce_bench.engine import train_many
+
+    runs = [tiny_run(m) for m in method_names()]
+    together = train_many(runs, tiny, "cuda")
+    for run, result in zip(runs, together):
+        alone = train(run, tiny, "cuda", stepper="plain")
+        for a, b in zip(result.epochs, alone.epochs):
+            assert (a.train_bce, a.val_bce, a.val_auc) == pytest.approx(
+                (b.train_bce, b.val_bce, b.val_auc), rel=1e-3, abs=1e-4)

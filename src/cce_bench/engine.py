@@ -7,6 +7,7 @@ run's schedule, on every embedding that has a cluster() method.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -116,59 +117,108 @@ def make_stepper(stepper: str, model: nn.Module, optimizer: torch.optim.Optimize
 def train(run: RunConfig, data: InteractionData, device: str | torch.device = "auto",
           on_epoch: EpochCallback | None = None, stepper: str = "auto") -> RunResult:
     """Train and evaluate one run. `stepper` changes how steps are launched, never the result."""
+    return train_many([run], data, device, on_epoch, stepper)[0]
+
+
+def train_many(runs: list[RunConfig], data: InteractionData, device: str | torch.device = "auto",
+               on_epoch: EpochCallback | None = None, stepper: str = "auto") -> list[RunResult]:
+    """Train several runs of one dataset and batch size in lockstep, each as if alone.
+
+    On CUDA each run's steps go to its own stream, so the small kernels of different runs
+    execute side by side and fill the GPU; the numbers are those of training each run alone.
+    An epoch's train_s is the group's wall time for that epoch.
+    """
     device = resolve_device(device)
-    torch.manual_seed(run.seed)
-    model = build_model(run, data).to(device)
-    params, buffer_bytes, total_bytes = model_size(model)
-    result = RunResult("ok", params, buffer_bytes, total_bytes, device=str(device))
-    optimizer = make_optimizer(model, run, device)
-    train_split, val_split = data.train.to(device), data.val.to(device)
-    epochs = make_stepper(stepper, model, optimizer, train_split, run.batch_size, device)
-    test_split = data.test.to(device) if data.test is not None else None
-    shuffle = torch.Generator(device=device)
-    shuffle.manual_seed(run.seed)
+    if len({(r.dataset, r.batch_size) for r in runs}) > 1:
+        raise ConfigError("runs trained together need the same dataset and batch size")
+    splits = [data.train.to(device), data.val.to(device),
+              data.test.to(device) if data.test is not None else None]
+    concurrent = device.type == "cuda" and len(runs) > 1
+    states = []
+    for run in runs:
+        stream = torch.cuda.Stream(device) if concurrent else None
+        with _on(stream):
+            states.append(_RunState(run, data, splits, device, stepper, stream))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-
-    best_bce, best_auc, step = math.inf, -math.inf, 0
-    for epoch in range(1, run.epochs + 1):
+    active = list(states)
+    while active:
         start = _now(device)
-        loss_sum = epochs.run(shuffle)
+        for state in active:
+            with _on(state.stream):
+                state.epochs.prepare(state.shuffle)
+        for _ in range(active[0].epochs.steps):
+            for state in active:
+                with _on(state.stream):
+                    state.epochs.step()
         train_s = _now(device) - start
-        step += math.ceil(len(train_split) / run.batch_size)
+        for state in active:
+            with _on(state.stream):
+                state.end_epoch(train_s, on_epoch)
+        active = [state for state in active if not state.done]
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    for state in states:
+        state.result.peak_mem_bytes = peak
+    return [state.result for state in states]
 
+
+class _RunState:
+    """One run's model, optimizer, stepper and progress through its epochs."""
+
+    def __init__(self, run: RunConfig, data: InteractionData, splits: list, device: torch.device,
+                 stepper: str, stream):
+        self.run, self.stream, self.device = run, stream, device
+        self.train_split, self.val_split, self.test_split = splits
+        torch.manual_seed(run.seed)
+        self.model = build_model(run, data).to(device)
+        params, buffer_bytes, total_bytes = model_size(self.model)
+        self.result = RunResult("ok", params, buffer_bytes, total_bytes, device=str(device))
+        self.optimizer = make_optimizer(self.model, run, device)
+        self.epochs = make_stepper(stepper, self.model, self.optimizer, self.train_split,
+                                   run.batch_size, device)
+        self.shuffle = torch.Generator(device=device)
+        self.shuffle.manual_seed(run.seed)
+        self.epoch, self.step, self.done = 0, 0, False
+        self.best_bce, self.best_auc = math.inf, -math.inf
+
+    def end_epoch(self, train_s: float, on_epoch: EpochCallback | None) -> None:
+        """Evaluate, record, cluster on schedule, and decide whether to stop."""
+        run, device = self.run, self.device
+        self.epoch += 1
+        self.step += self.epochs.steps
         start = _now(device)
-        val_bce, val_auc = evaluate(model, val_split)
-        test_bce, test_auc = evaluate(model, test_split) if test_split is not None else (None, None)
-        train_bce = float(loss_sum) / len(train_split)  # the epoch's one host sync
+        val_bce, val_auc = evaluate(self.model, self.val_split)
+        test_bce, test_auc = (evaluate(self.model, self.test_split) if self.test_split is not None
+                              else (None, None))
+        train_bce = float(self.epochs.loss_total()) / len(self.train_split)  # one sync an epoch
         eval_s = _now(device) - start
 
         cluster_s = 0.0
         finite = math.isfinite(train_bce) and math.isfinite(val_bce)
-        if finite and run.clusters_after(epoch):
+        if finite and run.clusters_after(self.epoch):
             start = _now(device)
-            cluster_all(model, optimizer)
-            epochs.invalidate()
+            cluster_all(self.model, self.optimizer)
+            self.epochs.invalidate()
             cluster_s = _now(device) - start
 
-        record = EpochRecord(epoch, step, train_bce, val_bce, val_auc, test_bce, test_auc,
-                             train_s, cluster_s, eval_s, len(train_split) / max(train_s, 1e-9))
-        result.epochs.append(record)
+        record = EpochRecord(self.epoch, self.step, train_bce, val_bce, val_auc, test_bce,
+                             test_auc, train_s, cluster_s, eval_s,
+                             len(self.train_split) / max(train_s, 1e-9))
+        self.result.epochs.append(record)
         if on_epoch is not None:
             on_epoch(run, record)
         if not finite:
-            result.status = "diverged"
-            break
-        if (_should_stop(run.early_stop, val_bce, val_auc, best_bce, best_auc)
-                and not _awaiting_compression(model)):
-            break
-        best_bce, best_auc = min(best_bce, val_bce), max(best_auc, val_auc)
+            self.result.status, self.done = "diverged", True
+        elif _should_stop(run.early_stop, val_bce, val_auc, self.best_bce, self.best_auc):
+            self.done = True
+        else:
+            self.best_bce, self.best_auc = min(self.best_bce, val_bce), max(self.best_auc, val_auc)
+        self.done = self.done or self.epoch >= run.epochs
 
-    # Sizes of the trained model: a post-training method (pq) shrinks when it compresses.
-    result.params, result.buffer_bytes, result.total_bytes = model_size(model)
-    if device.type == "cuda":
-        result.peak_mem_bytes = torch.cuda.max_memory_allocated(device)
-    return result
+
+def _on(stream):
+    """The run's CUDA stream as the current one, or nothing."""
+    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
 
 @torch.no_grad()

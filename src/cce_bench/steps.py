@@ -23,27 +23,45 @@ from .data import InteractionSplit
 
 
 class PlainEpoch:
-    """One pass over shuffled batches, launched op by op (the reference for StaticEpoch)."""
+    """Shuffled batches launched op by op (the reference the static steps are checked against).
+
+    Use: prepare(generator) once an epoch, then step() `steps` times, then loss_total().
+    """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, split: InteractionSplit,
                  batch_size: int):
         self.model, self.optimizer, self.split, self.batch_size = model, optimizer, split, batch_size
+        self.steps = math.ceil(len(split) / batch_size)
+        self.order = torch.empty(0, dtype=torch.int64)
+        self.position = 0
+        self.loss_sum = torch.zeros((), device=split.users.device)
+
+    def prepare(self, generator: torch.Generator) -> None:
+        self.order = torch.randperm(len(self.split), generator=generator,
+                                    device=self.split.users.device)
+        self.position = 0
+        self.loss_sum = torch.zeros((), device=self.split.users.device)
+        self.model.train()
+
+    def step(self) -> None:
+        rows = self.order[self.position:self.position + self.batch_size]
+        self.position += self.batch_size
+        logits = self.model(self.split.users[rows], self.split.items[rows])
+        loss = F.binary_cross_entropy_with_logits(logits, self.split.labels[rows])
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.loss_sum += loss.detach() * rows.shape[0]
+
+    def loss_total(self) -> torch.Tensor:
+        """The epoch's summed loss, a device tensor (reading it is the epoch's one sync)."""
+        return self.loss_sum
 
     def run(self, generator: torch.Generator) -> torch.Tensor:
-        """Train one epoch; return the summed loss as a device tensor (no host sync)."""
-        split, n = self.split, len(self.split)
-        order = torch.randperm(n, generator=generator, device=split.users.device)
-        loss_sum = torch.zeros((), device=split.users.device)
-        self.model.train()
-        for start in range(0, n, self.batch_size):
-            rows = order[start:start + self.batch_size]
-            logits = self.model(split.users[rows], split.items[rows])
-            loss = F.binary_cross_entropy_with_logits(logits, split.labels[rows])
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            loss_sum += loss.detach() * rows.shape[0]
-        return loss_sum
+        self.prepare(generator)
+        for _ in range(self.steps):
+            self.step()
+        return self.loss_total()
 
     def invalidate(self) -> None:
         """Nothing is cached between epochs."""
@@ -85,7 +103,7 @@ class StaticEpoch:
         self.loss_sum += loss.detach() * count
         self.cursor += 1
 
-    def run(self, generator: torch.Generator) -> torch.Tensor:
+    def prepare(self, generator: torch.Generator) -> None:
         n = len(self.split)
         order = torch.randperm(n, generator=generator, device=self.users.device)
         self.users.view(-1)[:n] = self.split.users[order]
@@ -96,13 +114,22 @@ class StaticEpoch:
         self.model.train()
         if self.use_graph and (self.graph is None or self._moved()):
             self._capture()
+
+    def step(self) -> None:
+        if self.graph is not None:
+            self.graph.replay()
+        else:
+            self.optimizer.zero_grad(set_to_none=True)
+            self._step()
+
+    def loss_total(self) -> torch.Tensor:
+        return self.loss_sum
+
+    def run(self, generator: torch.Generator) -> torch.Tensor:
+        self.prepare(generator)
         for _ in range(self.steps):
-            if self.graph is not None:
-                self.graph.replay()
-            else:
-                self.optimizer.zero_grad(set_to_none=True)
-                self._step()
-        return self.loss_sum.clone()
+            self.step()
+        return self.loss_total()
 
     def invalidate(self) -> None:
         """Call after anything may have reallocated the model's tensors (e.g. cluster())."""
