@@ -45,27 +45,53 @@ class CCEmbedding(CompressedEmbedding):
                  points_per_centroid: int = 256, residual_init: str = "mean",
                  reset_optimizer: bool = True, **opts):
         super().__init__(vocab, num_params, dim, **opts)
-        width = chunk_dim("cce", dim, n_chunks)
-        self.rows = num_params // (2 * dim)
-        if self.rows < 1:
-            raise BudgetTooSmall("cce", num_params, 2 * dim, f"dim {dim}: two rows of each table")
+        self.n_chunks, self.width = n_chunks, chunk_dim(self.method_name, dim, n_chunks)
         if residual_init not in ("mean", "zero"):
-            raise ConfigError(f"cce: residual_init must be 'mean' or 'zero', not '{residual_init}'")
-        self.n_chunks = n_chunks
+            raise ConfigError(f"{self.method_name}: residual_init must be 'mean' or 'zero', "
+                              f"not '{residual_init}'")
         self.kmeans_backend, self.kmeans_iters = kmeans_backend, kmeans_iters
         self.points_per_centroid, self.residual_init = points_per_centroid, residual_init
         self.reset_optimizer = reset_optimizer
         std = self.output_std / math.sqrt(2)  # two summed terms
-        self.table0 = normal_init((n_chunks, self.rows, width), std, self.generator)
-        self.table1 = normal_init((n_chunks, self.rows, width), std, self.generator)
-        index = torch.randint(0, self.rows, (vocab, n_chunks), generator=self.generator)
+        self._make_tables(num_params, std)
+        index = torch.randint(0, self.slots, (vocab, n_chunks), generator=self.generator)
         self.register_buffer("index", index.to(torch.int32))
-        self.hash1 = UniversalHash(n_chunks, self.rows, self.generator)
+        self.hash1 = UniversalHash(n_chunks, self.slots, self.generator)
         self.register_buffer("rounds", torch.zeros((), dtype=torch.int64))
 
+    # Seams for variants that lay the two tables out differently (cce_robe.py): how the tables
+    # are made, read and written. Everything else, cluster() included, is shared.
+    def _make_tables(self, num_params: int, std: float) -> None:
+        """Set rows (k of the k-means), slots (range of the index and hash), table0, table1."""
+        self.rows = num_params // (2 * self.dim)
+        if self.rows < 1:
+            raise BudgetTooSmall("cce", num_params, 2 * self.dim,
+                                 f"dim {self.dim}: two rows of each table")
+        self.slots = self.rows
+        shape = (self.n_chunks, self.rows, self.width)
+        self.table0 = normal_init(shape, std, self.generator)
+        self.table1 = normal_init(shape, std, self.generator)
+
+    def _read(self, table: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        """Chunk j of each id from its slot: slots (N, c) -> (N, c * w)."""
+        return gather_chunks(table, slots)
+
+    def _scatter_add(self, target: torch.Tensor, slots: torch.Tensor, values: torch.Tensor) -> None:
+        """The adjoint of _read: add values (c, N, w) into target (a table's shape) at slots (c, N)."""
+        target.scatter_add_(1, slots.unsqueeze(-1).expand_as(values), values)
+
+    def _store_centroids(self, centroids: torch.Tensor) -> None:
+        """table0 := centroids (c, k, w), k <= rows; the rows beyond k are zeroed."""
+        self.table0.zero_()
+        self.table0[:, :centroids.shape[1]] = centroids
+
+    def _slot_of_centroid(self, assign: torch.Tensor) -> torch.Tensor:
+        """The index value that reads back centroid `assign` after _store_centroids."""
+        return assign
+
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        rows0 = self.index[ids].to(torch.int64)  # (N, c)
-        return gather_chunks(self.table0, rows0) + gather_chunks(self.table1, self.hash1(ids))
+        slots0 = self.index[ids].to(torch.int64)  # (N, c)
+        return self._read(self.table0, slots0) + self._read(self.table1, self.hash1(ids))
 
     def config(self) -> dict:
         return {"rows": self.rows, "n_chunks": self.n_chunks}
@@ -76,7 +102,7 @@ class CCEmbedding(CompressedEmbedding):
 
         Returns the parameters whose optimizer state the caller should reset.
         """
-        c, rows, width = self.table0.shape
+        c, rows, width = self.n_chunks, self.rows, self.width
         device = self.table0.device
         round_ = int(self.rounds)
         old = _Snapshot(self)  # (a): every vector below is computed from this state
@@ -93,22 +119,21 @@ class CCEmbedding(CompressedEmbedding):
 
         for j in range(c):  # (d)
             self.hash1.redraw(j, _gen(self.seed, round_, j, "hash"))
-        sums = torch.zeros(c, rows, width, device=device)
-        counts = torch.zeros(c, rows, device=device)
+        # Per weight of table1: the sum of the residual coordinates that read it, and their count.
+        sums, counts = torch.zeros_like(self.table1), torch.zeros_like(self.table1)
         for start in range(0, self.vocab, _ID_BATCH):  # (c) and (e), all ids in batches
             ids = torch.arange(start, min(start + _ID_BATCH, self.vocab), device=device)
             v = old.vectors(ids).transpose(0, 1)  # (c, N, w)
             assign = nearest(v, centroids)  # (c, N)
-            self.index[start:start + len(ids)] = assign.T.to(torch.int32)
+            self.index[start:start + len(ids)] = self._slot_of_centroid(assign).T.to(torch.int32)
             residual = v - torch.gather(centroids, 1, assign.unsqueeze(-1).expand(-1, -1, width))
             bucket = self.hash1(ids).T  # (c, N)
-            sums.scatter_add_(1, bucket.unsqueeze(-1).expand(-1, -1, width), residual)
-            counts.scatter_add_(1, bucket, torch.ones_like(bucket, dtype=counts.dtype))
+            self._scatter_add(sums, bucket, residual)
+            self._scatter_add(counts, bucket, torch.ones_like(residual))
 
-        self.table0.zero_()
-        self.table0[:, :k] = centroids
+        self._store_centroids(centroids)
         if self.residual_init == "mean":
-            self.table1.copy_(sums / counts.clamp(min=1).unsqueeze(-1))
+            self.table1.copy_(sums / counts.clamp(min=1))
         else:
             self.table1.zero_()
         self.rounds += 1
@@ -123,15 +148,15 @@ class _Snapshot:
         self.table1 = module.table1.detach().clone()
         self.index = module.index.clone()
         self.coefficients = module.hash1.coefficients.clone()
-        self.rows = module.rows
+        self.slots, self.read = module.slots, module._read
+        self.n_chunks, self.width = module.n_chunks, module.width
 
     def vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (N,) -> (N, c, w): each chunk's vector under the old state."""
-        c, _, width = self.table0.shape
-        rows1 = universal_hash(ids, self.coefficients, self.rows)
-        out = gather_chunks(self.table0, self.index[ids].to(torch.int64))
-        out = out + gather_chunks(self.table1, rows1)
-        return out.reshape(len(ids), c, width)
+        slots1 = universal_hash(ids, self.coefficients, self.slots)
+        out = self.read(self.table0, self.index[ids].to(torch.int64))
+        out = out + self.read(self.table1, slots1)
+        return out.reshape(len(ids), self.n_chunks, self.width)
 
 
 def _gen(*parts: object) -> torch.Generator:

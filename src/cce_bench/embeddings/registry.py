@@ -14,7 +14,8 @@ from torch import nn
 from ..errors import UnknownName
 
 # Modules imported to fill the registry, in the order `cce-bench methods` lists them.
-METHOD_MODULES = ["full", "hash", "ce", "cce"]
+METHOD_MODULES = ["full", "hash", "hnet", "hemb", "bloom", "ce", "qr", "robe", "dhe", "tt", "ldim",
+                  "cce", "cce_robe", "pq"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +55,11 @@ def _load() -> None:
 def methods() -> list[MethodInfo]:
     """Every registered method, in listing order."""
     _load()
-    return list(_REGISTRY.values())
+    # Order by METHOD_MODULES, not by registration: importing a method module directly (as a
+    # test does) registers it before _load() runs.
+    order = {module: n for n, module in enumerate(METHOD_MODULES)}
+    return sorted(_REGISTRY.values(),
+                  key=lambda info: order.get(info.cls.__module__.rsplit(".", 1)[-1], len(order)))
 
 
 def method_names() -> list[str]:
@@ -64,5 +69,5 @@ def method_names() -> list[str]:
 def get_method(name: str) -> MethodInfo:
     _load()
     if name not in _REGISTRY:
-        raise UnknownName("method", name, list(_REGISTRY))
+        raise UnknownName("method", name, method_names())
     return _REGISTRY[name]

@@ -1,0 +1,65 @@
+"""Hash Embeddings (Svenstrup, Hansen & Winther, "Hash Embeddings for Efficient Word
+Representations", NeurIPS 2017, arXiv:1709.03933).
+
+An id picks c component vectors from a shared pool E of B rows by c hashes, and mixes them with
+c importance weights read from a second hashed table W of K rows:
+    e(i) = sum_{j < c} W[g(i)][j] * E[h_j(i)],   E: B x dim,  W: K x c,  c = n_chunks.
+Budget: both pools share P. E gets half of it, W the rest:
+    B = min(max(1, (P // 2) // dim), (P - c) // dim),   K = (P - B * dim) // c,
+so B * dim + K * c <= P, less than c values unused. Since a row of W costs c values and a
+row of E costs dim, W has about dim / c times as many rows as E: 8 at dim 32 and c = 4, near the
+paper's advice that K be much larger than B. Smallest budget: dim + c (one row of each).
+Stores c + 1 hash functions' coefficients (buffers); nothing per id.
+Shape: ids (*S) -> (*S, dim).
+
+Departures: the paper's option of concatenating the importance weights to the output is left
+out, so every method returns exactly dim values. Importance weights start N(0, 1) and components
+N(0, s / sqrt(c)), s the common output scale: a sum of c products of independent zero-mean
+terms then has standard deviation s.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from ..errors import BudgetTooSmall, ConfigError
+from .base import CompressedEmbedding, normal_init
+from .hashing import UniversalHash
+from .registry import register
+
+
+def pool_sizes(num_params: int, dim: int, n_hashes: int) -> tuple[int, int]:
+    """(B, K): rows of the component pool and of the importance table for a budget."""
+    b = min(max(1, (num_params // 2) // dim), (num_params - n_hashes) // dim)
+    k = (num_params - b * dim) // n_hashes if b >= 1 else 0
+    return b, k
+
+
+@register("hemb", "hashing", "n_chunks hashed vectors of a shared pool mixed by hashed importance weights",
+          "Svenstrup et al., NeurIPS 2017 (arXiv:1709.03933)")
+class HashEmbeddings(CompressedEmbedding):
+    def __init__(self, vocab: int, num_params: int, dim: int, n_chunks: int = 4, **opts):
+        super().__init__(vocab, num_params, dim, **opts)
+        if n_chunks < 1:
+            raise ConfigError(f"hemb: n_chunks (hashes per id) must be at least 1, not {n_chunks}")
+        self.n_hashes = n_chunks
+        self.buckets, self.weight_rows = pool_sizes(num_params, dim, n_chunks)
+        if self.buckets < 1 or self.weight_rows < 1:
+            raise BudgetTooSmall("hemb", num_params, dim + n_chunks,
+                                 f"dim {dim}, {n_chunks} hashes: one row of each pool")
+        self.components = normal_init((self.buckets, dim), self.output_std / math.sqrt(n_chunks),
+                                      self.generator)
+        self.importance = normal_init((self.weight_rows, n_chunks), 1.0, self.generator)
+        self.component_hash = UniversalHash(n_chunks, self.buckets, self.generator)
+        self.importance_hash = UniversalHash(1, self.weight_rows, self.generator)
+
+    def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        vectors = torch.nn.functional.embedding(self.component_hash(ids), self.components)  # (N, c, d)
+        weights = self.importance[self.importance_hash(ids)[:, 0]]  # (N, c)
+        return torch.einsum("nc,ncd->nd", weights, vectors)
+
+    def config(self) -> dict:
+        return {"buckets": self.buckets, "weight_rows": self.weight_rows,
+                "n_hashes": self.n_hashes}
