@@ -26,6 +26,11 @@ def bench(
         help="Dataset to time on. Default: random data shaped like MovieLens-1M.")] = None,
     sweep: Annotated[bool, typer.Option(help="Also time a small sweep (4 methods x 4 budgets "
                                              "x 2 seeds x 3 epochs).")] = True,
+    paper_sweep: Annotated[bool, typer.Option(
+        help="Also time the paper's whole MovieLens sweep: every method x 2..4096 ppd x 3 seeds "
+             "x 10 epochs, trained in lockstep groups.")] = False,
+    group_size: Annotated[int, typer.Option(help="Runs per lockstep group for --paper-sweep.",
+                                            min=1)] = 16,
     cluster_vocab: Annotated[int, typer.Option(help="Vocabulary for timing CCE's cluster().")]
         = 1_000_000,
     json_out: Annotated[Optional[Path], typer.Option(
@@ -45,7 +50,7 @@ def bench(
         data = load_dataset(dataset)
     with console.status("benchmarking") as status:
         report = run_bench(methods, budget or [16, 256], device, data, cluster_vocab, sweep,
-                           progress=lambda text: status.update(f"benchmarking: {text}"))
+                           paper_sweep, group_size, progress=lambda text: status.update(f"benchmarking: {text}"))
     console.print(_methods_table(report))
     for c in report.cluster:
         console.print(f"cluster(): vocab {c['vocab']:,}, dim 32, 4 chunks, {c['rows']} rows "
@@ -53,8 +58,14 @@ def bench(
     if report.sweep:
         s = report.sweep
         console.print(f"small sweep ({s['runs']} runs x {s['epochs']} epochs, one after another):"
-                      f" {s['seconds']:.1f} s; reference loop {s['reference_seconds']:.1f} s "
-                      f"({s['reference_seconds'] / s['seconds']:.1f}x)")
+                      f" {s['seconds']:.1f} s; all {s['runs']} in one lockstep group "
+                      f"{s['grouped_seconds']:.1f} s; reference loop {s['reference_seconds']:.1f} s "
+                      f"({s['reference_seconds'] / s['grouped_seconds']:.1f}x)")
+    if report.paper_sweep:
+        p = report.paper_sweep
+        console.print(f"paper sweep: {p['runs']} runs ({p['trained']} trained, {p['too_small']} "
+                      f"too small), {p['epochs']} epochs, groups of {p['group_size']}: "
+                      f"{p['seconds']:.1f} s")
     if json_out:
         json_out.write_text(json.dumps(report.to_dict(), indent=2))
         console.print(f"wrote {json_out}")

@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from cce_bench.config import RunConfig
 from cce_bench.data import InteractionData, InteractionSplit
 from cce_bench.embeddings import get_method, make_embedding
-from cce_bench.engine import build_model, resolve_device, train
+from cce_bench.engine import build_model, resolve_device, train, train_many
+from cce_bench.errors import BudgetTooSmall
 from cce_bench.results import git_revision
 
 # GMF on MovieLens-1M: 6,040 users, 3,706 items, ~730k training rows after dropping rating 3.
@@ -28,6 +29,7 @@ ML1M_SHAPE = {"n_users": 6040, "n_items": 3706, "n_train": 730_000, "n_val": 12_
 
 
 SMALL_SWEEP_BUDGETS = [16, 64, 256, 1024]
+PAPER_BUDGETS = [2**i for i in range(1, 13)]  # 2 .. 4096 params per dimension
 
 
 def ml1m_shaped(seed: int = 0) -> InteractionData:
@@ -72,6 +74,7 @@ class BenchReport:
     methods: list[MethodTiming] = field(default_factory=list)
     cluster: list[dict] = field(default_factory=list)
     sweep: dict = field(default_factory=dict)
+    paper_sweep: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -159,17 +162,56 @@ def time_small_sweep(data: InteractionData, device: torch.device, methods: list[
     for run in runs:
         train(run, data, device)
     fast = time.perf_counter() - start
+    grouped = time_groups(runs, data, device, group_size=len(runs))
     start = time.perf_counter()
     for run in runs:
         reference_train(run, data, device)
     reference = time.perf_counter() - start
     return {"runs": len(runs), "methods": methods, "budgets": budgets, "seeds": seeds,
-            "epochs": epochs, "seconds": fast, "reference_seconds": reference}
+            "epochs": epochs, "seconds": fast, "grouped_seconds": grouped,
+            "reference_seconds": reference}
+
+
+def time_groups(runs: list[RunConfig], data: InteractionData, device: torch.device,
+                group_size: int) -> float:
+    """Wall time to train runs in lockstep groups of group_size (consecutive runs)."""
+    start = time.perf_counter()
+    for first in range(0, len(runs), group_size):
+        train_many(runs[first:first + group_size], data, device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
+
+
+def time_paper_sweep(data: InteractionData, device: torch.device, methods: list[str],
+                     seeds: int = 3, epochs: int = 10, group_size: int = 16) -> dict:
+    """The paper's MovieLens sweep: every method x 2..4096 ppd x seeds x epochs, early stop on.
+
+    Runs whose budget is below the method's minimum are counted, not trained (a sweep records
+    them as too_small without training).
+    """
+    runs, too_small = [], 0
+    for method in methods:
+        uncompressed = get_method(method).family == "uncompressed"
+        for ppd in PAPER_BUDGETS[:1] if uncompressed else PAPER_BUDGETS:
+            budget = 0 if uncompressed else ppd * 32
+            try:
+                make_embedding(max(data.n_users, data.n_items), budget, 32, method, 4, seed=0)
+            except BudgetTooSmall:
+                too_small += seeds
+                continue
+            runs += [RunConfig(data.name, method, budget, seed=s, epochs=epochs)
+                     for s in range(seeds)]
+    seconds = time_groups(runs, data, device, group_size)
+    return {"runs": len(runs) + too_small, "trained": len(runs), "too_small": too_small,
+            "methods": len(methods), "budgets": len(PAPER_BUDGETS), "seeds": seeds,
+            "epochs": epochs, "group_size": group_size, "seconds": seconds}
 
 
 def run_bench(methods: list[str], budgets: list[int], device: str = "auto",
               data: InteractionData | None = None, cluster_vocab: int = 1_000_000,
-              sweep: bool = True, progress=lambda text: None) -> BenchReport:
+              sweep: bool = True, paper_sweep: bool = False, group_size: int = 16,
+              progress=lambda text: None) -> BenchReport:
     dev = resolve_device(device)
     data = data or ml1m_shaped()
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
@@ -188,6 +230,9 @@ def run_bench(methods: list[str], budgets: list[int], device: str = "auto",
         progress("small sweep")
         report.sweep = time_small_sweep(data, dev, methods[:4], SMALL_SWEEP_BUDGETS, seeds=2,
                                         epochs=3)
+    if paper_sweep:
+        progress(f"paper sweep, groups of {group_size}")
+        report.paper_sweep = time_paper_sweep(data, dev, methods, group_size=group_size)
     return report
 
 
