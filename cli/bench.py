@@ -52,6 +52,8 @@ def bench(
         report = run_bench(methods, budget or [16, 256], device, data, cluster_vocab, sweep,
                            paper_sweep, group_size, progress=lambda text: status.update(f"benchmarking: {text}"))
     console.print(_methods_table(report))
+    for reason in report.skipped:
+        console.print(f"not timed: {reason}", highlight=False)
     for c in report.cluster:
         console.print(f"cluster(): vocab {c['vocab']:,}, dim 32, 4 chunks, {c['rows']} rows "
                       f"per table ({c['backend']} k-means): {c['seconds']:.3f} s")

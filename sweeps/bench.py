@@ -75,6 +75,7 @@ class BenchReport:
     cluster: list[dict] = field(default_factory=list)
     sweep: dict = field(default_factory=dict)
     paper_sweep: dict = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)  # method/budget pairs below the minimum
 
     def to_dict(self) -> dict:
         out = asdict(self)
@@ -220,7 +221,10 @@ def run_bench(methods: list[str], budgets: list[int], device: str = "auto",
     for method in methods:
         for ppd in budgets[:1] if get_method(method).family == "uncompressed" else budgets:
             progress(f"{method} ppd={ppd}")
-            report.methods.append(time_method(method, ppd, data, dev))
+            try:
+                report.methods.append(time_method(method, ppd, data, dev))
+            except BudgetTooSmall as err:
+                report.skipped.append(str(err))
     if "cce" in methods:
         for ppd in (64, 1024):
             progress(f"cluster() vocab={cluster_vocab} ppd={ppd}")

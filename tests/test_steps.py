@@ -82,5 +82,9 @@ def test_runs_trained_together_on_cuda_streams_match_alone(tiny):
     for run, result in zip(runs, together):
         alone = train(run, tiny, "cuda", stepper="plain")
         for a, b in zip(result.epochs, alone.epochs):
-            assert (a.train_bce, a.val_bce, a.val_auc) == pytest.approx(
-                (b.train_bce, b.val_bce, b.val_auc), rel=1e-3, abs=1e-4)
+            # Atomic gradient sums on CUDA differ in the last bits between runs; the losses
+            # stay within float tolerance, while AUC on 120 validation pairs moves in steps
+            # of 1/(positives x negatives) when two scores swap places.
+            assert (a.train_bce, a.val_bce) == pytest.approx((b.train_bce, b.val_bce),
+                                                             rel=1e-3, abs=1e-4)
+            assert a.val_auc == pytest.approx(b.val_auc, abs=0.02), run.method
