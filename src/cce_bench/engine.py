@@ -159,6 +159,9 @@ def train_many(runs: list[RunConfig], data: InteractionData, device: str | torch
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     for state in states:
         state.result.peak_mem_bytes = peak
+        # Sizes of the trained model: a post-training method (pq) shrinks when it compresses.
+        state.result.params, state.result.buffer_bytes, state.result.total_bytes = \
+            model_size(state.model)
     return [state.result for state in states]
 
 
@@ -195,6 +198,7 @@ class _RunState:
 
         cluster_s = 0.0
         finite = math.isfinite(train_bce) and math.isfinite(val_bce)
+        awaiting = _awaiting_compression(self.model)
         if finite and run.clusters_after(self.epoch):
             start = _now(device)
             cluster_all(self.model, self.optimizer)
@@ -209,10 +213,15 @@ class _RunState:
             on_epoch(run, record)
         if not finite:
             self.result.status, self.done = "diverged", True
-        elif _should_stop(run.early_stop, val_bce, val_auc, self.best_bce, self.best_auc):
+        elif (not awaiting
+              and _should_stop(run.early_stop, val_bce, val_auc, self.best_bce, self.best_auc)):
             self.done = True
         else:
             self.best_bce, self.best_auc = min(self.best_bce, val_bce), max(self.best_auc, val_auc)
+        if awaiting and not _awaiting_compression(self.model):
+            # A post-training method (pq) just compressed: early stopping compares the
+            # compressed model with itself, never with the full table it was.
+            self.best_bce, self.best_auc = math.inf, -math.inf
         self.done = self.done or self.epoch >= run.epochs
 
 

@@ -11,6 +11,7 @@ from cce_bench import BudgetTooSmall, make_embedding
 from cce_bench.config import RunConfig
 from cce_bench.datasets import load_dataset
 from cce_bench.embeddings.kmeans import nearest
+from cce_bench import engine
 from cce_bench.engine import _awaiting_compression, build_model, train
 from tests.conftest import TINY_DATASET
 
@@ -141,3 +142,23 @@ def test_a_run_waits_for_compression_before_stopping_early():
     assert _awaiting_compression(model)  # a compresses on its second call
     model["a"].cluster()
     assert not _awaiting_compression(model)
+
+
+def test_early_stopping_neither_precedes_compression_nor_compares_with_the_full_table(
+        monkeypatch):
+    # Scripted validation metrics: the full table gets worse from epoch 2 (a run would stop),
+    # and the compressed model (epochs 5-8) starts below the full table's best but improves.
+    script = [(0.5, 0.8), (0.6, 0.7), (0.7, 0.6), (0.8, 0.5),
+              (0.9, 0.4), (0.85, 0.45), (0.8, 0.5), (0.75, 0.55)]
+    calls: dict[int, int] = {}
+
+    def scripted(model, split):
+        calls[id(split)] = calls.get(id(split), 0) + 1
+        return script[calls[id(split)] - 1]
+
+    monkeypatch.setattr(engine, "evaluate", scripted)
+    run = RunConfig(TINY_DATASET, "pq", budget=8 * 32, epochs=8, batch_size=256,
+                    cluster_until=0.5, early_stop=0.01)  # compresses after epoch 4
+    result = train(run, load_dataset(TINY_DATASET), "cpu")
+    assert [r.val_bce for r in result.epochs] == [bce for bce, _ in script]
+    assert result.params == 8 * 32
