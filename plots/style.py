@@ -19,13 +19,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import (FuncFormatter, LogFormatterSciNotation, LogLocator,  # noqa: E402
                                NullFormatter)
 
-# tab10 first (distinct on screen and in print), then six darker tones for methods 11-16.
+# tab10 first (distinct on screen and in print), then six tones far from all of them.
 COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2",
-           "#7f7f7f", "#bcbd22", "#17becf", "#000075", "#800000", "#469990", "#808000",
-           "#000000", "#f032e6"]
+           "#7f7f7f", "#bcbd22", "#17becf", "#000075", "#000000", "#f032e6", "#469990",
+           "#800000", "#aaaa00"]
 # Filled markers only: hollow ones vanish under the min..max band.
 MARKERS = ["o", "s", "^", "v", "D", "P", "X", "<", ">", "p", "*", "h", "d", "H", "8"]
-BAYES_STYLE = {"color": "black", "linestyle": "--", "linewidth": 1.2}
+BAYES_STYLE = {"color": "#555555", "linestyle": "--", "linewidth": 1.2}
 REFERENCE_STYLE = {"linestyle": ":", "linewidth": 1.6}
 
 RC = {
