@@ -9,6 +9,7 @@ import typer
 from .bench import bench
 from .common import state
 from .datasets import datasets
+from .download import download
 from .methods import methods
 from .plot import plot
 from .report import report
@@ -26,7 +27,7 @@ def _options(debug: Annotated[bool, typer.Option(
     state["debug"] = debug
 
 
-for command in (sweep, plot, report, methods, datasets, bench):
+for command in (sweep, plot, report, methods, datasets, download, bench):
     app.command()(command)
 
 

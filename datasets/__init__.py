@@ -1,7 +1,9 @@
-"""Datasets: the catalog, the data cache, generation and loading into the engine's format.
+"""Datasets: the catalog, downloads, preprocessing, the data cache, and loading.
 
-Where data enters cce-bench: `load_dataset(name)` returns an InteractionData, building the cache
-entry first when the dataset is generated (synthetic) and it is not there yet.
+Where data enters cce-bench. `load_dataset(name)` returns the InteractionData GMF trains on (a
+MovieLens release or synthetic GMF data); `load_criteo(name)` returns the CriteoData DLRM trains
+on. Generated data is built on first use; downloaded data must be fetched first with
+`prepare(name)` (`cce-bench download NAME`), or loading is asked to with download=True.
 """
 
 from __future__ import annotations
@@ -9,20 +11,57 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cce_bench.data import InteractionData, InteractionSplit
+from cce_bench.data import CriteoData, InteractionData, InteractionSplit
+from cce_bench.errors import ConfigError
 
-from . import cache, synthetic
-from .catalog import DEFAULT_DATASET, DatasetInfo, catalog, info, status
+from . import cache
+from .catalog import DEFAULT_DATASET, DatasetInfo, SourceFile, catalog, info
+from .download import Reporter, RichReporter, SilentReporter
+from .fetch import entry_path, prepare, require, status
+
+CRITEO_KINDS = ("criteo", "criteo-synthetic")
 
 
-def load_dataset(name: str = DEFAULT_DATASET) -> InteractionData:
-    info(name)  # unknown names fail here, listing the known ones
-    spec = synthetic.SyntheticSpec.parse(name)
-    folder = cache.build_entry(name, synthetic.VERSION, {"seed": spec.seed},
-                               lambda tmp: synthetic.generate(spec, tmp))
+def load_dataset(name: str = DEFAULT_DATASET, download: bool = False,
+                 reporter: Reporter | None = None, device: str = "cpu") -> InteractionData:
+    """The user-item interactions of name, from the cache.
+
+    download: fetch and preprocess a missing downloadable dataset (else DatasetError says the
+    command). device: where synthetic data is generated the first time ("cpu", "cuda").
+    """
+    folder = require_interactions(name, download, reporter, device)
     meta = cache.read_meta(folder)
     return InteractionData(name, meta["n_users"], meta["n_items"],
                            train=_split(folder, "train"), val=_split(folder, "val"), meta=meta)
+
+
+def require_interactions(name: str, download: bool = False, reporter: Reporter | None = None,
+                         device: str = "cpu"):
+    """The ready cache folder of an interaction dataset (what load_dataset reads): a Criteo
+    name raises ConfigError, a missing download DatasetError with the command to run."""
+    if info(name).kind in CRITEO_KINDS:
+        raise ConfigError(f"{name} is a Criteo dataset (dense and categorical features, for "
+                          "DLRM); GMF needs an interaction dataset: a MovieLens release "
+                          "(ml-1m, ...) or synthetic data (syn-<vocab>-<interactions>)")
+    return require(name, download=download, reporter=reporter, device=device)
+
+
+def load_criteo(name: str = "criteo-synthetic", download: bool = False,
+                reporter: Reporter | None = None, **options) -> CriteoData:
+    """The Criteo-shaped click log of name, memory-mapped from the cache.
+
+    options: preprocessing options of the entry (threshold, max_ind_range), defaults from the
+    catalog; each set of options is its own cache entry.
+    """
+    if info(name).kind not in CRITEO_KINDS:
+        raise ConfigError(f"{name} is not a Criteo dataset; choose criteo-kaggle, "
+                          "criteo-terabyte or criteo-synthetic[-<rows>]")
+    folder = require(name, download=download, reporter=reporter, **options)
+    meta = cache.read_meta(folder)
+    ranges = {split: tuple(bounds) for split, bounds in meta["split_ranges"].items()}
+    return CriteoData(name, cache.load_array(folder, "dense"),
+                      cache.load_array(folder, "categorical"), cache.load_array(folder, "labels"),
+                      ranges, list(meta["vocab_sizes"]), meta)
 
 
 def _split(folder, split: str) -> InteractionSplit:
@@ -32,4 +71,6 @@ def _split(folder, split: str) -> InteractionSplit:
     return InteractionSplit(column("users").long(), column("items").long(), column("labels").float())
 
 
-__all__ = ["DEFAULT_DATASET", "DatasetInfo", "catalog", "info", "load_dataset", "status"]
+__all__ = ["DEFAULT_DATASET", "DatasetInfo", "Reporter", "RichReporter", "SilentReporter",
+           "SourceFile", "catalog", "entry_path", "info", "load_criteo", "load_dataset",
+           "prepare", "require", "require_interactions", "status"]

@@ -63,30 +63,45 @@ def locked(name: str) -> Iterator[None]:
 
 
 def build_entry(name: str, version: int, options: dict,
-                build: Callable[[Path], dict]) -> Path:
-    """Return the ready entry, building it first if needed.
+                build: Callable[[Path], dict], rebuild: bool = False) -> Path:
+    """Return the ready entry, building it first if needed (or always, with rebuild).
 
     `build(folder)` writes the arrays into folder and returns the meta dict; meta.json is
-    written last, and the folder renamed into place only then.
+    written last, and the folder renamed into place only then. A rebuild replaces a ready
+    entry only once the new one is complete.
     """
     final = entry_dir(name, version, options)
-    if is_ready(final):
+    if is_ready(final) and not rebuild:
         return final
     with locked(name):
-        if is_ready(final):  # another process built it while we waited
+        if is_ready(final) and not rebuild:  # another process built it while we waited
             return final
+        _remove_abandoned_builds(final.parent)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building-"))
         try:
             meta = build(tmp)
             meta |= {"name": name, "version": version, "options": options}
             write_json(tmp / META_FILE, meta)
-            if final.exists():
-                shutil.rmtree(final)  # an entry without meta.json is an abandoned build
-            os.rename(tmp, final)
+            if final.exists():  # a rebuild, or an entry without meta.json (abandoned)
+                old = final.with_name(f".{final.name}.old-{os.getpid()}")
+                os.rename(final, old)
+                os.rename(tmp, final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                os.rename(tmp, final)
         finally:
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _remove_abandoned_builds(folder: Path) -> None:
+    """Temporary folders of builds that were killed (the caller holds the name's lock, so no
+    build of this name is running)."""
+    for path in folder.glob(".*.building-*"):
+        shutil.rmtree(path, ignore_errors=True)
+    for path in folder.glob(".*.old-*"):
+        shutil.rmtree(path, ignore_errors=True)
 
 
 def write_json(path: Path, data: dict) -> None:
@@ -108,3 +123,53 @@ def save_array(folder: Path, name: str, array: np.ndarray) -> None:
 def load_array(folder: Path, name: str) -> np.ndarray:
     """A memory-mapped array of an entry."""
     return np.load(folder / f"{name}.npy", mmap_mode="r")
+
+
+def downloads_dir() -> Path:
+    """Where downloaded source files live: <root>/downloads/<file name>."""
+    return cache_root() / "downloads"
+
+
+class NpyWriter:
+    """Appends rows to a .npy file whose row count is known only at the end.
+
+    The header is a fixed-size placeholder, rewritten with the final shape on close(), so
+    rows stream to disk with plain writes: no memory map whose dirty pages would count
+    against the process, and nothing held in memory.
+    """
+
+    HEADER_BYTES = 128  # magic (6) + version (2) + length (2) + a padded dict; 64-aligned
+
+    def __init__(self, path: Path, dtype, row_shape: tuple[int, ...] = ()):
+        self.path, self.dtype, self.row_shape = Path(path), np.dtype(dtype), tuple(row_shape)
+        self.rows = 0
+        self._file = open(self.path, "wb")
+        self._file.write(b"\0" * self.HEADER_BYTES)
+
+    def append(self, rows: np.ndarray) -> None:
+        rows = np.ascontiguousarray(rows, dtype=self.dtype)
+        assert rows.shape[1:] == self.row_shape, (rows.shape, self.row_shape)
+        self._file.write(rows.data)
+        self.rows += rows.shape[0]
+
+    def close(self) -> None:
+        shape = (self.rows, *self.row_shape)
+        header = repr({"descr": np.lib.format.dtype_to_descr(self.dtype),
+                       "fortran_order": False, "shape": shape})
+        length = self.HEADER_BYTES - 10
+        text = header.ljust(length - 1).encode("latin1") + b"\n"
+        assert len(text) == length, "shape too long for the fixed .npy header"
+        self._file.seek(0)
+        self._file.write(b"\x93NUMPY\x01\x00" + length.to_bytes(2, "little") + text)
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def __enter__(self) -> "NpyWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self._file.close()

@@ -1,24 +1,110 @@
-"""What datasets exist: the named entries `cce-bench datasets` lists, and how each is built."""
+"""What datasets exist: the named entries `cce-bench datasets` lists, and where each comes from.
+
+Sources, sizes and checksums of the MovieLens archives are GroupLens' own: the archives under
+https://files.grouplens.org/datasets/movielens/ and the `<name>.zip.md5` file published next to
+each; sizes are the archives' byte counts as that server reports them. Row counts are the
+ratings each release's README states. Criteo Kaggle's archive size and md5 (and train.txt's md5)
+are the ones Criteo's release and its mirrors publish; Criteo does not publish checksums for the
+Terabyte day files, so those are verified by size where the server gives one, and by format.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 
 from cce_bench.errors import UnknownName
 
-from . import cache, synthetic
+from . import synthetic
 
 DEFAULT_DATASET = "syn-1500-1000000"
+
+GROUPLENS = "https://files.grouplens.org/datasets/movielens"
+CRITEO_KAGGLE_URL = "https://go.criteo.net"
+CRITEO_TERABYTE_URL = "https://storage.googleapis.com/criteo-cail-datasets"
+CRITEO_TERMS = (
+    "Criteo's click logs are released under Criteo's terms of use, a non-commercial research "
+    "licence (read it at https://ailab.criteo.com/ressources/). Downloading them means you "
+    "accept those terms; if you already have the files, pass --from FILE or --from FOLDER.")
+
+# DLRM's per-feature counts of distinct values of Criteo Kaggle's C1..C26 (no frequency
+# threshold, no modulo): the shape criteo-synthetic copies.
+CRITEO_KAGGLE_CARDINALITIES = (
+    1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145, 5683, 8351593, 3194, 27,
+    14992, 5461306, 10, 5652, 2173, 4, 7046547, 18, 15, 286181, 105, 142572)
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """One file to download: its name under the base URL (and in the downloads folder)."""
+
+    name: str
+    size: int | None  # bytes, None where the publisher gives none
+    md5: str | None
 
 
 @dataclass(frozen=True)
 class DatasetInfo:
     name: str
-    kind: str  # "synthetic", "movielens", "criteo"
+    kind: str  # "synthetic", "movielens", "criteo", "criteo-synthetic"
     source: str
     download_bytes: int | None
-    rows: int | None  # training rows where known before building
+    rows: int | None  # rows of the source (ratings, log lines, interactions) where known
     description: str
+    base_url: str | None = None
+    files: tuple[SourceFile, ...] = ()
+    # The ratings / log file the preprocessing reads, as a path inside the archive, and its
+    # sha256 where known (checked when a user gives the extracted file with --from).
+    member: str | None = None
+    member_sha256: str | None = None
+    member_md5: str | None = None
+    terms: str | None = None  # shown before a download the user must agree to
+    defaults: dict = field(default_factory=dict)  # preprocessing options and their defaults
+
+
+def _movielens(name: str, size: int, md5: str, rows: int, member: str, what: str,
+               member_sha256: str | None = None) -> DatasetInfo:
+    return DatasetInfo(name, "movielens", f"GroupLens {name}.zip", size, rows, what,
+                       base_url=GROUPLENS, files=(SourceFile(f"{name}.zip", size, md5),),
+                       member=member, member_sha256=member_sha256)
+
+
+_TERABYTE_DAYS = tuple(SourceFile(f"day_{day}.gz", None, None) for day in range(24))
+
+# Every fixed entry. Tests swap entries here for their fake files' sizes and checksums.
+FIXED: dict[str, DatasetInfo] = {info.name: info for info in [
+    _movielens("ml-100k", 4_924_029, "0e33842e24a9c977be4e0107933c0723", 100_000,
+               "ml-100k/u.data", "943 users, 1,682 movies; ratings 1-5 (tab-separated u.data)",
+               member_sha256="06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"),
+    _movielens("ml-1m", 5_917_549, "c4d9eecfca2ab87c1945afe126590906", 1_000_209,
+               "ml-1m/ratings.dat", "6,040 users, 3,706 movies; ratings 1-5 (the paper's main set)"),
+    _movielens("ml-10m", 65_566_137, "ce571fd55effeba0271552578f2648bd", 10_000_054,
+               "ml-10M100K/ratings.dat", "69,878 users, 10,677 movies; half-star ratings"),
+    _movielens("ml-20m", 198_702_078, "cd245b17a1ae2cc31bb14903e1204af3", 20_000_263,
+               "ml-20m/ratings.csv", "138,493 users, 26,744 movies; half-star ratings"),
+    _movielens("ml-25m", 261_978_986, "6b51fb2759a8657d3bfcbfc42b592ada", 25_000_095,
+               "ml-25m/ratings.csv", "162,541 users, 59,047 movies; half-star ratings"),
+    DatasetInfo(
+        "criteo-kaggle", "criteo", "Criteo Kaggle display ads (terms apply)", 4_576_820_670,
+        45_840_617, "7 days of ad clicks: 13 dense + 26 categorical features (DLRM)",
+        base_url=CRITEO_KAGGLE_URL,
+        files=(SourceFile("criteo-research-kaggle-display-advertising-challenge-dataset.tar.gz",
+                          4_576_820_670, "df9b1b3766d9ff91d5ca3eb3d23bed27"),),
+        member="train.txt", member_md5="4dcfe6c4b7783585d4ae3c714994f26a",
+        terms=CRITEO_TERMS, defaults={"threshold": 1, "max_ind_range": None}),
+    DatasetInfo(
+        "criteo-terabyte", "criteo", "Criteo 1TB click logs (terms apply)", None,
+        4_373_472_329, "24 days of ad clicks, day_0..day_23 (DLRM; ids modulo 10M)",
+        base_url=CRITEO_TERABYTE_URL, files=_TERABYTE_DAYS, terms=CRITEO_TERMS,
+        # DLRM's Terabyte runs hash ids into 10M rows per feature (--max-ind-range).
+        defaults={"threshold": 1, "max_ind_range": 10_000_000}),
+]}
+
+# Listed even before they are built; any other syn-<V>-<N> name works as well.
+SYNTHETIC_LISTED = [DEFAULT_DATASET, "syn-6000-1000000", "syn-10000-10000000"]
+
+CRITEO_SYNTHETIC_PATTERN = re.compile(r"^criteo-synthetic(?:-(\d+))?(?:-cap(\d+))?$")
+CRITEO_SYNTHETIC_ROWS = 1_000_000
 
 
 def _synthetic_info(name: str) -> DatasetInfo:
@@ -28,26 +114,27 @@ def _synthetic_info(name: str) -> DatasetInfo:
                        f"GMF truth model: {spec.vocab} users x {spec.vocab} items, latent dim 8")
 
 
-# Listed even before they are built; any other syn-<V>-<N> name works as well.
-SYNTHETIC_LISTED = [DEFAULT_DATASET, "syn-10000-10000000"]
+def _criteo_synthetic_info(name: str) -> DatasetInfo:
+    match = CRITEO_SYNTHETIC_PATTERN.match(name)
+    rows = int(match[1]) if match[1] else CRITEO_SYNTHETIC_ROWS
+    cap = int(match[2]) if match[2] else None
+    shape = f"ids capped at {cap:,}" if cap else "Criteo Kaggle cardinalities"
+    return DatasetInfo(name, "criteo-synthetic", "generated (seeded, no download)", None, rows,
+                       f"Criteo-shaped: 13 dense + 26 categorical, {shape}, hidden label model",
+                       defaults={"rows": rows, "cap": cap})
 
 
 def catalog() -> list[DatasetInfo]:
-    return [_synthetic_info(name) for name in SYNTHETIC_LISTED]
+    return ([_synthetic_info(name) for name in SYNTHETIC_LISTED] + list(FIXED.values())
+            + [_criteo_synthetic_info("criteo-synthetic")])
 
 
 def info(name: str) -> DatasetInfo:
-    for entry in catalog():
-        if entry.name == name:
-            return entry
+    if name in FIXED:
+        return FIXED[name]
     if synthetic.NAME_PATTERN.match(name):
         return _synthetic_info(name)
-    raise UnknownName("dataset", name, [d.name for d in catalog()] + ["syn-<vocab>-<interactions>"])
-
-
-def status(name: str) -> str:
-    """missing | ready."""
-    info(name)
-    spec = synthetic.SyntheticSpec.parse(name)
-    folder = cache.entry_dir(name, synthetic.VERSION, {"seed": spec.seed})
-    return "ready" if cache.is_ready(folder) else "missing"
+    if CRITEO_SYNTHETIC_PATTERN.match(name):
+        return _criteo_synthetic_info(name)
+    raise UnknownName("dataset", name, [d.name for d in catalog()]
+                      + ["syn-<vocab>-<interactions>", "criteo-synthetic-<rows>[-cap<ids>]"])

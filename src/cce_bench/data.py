@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 
 
@@ -34,3 +35,51 @@ class InteractionData:
     val: InteractionSplit
     test: InteractionSplit | None = None
     meta: dict = field(default_factory=dict)
+
+
+@dataclass
+class CriteoSplit:
+    """Rows of a Criteo-shaped split: views of the dataset's (memory-mapped) arrays."""
+
+    dense: np.ndarray  # (N, 13) float32: log(1 + max(x, 0)), a missing value as 0
+    categorical: np.ndarray  # (N, 26) int32: dense ids per feature, 0 for a missing value
+    labels: np.ndarray  # (N,) uint8 0/1
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+
+@dataclass
+class CriteoData:
+    """A click log with dense and categorical features (Criteo Kaggle / Terabyte, or the
+    Criteo-shaped synthetic set), for DLRM. The arrays hold every row in file order;
+    split_ranges says which rows each split takes (the last day: test, then validation)."""
+
+    name: str
+    dense: np.ndarray  # (N, 13) float32
+    categorical: np.ndarray  # (N, 26) int32
+    labels: np.ndarray  # (N,) uint8
+    split_ranges: dict[str, tuple[int, int]]  # split -> [start, stop) rows
+    vocab_sizes: list[int]  # ids per categorical feature
+    meta: dict = field(default_factory=dict)
+
+    @property
+    def split_sizes(self) -> dict[str, int]:
+        return {name: stop - start for name, (start, stop) in self.split_ranges.items()}
+
+    def split(self, name: str) -> CriteoSplit:
+        start, stop = self.split_ranges[name]
+        return CriteoSplit(self.dense[start:stop], self.categorical[start:stop],
+                           self.labels[start:stop])
+
+    @property
+    def train(self) -> CriteoSplit:
+        return self.split("train")
+
+    @property
+    def val(self) -> CriteoSplit:
+        return self.split("val")
+
+    @property
+    def test(self) -> CriteoSplit:
+        return self.split("test")

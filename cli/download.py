@@ -1,0 +1,57 @@
+"""`cce-bench download`: fetch, verify and preprocess a dataset into the data cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from cce_bench.datasets import RichReporter, info, prepare, status
+from cce_bench.datasets.cache import read_meta
+
+from .common import console, err_console, friendly_errors
+
+
+@friendly_errors
+def download(
+    name: Annotated[str, typer.Argument(
+        help="Dataset: ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, criteo-kaggle, criteo-terabyte "
+        "(or a generated one: syn-<vocab>-<interactions>, criteo-synthetic[-<rows>]).")],
+    mirror: Annotated[Optional[str], typer.Option(
+        help="Base URL that serves the same file names (a mirror inside your network).")] = None,
+    from_: Annotated[Optional[Path], typer.Option(
+        "--from", help="Use a file you already have: the official archive, the folder it was "
+        "extracted into, or the ratings / log file itself.")] = None,
+    force: Annotated[bool, typer.Option(
+        help="Download and preprocess again, even if the cache has it.")] = False,
+    max_ind_range: Annotated[Optional[int], typer.Option(
+        help="Criteo: reduce categorical values modulo N first (DLRM's --max-ind-range; "
+        "Terabyte's default 10000000, 0 for none).", min=0)] = None,
+    threshold: Annotated[Optional[int], typer.Option(
+        help="Criteo: values seen fewer than N times share one id (default 1: keep all).",
+        min=1)] = None,
+    workers: Annotated[Optional[int], typer.Option(
+        help="Criteo: processes that parse in parallel (default: CPU cores, at most 8).",
+        min=1)] = None,
+    device: Annotated[str, typer.Option(
+        help="Synthetic data: generate on cpu (the default: every machine gets the same data) "
+        "or cuda (fast for 100M interactions).")] = "cpu",
+) -> None:
+    """Download NAME, verify its size and checksum, and preprocess it into the data cache.
+
+    An interrupted download resumes on the next call; nothing incomplete is ever left looking
+    complete.
+    """
+    options = {"max_ind_range": max_ind_range, "threshold": threshold}
+    options = {key: value for key, value in options.items() if value is not None}
+    was = status(name, **options)
+    reporter = RichReporter(err_console)
+    folder = prepare(name, mirror=mirror, source=from_, force=force, reporter=reporter,
+                     workers=workers, device=device, **options)
+    reporter.finish()
+    meta = read_meta(folder)
+    splits = ", ".join(f"{split} {rows:,}" for split, rows in meta.get("splits", {}).items())
+    verb = "already in the cache" if was == "ready" and not force and from_ is None else "ready"
+    console.print(f"{name} {verb}: {splits} rows ({info(name).kind}); {folder}", highlight=False,
+                  soft_wrap=True)
