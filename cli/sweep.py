@@ -6,13 +6,18 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.table import Table
 
-from cce_bench.datasets import DEFAULT_DATASET
+from cce_bench.datasets import DEFAULT_DATASET, RichReporter
 from cce_bench.errors import ConfigError
-from cce_bench.sweeps import DEFAULT_BUDGETS, SweepSpec, run_sweep
-from cce_bench.sweeps.progress import RichObserver
+from cce_bench.sweeps import (DEFAULT_BUDGETS, Execution, SweepSpec, load_spec, plan_sweeps,
+                              run_sweeps)
+from cce_bench.sweeps.estimate import estimate
+from cce_bench.sweeps.progress import RichObserver, describe, format_seconds
 
 from .common import console, friendly_errors
+
+DRY_RUN_ROWS = 20
 
 
 class BudgetTooSmallForAll(ConfigError):
@@ -21,40 +26,103 @@ class BudgetTooSmallForAll(ConfigError):
 
 @friendly_errors
 def sweep(
-    method: Annotated[Optional[list[str]], typer.Option(
-        "--method", "-m", help="Embedding method (repeat for several; 'all' for every one).")] = None,
-    dataset: Annotated[Optional[list[str]], typer.Option(
-        "--dataset", "-d", help=f"Dataset name (repeatable). Default: {DEFAULT_DATASET}.")] = None,
-    budget: Annotated[Optional[list[int]], typer.Option(
-        "--budget", "-b", help="Parameters per dimension, ppd (repeatable); "
-        f"params per table = ppd x dim. Default: {' '.join(map(str, DEFAULT_BUDGETS))}.")] = None,
-    n_chunks: Annotated[Optional[list[int]], typer.Option(
-        "--n-chunks", help="Chunks per embedding (repeatable). Default: 4.")] = None,
-    seeds: Annotated[int, typer.Option(help="Number of seeds, 0..N-1.", min=1)] = 1,
-    epochs: Annotated[int, typer.Option(help="Training epochs.", min=1)] = 10,
-    dim: Annotated[int, typer.Option(help="Embedding dimension.", min=1)] = 32,
-    batch_size: Annotated[int, typer.Option(help="Training batch size.", min=1)] = 4096,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-3,
-    cluster_until: Annotated[float, typer.Option(
-        help="Cluster after each epoch up to this fraction of the epochs.")] = 0.75,
-    early_stop: Annotated[float, typer.Option(
-        help="Stop when val BCE and AUC both worsen by this fraction (0: never).")] = 0.01,
-    kmeans: Annotated[str, typer.Option(help="k-means backend: auto, faiss or torch.")] = "auto",
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
-    name: Annotated[str, typer.Option(help="Sweep name: rows go to OUT/NAME.csv.")] = "default",
-    out: Annotated[Path, typer.Option(help="Results folder.")] = Path("results"),
+    specs: Annotated[Optional[list[str]], typer.Argument(
+        metavar="[SPEC]...", show_default=False,
+        help="Spec files (.toml) or shipped specs such as paper/ml-1m; flags override their "
+        "fields. Without one: the defaults and the flags.")] = None,
+    name: Annotated[Optional[str], typer.Option(
+        help="Sweep name: rows go to OUT/NAME.csv. Default: the spec's, else 'default'.")] = None,
+    datasets: Annotated[Optional[list[str]], typer.Option(
+        "--datasets", "--dataset", "-d", show_default=False,
+        help=f"Datasets (repeat or comma-separate). Default: {DEFAULT_DATASET}.")] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model: gmf.", show_default=False)] = None,
+    methods: Annotated[Optional[list[str]], typer.Option(
+        "--methods", "--method", "-m", show_default=False,
+        help="Embedding methods (repeat or comma-separate; 'all' for every one). "
+        "Default: cce.")] = None,
+    budgets: Annotated[Optional[list[str]], typer.Option(
+        "--budgets", "--budget", "-b", show_default=False,
+        help="Budgets, in parameters per dimension unless --budget-unit params: numbers "
+        "(repeat or comma-separate) or lo:hi, every power of two from lo to hi (2:4096). "
+        f"Default: {','.join(map(str, DEFAULT_BUDGETS))}.")] = None,
+    budget_unit: Annotated[Optional[str], typer.Option(
+        help="ppd (parameters per dimension: a table gets ppd x dim) or params (per table). "
+        "Default: ppd.", show_default=False)] = None,
+    n_chunks: Annotated[Optional[list[str]], typer.Option(
+        "--n-chunks", show_default=False,
+        help="Chunks per embedding: numbers or lo:hi (1:16). Default: 4.")] = None,
+    seeds: Annotated[Optional[str], typer.Option(
+        help="A count N (seeds 0..N-1) or a list 0,4,7. Default: 1.", show_default=False)] = None,
+    dim: Annotated[Optional[int], typer.Option(
+        help="Embedding dimension. Default: 32.", show_default=False)] = None,
+    epochs: Annotated[Optional[int], typer.Option(
+        help="Training epochs. Default: 10.", show_default=False)] = None,
+    batch_size: Annotated[Optional[int], typer.Option(
+        help="Training batch size. Default: 4096.", show_default=False)] = None,
+    lr: Annotated[Optional[float], typer.Option(
+        help="AdamW learning rate. Default: 0.001.", show_default=False)] = None,
+    weight_decay: Annotated[Optional[float], typer.Option(
+        help="AdamW weight decay. Default: 0.01.", show_default=False)] = None,
+    cluster_until: Annotated[Optional[float], typer.Option(
+        help="Cluster after each epoch up to this fraction of the epochs. Default: 0.75.",
+        show_default=False)] = None,
+    early_stop: Annotated[Optional[float], typer.Option(
+        help="Stop when val BCE and AUC both worsen by this fraction (0: never). "
+        "Default: 0.01.", show_default=False)] = None,
+    kmeans: Annotated[Optional[str], typer.Option(
+        help="k-means backend: auto, faiss or torch. Default: auto.", show_default=False)] = None,
+    device: Annotated[Optional[str], typer.Option(
+        help="auto, cpu, cuda (every visible GPU) or cuda:N. Default: auto.",
+        show_default=False)] = None,
+    out: Annotated[Optional[Path], typer.Option(
+        help="Results folder. Default: results.", show_default=False)] = None,
+    backend: Annotated[str, typer.Option(
+        help="local (worker processes on this machine) or ray.")] = "local",
+    workers: Annotated[Optional[int], typer.Option(
+        help="local: worker processes in all (CPU workers without a GPU; 0: train in this "
+        "process). Default: --workers-per-gpu per visible GPU, or 0 on a CPU.",
+        show_default=False)] = None,
+    workers_per_gpu: Annotated[int, typer.Option(
+        help="local: worker processes per visible GPU.")] = 1,
+    address: Annotated[Optional[str], typer.Option(
+        help="ray: the cluster address (e.g. auto or ray://head:10001). Default: start a "
+        "local Ray instance.", show_default=False)] = None,
+    gpus_per_run: Annotated[Optional[float], typer.Option(
+        help="ray: GPUs per run; fractions share a GPU (0.25: four runs on one). "
+        "Default: 1 if the cluster has GPUs, else 0.", show_default=False)] = None,
+    retry_failed: Annotated[bool, typer.Option(
+        "--retry-failed", help="Run again the runs recorded as failed or oom.")] = False,
+    download: Annotated[bool, typer.Option(
+        "--download", help="Download and preprocess missing datasets first (MovieLens); "
+        "without it a missing one is an error that says the command.")] = False,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Print the runs (count, the first ones, estimated time); train "
+        "nothing.")] = False,
 ) -> None:
-    """Train GMF with each method over a grid of budgets and seeds; append rows to OUT/NAME.csv.
+    """Train each method over a grid of datasets, budgets, n_chunks and seeds; append rows to
+    OUT/NAME.csv.
 
-    Runs already in the results file are skipped, so an interrupted sweep resumes.
+    Runs already in the results file are skipped, so an interrupted sweep resumes. A spec file
+    holds the same fields as the flags (see `sweeps/paper/*.toml`).
     """
-    spec = SweepSpec(
-        name=name, datasets=dataset or [DEFAULT_DATASET], methods=method or ["cce"],
-        budgets=budget or list(DEFAULT_BUDGETS), n_chunks=n_chunks or [4],
-        seeds=list(range(seeds)), dim=dim, epochs=epochs, batch_size=batch_size, lr=lr,
-        cluster_until=cluster_until, early_stop=early_stop, kmeans=kmeans, device=device, out=out)
+    overrides = {
+        "name": name, "datasets": datasets, "model": model, "methods": methods,
+        "budgets": budgets, "budget_unit": budget_unit, "n_chunks": n_chunks, "seeds": seeds,
+        "dim": dim, "epochs": epochs, "batch_size": batch_size, "lr": lr,
+        "weight_decay": weight_decay, "cluster_until": cluster_until, "early_stop": early_stop,
+        "kmeans": kmeans, "device": device, "out": out}
+    if specs and len(specs) > 1 and name is not None:
+        raise ConfigError("--name with several specs would send them all to one file; "
+                          "drop --name or give one spec")
+    sweeps = [load_spec(s, overrides) for s in specs] if specs else [load_spec(None, overrides)]
+    execution = Execution(backend=backend, workers=workers, workers_per_gpu=workers_per_gpu,
+                          address=address, gpus_per_run=gpus_per_run)
+    if dry_run:
+        _print_plan(sweeps, execution, retry_failed)
+        return
     with RichObserver(console) as observer:
-        summary = run_sweep(spec, observer)
+        summary = run_sweeps(sweeps, observer, execution, retry_failed, download,
+                             RichReporter(console))
     ran = sum(summary.statuses.values())
     if ran and summary.statuses.get("too_small") == ran:
         # Nothing trained: say why, as an error, instead of a table of too_small rows.
@@ -66,3 +134,40 @@ def sweep(
     statuses = ", ".join(f"{n} {s}" for s, n in sorted(summary.statuses.items())) or "nothing new"
     console.print(f"{ran} runs trained ({statuses}), {summary.skipped} already done; "
                   f"results in {summary.path}")
+
+
+def _print_plan(sweeps: list[SweepSpec], execution: Execution, retry_failed: bool) -> None:
+    plan = plan_sweeps(sweeps, retry_failed)
+    files = ", ".join(str(s.results_path) for s in sweeps)
+    console.print(f"{len(plan.runs)} runs, {plan.skipped} already in {files}, "
+                  f"{len(plan.todo)} to run", highlight=False)
+    if plan.todo:
+        table = Table(box=None, pad_edge=False, header_style="dim")
+        for column in ("run_id", "sweep", "run", "params", "epochs"):
+            table.add_column(column, no_wrap=True, justify="right" if column in
+                             ("params", "epochs") else "left")
+        for spec, run in plan.todo[:DRY_RUN_ROWS]:
+            table.add_row(run.run_id, spec.name, describe(run), f"{run.budget:,}", str(run.epochs))
+        console.print(table)
+        if len(plan.todo) > DRY_RUN_ROWS:
+            console.print(f"... and {len(plan.todo) - DRY_RUN_ROWS} more", highlight=False)
+    todo = [run for _, run in plan.todo]
+    if not todo:
+        return
+    folders = sorted({s.out for s in sweeps})
+    guess = estimate(todo, folders)
+    if not guess.covered:
+        console.print(f"estimated time: unknown (no earlier results of these datasets in "
+                      f"{', '.join(map(str, folders))})", highlight=False)
+        return
+    seconds, covered = guess.seconds, guess.covered
+    parallel = execution.parallel_runs(sweeps[0].device)
+    part = "" if covered == len(todo) else f" for {covered} of the {len(todo)} runs"
+    if parallel is None:
+        console.print(f"estimated time{part}: {format_seconds(seconds)} run after run; divide by "
+                      "the runs the Ray cluster trains at once", highlight=False)
+    else:
+        console.print(f"estimated time{part}: {format_seconds(seconds / parallel)} with "
+                      f"{parallel} run{'s' if parallel > 1 else ''} at once (from "
+                      f"{guess.history} earlier runs)", highlight=False)
+

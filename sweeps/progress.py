@@ -1,46 +1,113 @@
-"""Rich progress for a sweep: runs done of total, the current run and epoch, val AUC, ETA."""
+"""Rich progress for a sweep: runs done / running / failed / left, ETA, and one line per worker
+with its current run, epoch and validation AUC."""
 
 from __future__ import annotations
 
-from rich.console import Console
-from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                           TimeElapsedColumn, TimeRemainingColumn)
+import threading
+import time
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.progress_bar import ProgressBar
+from rich.table import Table
+from rich.text import Text
 
 from cce_bench.config import RunConfig
 from cce_bench.engine import EpochRecord
 
+PROBLEM_STATUSES = ("failed", "oom", "diverged")
+
 
 def describe(run: RunConfig) -> str:
-    return f"{run.method} ppd={run.ppd:g} c={run.n_chunks} seed={run.seed}"
+    return f"{run.dataset} {run.method} ppd={run.ppd:g} c={run.n_chunks} seed={run.seed}"
+
+
+def format_seconds(seconds: float) -> str:
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}:{rest // 60:02d}:{rest % 60:02d}"
 
 
 class RichObserver:
-    """A SweepObserver that draws one progress bar; use as a context manager."""
+    """A SweepObserver that draws live progress; use as a context manager."""
 
     def __init__(self, console: Console | None = None):
-        self.progress = Progress(
-            TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TextColumn("ETA"),
-            TimeRemainingColumn(), console=console, transient=False)
-        self.task = None
+        self.console = console or Console()
+        self._lock = threading.Lock()  # Live redraws from its own thread
+        self.total = self.skipped = self.finished = self.problems = 0
+        self.workers: dict[str, dict] = {}  # name -> {"run", "epoch", "auc", "since"}
+        self.started = time.monotonic()
+        self._live = Live(console=self.console, refresh_per_second=4, transient=False,
+                          get_renderable=self._render)
 
     def __enter__(self) -> "RichObserver":
-        self.progress.start()
-        return self
+        return self  # the display starts with the sweep, after any dataset download's own
 
     def __exit__(self, *exc) -> None:
-        self.progress.stop()
+        if self._live.is_started:
+            self._live.stop()
 
-    def sweep_started(self, total: int, skipped: int) -> None:
-        self.task = self.progress.add_task("runs", total=total, completed=skipped,
-                                           status=f"{skipped} already done")
+    def sweep_started(self, total: int, skipped: int, workers: list[str]) -> None:
+        with self._lock:
+            self.total, self.skipped = total, skipped
+            self.workers = {name: {} for name in workers}
+            self.started = time.monotonic()
+        self._live.start()
 
-    def run_started(self, run: RunConfig) -> None:
-        self.progress.update(self.task, status=f"{describe(run)} starting")
+    def run_started(self, run: RunConfig, worker: str) -> None:
+        with self._lock:
+            self.workers[worker] = {"run": run, "epoch": 0, "auc": None,
+                                    "since": time.monotonic()}
 
-    def epoch_done(self, run: RunConfig, record: EpochRecord) -> None:
-        self.progress.update(self.task, status=(f"{describe(run)} epoch {record.epoch}/{run.epochs} "
-                                                f"val AUC {record.val_auc:.4f}"))
+    def epoch_done(self, run: RunConfig, record: EpochRecord, worker: str) -> None:
+        with self._lock:
+            state = self.workers.setdefault(worker, {"run": run, "since": time.monotonic()})
+            state.update(epoch=record.epoch, auc=record.val_auc)
 
-    def run_finished(self, run: RunConfig, status: str) -> None:
-        self.progress.update(self.task, advance=1, status=f"{describe(run)} {status}")
+    def run_finished(self, run: RunConfig, status: str, worker: str) -> None:
+        with self._lock:
+            self.finished += 1
+            self.problems += status in PROBLEM_STATUSES
+            for name, state in self.workers.items():  # a lost run's event names no worker
+                if state.get("run") == run:
+                    self.workers[name] = {}
+
+    @property
+    def running(self) -> int:
+        return sum(1 for state in self.workers.values() if state.get("run") is not None)
+
+    def eta_seconds(self) -> float | None:
+        """Seconds left at this session's pace (runs finished per second, all workers)."""
+        if not self.finished:
+            return None
+        left = self.total - self.skipped - self.finished
+        return left * (time.monotonic() - self.started) / self.finished
+
+    def _render(self):
+        with self._lock:
+            done = self.skipped + self.finished
+            running = self.running
+            left = self.total - done - running
+            elapsed = time.monotonic() - self.started
+            eta = self.eta_seconds()
+            line = Text.assemble(
+                ("runs ", "bold"), f"{done}/{self.total} done · {running} running · ",
+                (f"{self.problems} failed", "red" if self.problems else ""),
+                f" · {left} left · {format_seconds(elapsed)} elapsed · ETA ",
+                format_seconds(eta) if eta is not None else "after the first run")
+            bar = ProgressBar(total=max(self.total, 1), completed=done, width=40)
+            table = Table(box=None, pad_edge=False, show_header=True, header_style="dim")
+            for column in ("worker", "run", "epoch", "val AUC", "on run"):
+                table.add_column(column, no_wrap=True,
+                                 justify="left" if column in ("worker", "run") else "right")
+            now = time.monotonic()
+            for name, state in sorted(self.workers.items()):
+                run = state.get("run")
+                if run is None:
+                    table.add_row(name, Text("idle", "dim"), "", "", "")
+                    continue
+                auc = state.get("auc")
+                table.add_row(name, describe(run), f"{state.get('epoch', 0)}/{run.epochs}",
+                              f"{auc:.4f}" if auc is not None else "",
+                              format_seconds(now - state["since"]))
+            return Group(bar, line, table) if self.workers else Group(bar, line)

@@ -1,39 +1,118 @@
-"""Run the runs of a sweep that are not in its results file yet, one row batch per run."""
+"""The driver: run every run of one or more sweeps that is not in its results file yet.
+
+The driver expands the specs, skips runs whose id is already in the results CSV (so a stopped
+sweep resumes), cuts the rest into tasks (groups of runs, see work.py), hands them to a backend
+(local worker processes, in-process, or Ray) and appends each run's rows as they come back. It
+is the only writer of the results file: one write per run, so a kill at any moment loses at
+most the runs in flight, never a line. A worker that dies makes its runs `failed` rows.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import torch
-
 from cce_bench.config import RunConfig
-from cce_bench.data import InteractionData
-from cce_bench.datasets import load_dataset
-from cce_bench.engine import EpochRecord, RunResult, train
-from cce_bench.errors import BudgetTooSmall
+from cce_bench.datasets import Reporter, require
+from cce_bench.engine import EpochRecord
+from cce_bench.errors import ConfigError
 from cce_bench.results import ResultsLog, now_timestamp, run_rows
 
 from .spec import SweepSpec
+from .work import Epoch, Event, Finished, Lost, Started, Task, group_runs, train_group, train_one
+
+BACKENDS = ("local", "ray")
+RETRIED_STATUSES = ("failed", "oom")  # what --retry-failed runs again (the rest is a result)
 
 
 class SweepObserver(Protocol):
-    def sweep_started(self, total: int, skipped: int) -> None: ...
-    def run_started(self, run: RunConfig) -> None: ...
-    def epoch_done(self, run: RunConfig, record: EpochRecord) -> None: ...
-    def run_finished(self, run: RunConfig, status: str) -> None: ...
+    def sweep_started(self, total: int, skipped: int, workers: list[str]) -> None: ...
+    def run_started(self, run: RunConfig, worker: str) -> None: ...
+    def epoch_done(self, run: RunConfig, record: EpochRecord, worker: str) -> None: ...
+    def run_finished(self, run: RunConfig, status: str, worker: str) -> None: ...
 
 
 class SilentObserver:
-    def sweep_started(self, total: int, skipped: int) -> None: pass
-    def run_started(self, run: RunConfig) -> None: pass
-    def epoch_done(self, run: RunConfig, record: EpochRecord) -> None: pass
-    def run_finished(self, run: RunConfig, status: str) -> None: pass
+    def sweep_started(self, total: int, skipped: int, workers: list[str]) -> None: pass
+    def run_started(self, run: RunConfig, worker: str) -> None: pass
+    def epoch_done(self, run: RunConfig, record: EpochRecord, worker: str) -> None: pass
+    def run_finished(self, run: RunConfig, status: str, worker: str) -> None: pass
+
+
+@dataclass
+class Execution:
+    """Where the runs train; none of this changes a run's result or its id."""
+
+    backend: str = "local"  # local | ray
+    # local: worker processes in all; None = workers_per_gpu per visible GPU, or none on a
+    # CPU-only machine; 0 = none: train in this process (one torch already uses every core;
+    # CPU workers pay off for many tiny runs, and isolate crashes).
+    workers: int | None = None
+    workers_per_gpu: int = 1
+    address: str | None = None  # ray: the cluster; None starts a local Ray instance
+    gpus_per_run: float | None = None  # ray: GPUs per task (fractions share); None: 1 if any
+    cpus_per_run: float = 1.0  # ray: CPUs per task
+
+    def __post_init__(self):
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"unknown backend '{self.backend}'; choose from: {', '.join(BACKENDS)}")
+        if self.workers is not None and self.workers < 0:
+            raise ConfigError(f"--workers must be >= 0, not {self.workers}")
+        if self.workers_per_gpu < 1:
+            raise ConfigError(f"--workers-per-gpu must be at least 1, not {self.workers_per_gpu}")
+        if self.backend != "ray":
+            for name in ("address", "gpus_per_run"):
+                if getattr(self, name) is not None:
+                    flag = "--" + name.replace("_", "-")
+                    raise ConfigError(f"{flag} is for --backend ray (the backend is {self.backend})")
+
+    def make_backend(self, device: str):
+        if self.backend == "ray":
+            from .ray_backend import RayBackend
+            return RayBackend(self.address, self.gpus_per_run, self.cpus_per_run, device)
+        from .local import InlineBackend, LocalPool, plan_slots
+        slots = plan_slots(device, self.workers, self.workers_per_gpu)
+        return LocalPool(slots) if slots else InlineBackend(device)
+
+    def parallel_runs(self, device: str) -> int | None:
+        """How many runs train at once (None where only the cluster knows)."""
+        if self.backend == "ray":
+            return None
+        from .local import plan_slots
+        return max(1, len(plan_slots(device, self.workers, self.workers_per_gpu)))
+
+
+@dataclass
+class SweepPlan:
+    """The runs of some sweeps, split into done and to do."""
+
+    specs: list[SweepSpec]
+    runs: list[tuple[SweepSpec, RunConfig]]  # every run of every spec, in order
+    todo: list[tuple[SweepSpec, RunConfig]]
+
+    @property
+    def skipped(self) -> int:
+        return len(self.runs) - len(self.todo)
+
+
+def plan_sweeps(specs: list[SweepSpec], retry_failed: bool = False) -> SweepPlan:
+    """Expand the specs and leave out runs their results files already hold."""
+    runs, todo = [], []
+    names = [spec.results_path.resolve() for spec in specs]
+    if len(set(names)) != len(names):
+        raise ConfigError("two of the sweeps write the same results file; give each its own name")
+    for spec in specs:
+        finished = ResultsLog(spec.results_path).completed_run_ids(include_failed=not retry_failed)
+        for run in spec.expand():
+            runs.append((spec, run))
+            if run.run_id not in finished:
+                todo.append((spec, run))
+    return SweepPlan(list(specs), runs, todo)
 
 
 @dataclass
 class SweepSummary:
-    path: str
+    path: str  # the results file(s), comma-separated
     total: int
     skipped: int
     statuses: dict[str, int] = field(default_factory=dict)
@@ -45,42 +124,89 @@ class SweepSummary:
             self.first_errors.setdefault(status, error)
 
 
-def run_sweep(spec: SweepSpec, observer: SweepObserver | None = None) -> SweepSummary:
+def run_sweep(spec: SweepSpec, observer: SweepObserver | None = None,
+              execution: Execution | None = None, retry_failed: bool = False,
+              download: bool = False, reporter: Reporter | None = None) -> SweepSummary:
+    """Train every run of the spec that is not in its results file yet.
+
+    retry_failed: run again the runs recorded as failed or oom. download: fetch a missing
+    downloadable dataset first (else a missing one is an error that says the command);
+    reporter shows that download."""
+    return run_sweeps([spec], observer, execution, retry_failed, download, reporter)
+
+
+def run_sweeps(specs: list[SweepSpec], observer: SweepObserver | None = None,
+               execution: Execution | None = None, retry_failed: bool = False,
+               download: bool = False, reporter: Reporter | None = None) -> SweepSummary:
+    """Train the runs of several sweeps with one set of workers; each keeps its own file."""
     observer = observer or SilentObserver()
-    log = ResultsLog(spec.results_path)
-    log.ensure()
-    runs = spec.expand()
-    finished = log.completed_run_ids()
-    todo = [run for run in runs if run.run_id not in finished]
-    summary = SweepSummary(str(spec.results_path), len(runs), len(runs) - len(todo))
-    observer.sweep_started(len(runs), summary.skipped)
-    loaded: dict[str, InteractionData] = {}
-    for run in todo:
-        if run.dataset not in loaded:
-            loaded[run.dataset] = load_dataset(run.dataset)
-        observer.run_started(run)
-        rows = train_one(run, loaded[run.dataset], spec.name, spec.device, observer)
-        log.append(rows, run)
-        status = rows[-1]["status"]
-        summary.record(status, rows[-1].get("error", ""))
-        observer.run_finished(run, status)
+    execution = execution or Execution()
+    devices = {spec.device for spec in specs}
+    if len(devices) > 1:
+        raise ConfigError(f"the sweeps ask for different devices ({', '.join(sorted(devices))}); "
+                          "run them separately or set --device")
+    plan = plan_sweeps(specs, retry_failed)
+    logs = {spec.results_path: ResultsLog(spec.results_path) for spec in specs}
+    for log in logs.values():
+        log.ensure()
+    summary = SweepSummary(", ".join(str(spec.results_path) for spec in specs),
+                           len(plan.runs), plan.skipped)
+    backend = execution.make_backend(devices.pop())
+    tasks, by_id = [], {}
+    for spec in specs:
+        mine = [run for owner, run in plan.todo if owner is spec]
+        for group in group_runs(mine):
+            task = Task(len(tasks), spec.name, group)
+            tasks.append(task)
+            by_id[task.id] = (task, logs[spec.results_path])
+    _prepare_datasets(tasks, download, reporter)
+    observer.sweep_started(len(plan.runs), plan.skipped, list(backend.workers))
+    if tasks:
+        backend.execute(tasks, _Driver(by_id, observer, summary).handle)
     return summary
 
 
-def train_one(run: RunConfig, data: InteractionData, sweep: str, device: str,
-              observer: SweepObserver) -> list[dict]:
-    """Train a run and return its rows; a failure becomes a row with its status and error."""
-    started = now_timestamp()
-    try:
-        result: RunResult = train(run, data, device, on_epoch=observer.epoch_done)
-    except BudgetTooSmall as err:
-        return run_rows(run, sweep, None, started, "too_small", str(err))
-    except torch.cuda.OutOfMemoryError as err:
-        return run_rows(run, sweep, None, started, "oom", _one_line(err))
-    except Exception as err:  # noqa: BLE001 - any run failure is recorded, the sweep goes on
-        return run_rows(run, sweep, None, started, "failed", f"{type(err).__name__}: {_one_line(err)}")
-    return run_rows(run, sweep, result, started)
+def _prepare_datasets(tasks: list[Task], download: bool, reporter: Reporter | None) -> None:
+    """Build (or fetch) every dataset once, here, before the workers load them from the cache:
+    a missing dataset is one clear error, not a failed row per run."""
+    for name in dict.fromkeys(task.dataset for task in tasks):
+        require(name, download=download, reporter=reporter)
 
 
-def _one_line(err: BaseException) -> str:
-    return " ".join(str(err).split())[:500]
+class _Driver:
+    """Turns the backend's events into progress and result rows."""
+
+    def __init__(self, tasks: dict[int, tuple[Task, ResultsLog]], observer: SweepObserver,
+                 summary: SweepSummary):
+        self.tasks, self.observer, self.summary = tasks, observer, summary
+        self.started: dict[str, str] = {}  # run id -> when it started (for a lost run's row)
+
+    def handle(self, event: Event) -> None:
+        task, log = self.tasks[event.task]
+        if isinstance(event, Started):
+            self.started[event.run_id] = now_timestamp()
+            self.observer.run_started(self._run(task, event.run_id), event.worker)
+        elif isinstance(event, Epoch):
+            self.observer.epoch_done(self._run(task, event.run_id), event.record, event.worker)
+        elif isinstance(event, Finished):
+            for run, rows in zip(task.runs, event.rows, strict=True):
+                self._record(run, rows, log, event.worker)
+        elif isinstance(event, Lost):
+            for run in task.runs:
+                started = self.started.get(run.run_id, now_timestamp())
+                rows = run_rows(run, task.sweep, None, started, "failed", event.reason)
+                self._record(run, rows, log, event.worker)
+
+    def _record(self, run: RunConfig, rows: list[dict], log: ResultsLog, worker: str) -> None:
+        log.append(rows, run)
+        status = rows[-1]["status"]
+        self.summary.record(status, rows[-1].get("error", ""))
+        self.observer.run_finished(run, status, worker)
+
+    @staticmethod
+    def _run(task: Task, run_id: str) -> RunConfig:
+        return next(run for run in task.runs if run.run_id == run_id)
+
+
+__all__ = ["Execution", "SilentObserver", "SweepObserver", "SweepPlan", "SweepSummary",
+           "plan_sweeps", "run_sweep", "run_sweeps", "train_group", "train_one"]

@@ -1,0 +1,170 @@
+"""The unit of work a backend hands a worker, and what a worker sends back.
+
+A task is a *group* of runs that one worker trains with one call, `train_group`, which returns
+one list of rows per run. Today a group is a single run and `train_group` trains its runs one
+after another; the batched engine (issue 7) will train the runs of a group together, stacked
+into one model, so `group_runs` is where runs of the same shape will be put together, and
+`train_group` is the only function that changes. Backends and the driver see only tasks.
+
+Workers report through events (Started, Epoch, Finished); a backend adds Lost when a worker dies
+with a task in hand. Everything here is picklable, for worker processes and Ray.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from dataclasses import dataclass
+from typing import Callable, Protocol
+
+import torch
+
+from cce_bench.config import RunConfig
+from cce_bench.data import InteractionData
+from cce_bench.datasets import load_dataset
+from cce_bench.engine import EpochRecord, RunResult, train
+from cce_bench.errors import BudgetTooSmall
+from cce_bench.results import now_timestamp, run_rows
+
+# Test-only: comma-separated run ids whose worker process kills itself (SIGKILL) when it starts
+# them, so the tests can check that a dead worker becomes a `failed` row. Only worker processes
+# (local pool, Ray) look at it; the driver never does.
+CRASH_HOOK_ENV = "CCE_BENCH_TEST_CRASH_RUNS"
+
+
+class RunObserver(Protocol):
+    """What train_group reports, run by run."""
+
+    def run_started(self, run: RunConfig) -> None: ...
+    def epoch_done(self, run: RunConfig, record: EpochRecord) -> None: ...
+
+
+@dataclass
+class Task:
+    id: int
+    sweep: str  # the sweep name written into the rows
+    runs: list[RunConfig]  # one group: same dataset
+
+    @property
+    def dataset(self) -> str:
+        return self.runs[0].dataset
+
+
+@dataclass
+class Started:
+    worker: str
+    task: int
+    run_id: str
+
+
+@dataclass
+class Epoch:
+    worker: str
+    task: int
+    run_id: str
+    record: EpochRecord
+
+
+@dataclass
+class Finished:
+    worker: str
+    task: int
+    rows: list[list[dict]]  # one list per run of the task, in order
+
+
+@dataclass
+class Lost:
+    worker: str
+    task: int
+    reason: str  # why the worker died, for the rows' error column
+
+
+Event = Started | Epoch | Finished | Lost
+
+
+def group_runs(runs: list[RunConfig]) -> list[list[RunConfig]]:
+    """Split runs into groups that one worker trains with one call.
+
+    A group must share a dataset. TODO(#7): put runs of the same shape (dataset, model, method,
+    budget, dim, n_chunks, training settings; seeds may differ) into one group, capped so a
+    group fits one device, once train_group trains a group as one stacked model."""
+    return [[run] for run in runs]
+
+
+def train_group(runs: list[RunConfig], data: InteractionData, sweep: str, device: str,
+                observer: RunObserver) -> list[list[dict]]:
+    """Train a group of runs on one device; one list of rows per run, in order.
+
+    The seam for the batched engine (issue 7): today the runs are trained one by one."""
+    results = []
+    for run in runs:
+        observer.run_started(run)
+        results.append(train_one(run, data, sweep, device, observer))
+    return results
+
+
+def train_one(run: RunConfig, data: InteractionData, sweep: str, device: str,
+              observer: RunObserver) -> list[dict]:
+    """Train a run and return its rows; a failure becomes a row with its status and error."""
+    started = now_timestamp()
+    try:
+        result: RunResult = train(run, data, device, on_epoch=observer.epoch_done)
+    except BudgetTooSmall as err:
+        return run_rows(run, sweep, None, started, "too_small", str(err))
+    except torch.cuda.OutOfMemoryError as err:
+        return run_rows(run, sweep, None, started, "oom", one_line(err))
+    except Exception as err:  # noqa: BLE001 - any run failure is recorded, the sweep goes on
+        return run_rows(run, sweep, None, started, "failed", f"{type(err).__name__}: {one_line(err)}")
+    return run_rows(run, sweep, result, started)
+
+
+def execute(task: Task, worker: str, device: str, emit: Callable[[Event], None],
+            datasets: dict[str, InteractionData]) -> Finished:
+    """Run one task where a worker is: load its data (kept in `datasets` for the next task),
+    train the group, report through emit. A data problem becomes a `failed` row per run."""
+    observer = _Emitter(worker, task.id, emit)
+    try:
+        if task.dataset not in datasets:
+            datasets.clear()  # one dataset in memory per worker
+            datasets[task.dataset] = load_dataset(task.dataset)
+        data = datasets[task.dataset]
+    except Exception as err:  # noqa: BLE001 - the driver records it; the worker goes on
+        started = now_timestamp()
+        reason = f"cannot load dataset {task.dataset}: {type(err).__name__}: {one_line(err)}"
+        return Finished(worker, task.id,
+                        [run_rows(run, task.sweep, None, started, "failed", reason)
+                         for run in task.runs])
+    return Finished(worker, task.id, train_group(task.runs, data, task.sweep, device, observer))
+
+
+def crash_if_asked(task: Task) -> None:
+    """The test-only crash hook (see CRASH_HOOK_ENV); called by worker processes only."""
+    doomed = set(filter(None, os.environ.get(CRASH_HOOK_ENV, "").split(",")))
+    if doomed & {run.run_id for run in task.runs}:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def cpu_threads(workers: int) -> int:
+    """Torch threads per worker so that the workers together use each core once."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, cores // max(1, workers))
+
+
+def one_line(err: BaseException) -> str:
+    return " ".join(str(err).split())[:500]
+
+
+class _Emitter:
+    """A RunObserver that turns a worker's progress into events."""
+
+    def __init__(self, worker: str, task: int, emit: Callable[[Event], None]):
+        self.worker, self.task, self.emit = worker, task, emit
+
+    def run_started(self, run: RunConfig) -> None:
+        self.emit(Started(self.worker, self.task, run.run_id))
+
+    def epoch_done(self, run: RunConfig, record: EpochRecord) -> None:
+        self.emit(Epoch(self.worker, self.task, run.run_id, record))

@@ -1,0 +1,73 @@
+"""`cce-bench sweep` with spec files: --dry-run, flags over a spec, shipped specs, one-line errors."""
+
+from __future__ import annotations
+
+import re
+
+from typer.testing import CliRunner
+
+from cce_bench.cli import app
+from cce_bench.results import read_rows
+from tests.conftest import TINY_DATASET
+
+runner = CliRunner()
+SPEC = f"""\
+# a tiny experiment
+datasets = ["{TINY_DATASET}"]
+methods = ["cce", "hash"]
+budgets = "4:16"
+epochs = 2
+batch_size = 512
+"""
+
+
+def invoke(*args: str):
+    return runner.invoke(app, ["sweep", *args])
+
+
+def test_dry_run_lists_the_runs_and_trains_nothing(in_tmp):
+    (in_tmp / "tiny.toml").write_text(SPEC)
+    result = invoke("tiny.toml", "--seeds", "2", "--dry-run")
+    assert result.exit_code == 0, result.output
+    assert "12 runs, 0 already in results/tiny.csv, 12 to run" in result.output
+    assert len(re.findall(r"^[0-9a-f]{16} ", result.output, re.M)) == 12
+    assert f"{TINY_DATASET} cce ppd=4 c=4 seed=1" in result.output
+    assert "estimated time: unknown" in result.output
+    assert not (in_tmp / "results").exists()
+
+
+def test_a_spec_with_flags_runs_and_then_estimates_the_rest(in_tmp):
+    (in_tmp / "tiny.toml").write_text(SPEC)
+    result = invoke("tiny.toml", "-m", "hash", "--workers", "0")
+    assert result.exit_code == 0, result.output
+    assert "3 runs trained (3 ok), 0 already done; results in results/tiny.csv" in result.output
+    rows = read_rows(in_tmp / "results" / "tiny.csv")
+    assert set(rows["method"]) == {"hash"} and set(rows["epoch"]) <= {1, 2}
+
+    more = invoke("tiny.toml", "--seeds", "2", "-m", "hash", "--dry-run")
+    assert "6 runs, 3 already in results/tiny.csv, 3 to run" in more.output
+    assert re.search(r"estimated time: 0:00:\d\d with 1 run at once \(from 3 earlier runs\)",
+                     more.output), more.output
+
+
+def test_a_shipped_spec_by_name(in_tmp):
+    result = invoke("paper/n-chunks", "--dry-run")
+    assert result.exit_code == 0, result.output
+    # ce and cce x 12 budgets x 5 n_chunks x 3 seeds
+    assert "360 runs, 0 already in results/n-chunks.csv, 360 to run" in result.output
+    assert "... and 340 more" in result.output
+
+
+def test_spec_errors_are_one_line(in_tmp):
+    (in_tmp / "bad.toml").write_text(SPEC + "epoch = 3\n")
+    result = invoke("bad.toml")
+    assert result.exit_code == 1
+    assert "error: bad.toml: unknown field 'epoch'; did you mean 'epochs'?" in result.output
+    assert "Traceback" not in result.output
+    result = invoke("tiny.toml")
+    assert result.exit_code == 1 and "no spec file 'tiny.toml'" in result.output
+    (in_tmp / "tiny.toml").write_text(SPEC)
+    result = invoke("tiny.toml", "-b", "3:9")
+    assert result.exit_code == 1 and "field 'budgets': bad range '3:9'" in result.output
+    result = invoke("tiny.toml", "--address", "auto")
+    assert result.exit_code == 1 and "--address is for --backend ray" in result.output

@@ -1,0 +1,160 @@
+"""Sweep specs: TOML and flags into one checked SweepSpec; expansion into runs with stable ids."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cce_bench.embeddings import get_method, method_names
+from cce_bench.errors import ConfigError
+from cce_bench.sweeps import SweepSpec, find_spec, load_spec, shipped_specs
+from cce_bench.sweeps.spec import power_range
+from tests.conftest import TINY_DATASET
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_a_power_of_two_range_includes_both_ends():
+    assert power_range("2:4096", "budgets") == [2 ** k for k in range(1, 13)]
+    assert power_range("16:16", "budgets") == [16]
+    assert SweepSpec(datasets=TINY_DATASET, budgets="4:16,100").budgets == [4, 8, 16, 100]
+
+
+@pytest.mark.parametrize("bad, why", [
+    ("3:64", "3 is not a power of two"),
+    ("64:2", "64 > 2"),
+    ("2:x", "write lo:hi"),
+    ("0:8", "0 is not a power of two"),
+])
+def test_a_bad_range_names_the_field_and_the_fix(tmp_path, bad, why):
+    path = write(tmp_path, f'datasets = "{TINY_DATASET}"\nbudgets = "{bad}"\n')
+    with pytest.raises(ConfigError) as err:
+        load_spec(path)
+    message = str(err.value)
+    assert message.startswith(f"{path}: field 'budgets': bad range '{bad}'")
+    assert why in message
+
+
+def test_an_unknown_field_is_named_with_the_likely_one(tmp_path):
+    path = write(tmp_path, f'datasets = "{TINY_DATASET}"\nbatch-size = 512\n')
+    with pytest.raises(ConfigError, match=r"unknown field 'batch-size'; did you mean "
+                                          r"'batch_size'\? spec fields are: name, datasets"):
+        load_spec(path)
+    with pytest.raises(ConfigError, match="unknown field 'bogus'"):
+        load_spec(None, {"bogus": 1})
+
+
+def test_an_empty_method_list_is_refused(tmp_path):
+    path = write(tmp_path, f'datasets = "{TINY_DATASET}"\nmethods = []\n')
+    with pytest.raises(ConfigError, match=r"field 'methods' is empty"):
+        load_spec(path)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"methods": ["cce", "nope"]}, "field 'methods': unknown method 'nope'; choose from: full"),
+    ({"datasets": "imagenet"}, "field 'datasets': unknown dataset 'imagenet'"),
+    ({"n_chunks": [3]}, "field 'n_chunks': 3 does not divide dim 32"),
+    ({"seeds": [1, 1]}, "field 'seeds': [1, 1] repeats a seed"),
+    ({"seeds": 0}, "field 'seeds': must be at least 1, not 0"),
+    ({"epochs": "ten"}, "field 'epochs': expected an integer, got 'ten'"),
+    ({"epochs": True}, "field 'epochs': expected an integer, got True"),
+    ({"lr": 0}, "field 'lr': must be positive"),
+    ({"cluster_until": 1.5}, "field 'cluster_until': must be in [0, 1]"),
+    ({"budget_unit": "bytes"}, "field 'budget_unit': 'bytes' is not one of ppd, params"),
+    ({"kmeans": "sklearn"}, "field 'kmeans': 'sklearn' is not one of auto, faiss, torch"),
+    ({"device": "gpu"}, "field 'device': 'gpu' is not auto, cpu, cuda or cuda:N"),
+    ({"name": "a/b"}, "field 'name': 'a/b' must be a file name"),
+])
+def test_bad_values_name_their_field(fields, message):
+    with pytest.raises(ConfigError) as err:
+        SweepSpec(**({"datasets": TINY_DATASET} | fields))
+    assert message in str(err.value)
+
+
+def test_not_toml_is_one_clear_error(tmp_path):
+    path = write(tmp_path, "methods = [cce\n")
+    with pytest.raises(ConfigError, match=f"{path}: not valid TOML"):
+        load_spec(path)
+
+
+def test_flags_override_the_file_field_by_field(tmp_path):
+    path = write(tmp_path, f'datasets = ["{TINY_DATASET}"]\nmethods = ["cce", "ce"]\n'
+                           'budgets = "4:16"\nseeds = 2\nepochs = 3\n')
+    spec = load_spec(path, {"methods": ["hash"], "epochs": None, "seeds": "0,5"})
+    assert spec.name == "exp"  # named after the file
+    assert spec.methods == ["hash"] and spec.seeds == [0, 5]  # from the flags
+    assert spec.budgets == [4, 8, 16] and spec.epochs == 3  # from the file (epochs flag unset)
+    assert spec.dim == 32 and spec.batch_size == 4096  # defaults
+
+
+def test_a_bad_flag_is_not_blamed_on_the_file(tmp_path):
+    path = write(tmp_path, f'datasets = ["{TINY_DATASET}"]\nbudgets = [4]\n')
+    with pytest.raises(ConfigError) as err:
+        load_spec(path, {"budgets": ["5:9"]})
+    assert str(err.value).startswith("field 'budgets': bad range '5:9'")
+
+
+def test_list_fields_take_repeats_and_commas_like_flags():
+    spec = SweepSpec(datasets=[TINY_DATASET], methods=["cce,ce", "hash"], budgets=["4", "16,64"],
+                     n_chunks="1:4", seeds="3")
+    assert spec.methods == ["cce", "ce", "hash"]
+    assert spec.budgets == [4, 16, 64] and spec.n_chunks == [1, 2, 4] and spec.seeds == [0, 1, 2]
+
+
+def test_expansion_counts_and_budget_units():
+    spec = SweepSpec(datasets=TINY_DATASET, methods="all", budgets="4:16", n_chunks=[2, 4],
+                     seeds=2)
+    assert spec.methods == method_names()
+    runs = spec.expand()
+    compressed = [m for m in spec.methods if get_method(m).family != "uncompressed"]
+    assert len(runs) == (len(compressed) * 3 * 2 + len(spec.methods) - len(compressed)) * 2
+    assert {r.budget for r in runs if r.method == "cce"} == {4 * 32, 8 * 32, 16 * 32}
+    absolute = SweepSpec(datasets=TINY_DATASET, budgets=[1000, 4096], budget_unit="params")
+    assert [r.budget for r in absolute.expand()] == [1000, 4096]
+
+
+def test_run_ids_are_stable_and_depend_only_on_the_runs():
+    spec = dict(datasets=TINY_DATASET, methods=["cce", "hash"], budgets="4:16", seeds=2)
+    ids = [r.run_id for r in SweepSpec(**spec).expand()]
+    assert len(set(ids)) == len(ids)
+    assert ids == [r.run_id for r in SweepSpec(**spec).expand()]
+    # Where results go and where runs train do not change what a run is.
+    elsewhere = SweepSpec(**spec, name="other", out=Path("x"), device="cpu")
+    assert ids == [r.run_id for r in elsewhere.expand()]
+    # The same run written in ppd or in params is the same run.
+    absolute = SweepSpec(**(spec | {"budgets": [128, 256, 512]}), budget_unit="params")
+    assert ids == [r.run_id for r in absolute.expand()]
+    # Any setting that changes training changes every id.
+    changed = SweepSpec(**spec, lr=2e-3)
+    assert not set(ids) & {r.run_id for r in changed.expand()}
+
+
+def test_every_shipped_spec_loads_and_expands():
+    names = shipped_specs()
+    assert {"paper/ml-1m", "paper/ml-10m", "paper/ml-20m", "paper/ml-25m", "paper/syn-1m",
+            "paper/syn-10m", "paper/syn-20m", "paper/syn-25m", "paper/syn-100m",
+            "paper/n-chunks"} <= set(names)
+    for name in names:
+        spec = load_spec(name)
+        runs = spec.expand()
+        assert runs and spec.name == Path(name).name, name
+        assert spec.seeds == [0, 1, 2] and spec.dim == 32 and spec.model == "gmf", name
+        assert spec.budgets == power_range("2:4096", "budgets"), name
+    movielens = load_spec("paper/ml-1m")
+    assert movielens.methods == method_names() and movielens.n_chunks == [4]
+    chunks = load_spec("paper/n-chunks.toml")
+    assert chunks.methods == ["ce", "cce"] and chunks.n_chunks == [1, 2, 4, 8, 16]
+
+
+def test_a_spec_is_found_by_path_or_shipped_name(tmp_path):
+    path = write(tmp_path, f'datasets = "{TINY_DATASET}"\n')
+    assert find_spec(path) == path
+    assert find_spec("paper/ml-1m") == find_spec("paper/ml-1m.toml")
+    with pytest.raises(ConfigError, match=r"no spec file 'paper/ml-1n'; did you mean "
+                                          r"'paper/ml-1m'\? give a path"):
+        find_spec("paper/ml-1n")
