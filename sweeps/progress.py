@@ -110,4 +110,6 @@ class RichObserver:
                 table.add_row(name, describe(run), f"{state.get('epoch', 0)}/{run.epochs}",
                               f"{auc:.4f}" if auc is not None else "",
                               format_seconds(now - state["since"]))
-            return Group(bar, line, table) if self.workers else Group(bar, line)
+            header = Table.grid(padding=(0, 1))
+            header.add_row(bar, line)
+            return Group(header, table) if self.workers else header
