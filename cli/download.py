@@ -51,7 +51,9 @@ def download(
                      workers=workers, device=device, **options)
     reporter.finish()
     meta = read_meta(folder)
-    splits = ", ".join(f"{split} {rows:,}" for split, rows in meta.get("splits", {}).items())
+    sizes = meta.get("splits", {})
+    splits = ", ".join(f"{split} {sizes[split]:,}" for split in ("train", "val", "test")
+                       if split in sizes)
     verb = "already in the cache" if was == "ready" and not force and from_ is None else "ready"
     console.print(f"{name} {verb}: {splits} rows ({info(name).kind}); {folder}", highlight=False,
                   soft_wrap=True)
