@@ -27,12 +27,17 @@ def full_table(emb) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("vocab,dim,c,budget", [(60, 8, 3, 400), (97, 12, 2, 300),
-                                                 (300, 16, 4, 1024), (5, 4, 1, 20)])
+                                                 (300, 16, 4, 1024), (5, 4, 1, 20),
+                                                 (1000, 30, 5, 5000)])
 def test_forward_reads_the_table_the_cores_define(vocab, dim, c, budget):
     emb = make_embedding(vocab, budget, dim, "tt", c, seed=0)
     table = full_table(emb)
     ids = torch.arange(vocab)
+    # A whole-vocabulary batch builds the implied table; ids two at a time take the per-id
+    # product of the two halves (the vocabulary has more than 8 rows per id).
     torch.testing.assert_close(emb(ids), table[:vocab], rtol=1e-5, atol=1e-7)
+    pairs = torch.cat([emb(ids[i:i + 2]) for i in range(0, vocab, 2)])
+    torch.testing.assert_close(pairs, table[:vocab], rtol=1e-5, atol=1e-7)
 
 
 def test_one_id_by_hand():
@@ -56,6 +61,7 @@ def test_factorisations():
     assert factor_dim(32, 4) == [4, 2, 2, 2]
     assert factor_dim(24, 2) == [6, 4]
     assert factor_dim(7, 3) == [7, 1, 1]
+    assert factor_dim(30, 5) == [5, 3, 2, 1, 1]
     for dim in range(1, 70):
         assert math.prod(factor_dim(dim, 3)) == dim
 
