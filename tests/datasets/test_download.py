@@ -3,6 +3,8 @@ looking complete, checksum failures removed."""
 
 from __future__ import annotations
 
+import errno
+
 import pytest
 
 from cce_bench.datasets import download as dl
@@ -98,3 +100,16 @@ def test_http_errors_name_the_url_and_the_ways_out(server, tmp_path):
 def test_an_unreachable_host_is_one_line(tmp_path):
     with pytest.raises(DatasetError, match="stopped at 0 of 10 bytes"):
         dl.download("http://127.0.0.1:9/x", tmp_path / "x", 10, None, retries=0, timeout=2)
+
+
+def test_a_full_disk_keeps_the_part_for_the_next_call(server, tmp_path):
+    class FullAfterOneBlock(Recorder):
+        def advance(self, n):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(DatasetError, match="disk full while writing .*f.bin.part; free space "
+                                           "and run the same command again to resume"):
+        get(server, tmp_path, reporter=FullAfterOneBlock())
+    assert (tmp_path / "f.bin.part").stat().st_size == len(DATA)  # written before it failed
+    assert get(server, tmp_path).read_bytes() == DATA
+    assert len(server.requests) == 1  # the part was whole: verified, not fetched again
