@@ -20,7 +20,7 @@ import math
 import torch
 
 from ..errors import BudgetTooSmall, ConfigError
-from .base import CompressedEmbedding, normal_init
+from .base import CompressedEmbedding, lookup, normal_init
 from .hashing import UniversalHash
 from .registry import register
 
@@ -40,7 +40,8 @@ class BloomEmbedding(CompressedEmbedding):
         self.hash = UniversalHash(n_chunks, self.rows, self.generator)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.embedding(self.hash(ids), self.table).sum(1)  # (N, c, d) -> (N, d)
+        rows = lookup(self.table, self.hash(ids).reshape(-1))  # (N * c, d)
+        return rows.reshape(len(ids), self.n_hashes, self.dim).sum(1)
 
     def config(self) -> dict:
         return {"rows": self.rows, "n_hashes": self.n_hashes}

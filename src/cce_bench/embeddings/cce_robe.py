@@ -34,7 +34,7 @@ from ..errors import BudgetTooSmall
 from .base import normal_init
 from .cce import CCEmbedding
 from .registry import register
-from .robe import circular_positions
+from .robe import circular_positions, read_flat
 
 
 @register("cce_robe", "clustering", "cce whose two tables are per-chunk ROBE circular arrays",
@@ -56,7 +56,7 @@ class CCERobeEmbedding(CCEmbedding):
         return circular_positions(slots, self.width, self.size) + base
 
     def _read(self, table: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        return table.reshape(-1)[self._positions(slots)].reshape(len(slots), self.dim)
+        return read_flat(table.reshape(-1), self._positions(slots)).reshape(len(slots), self.dim)
 
     def _scatter_add(self, target: torch.Tensor, slots: torch.Tensor, values: torch.Tensor) -> None:
         c = self.n_chunks

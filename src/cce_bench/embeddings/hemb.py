@@ -25,7 +25,7 @@ import math
 import torch
 
 from ..errors import BudgetTooSmall, ConfigError
-from .base import CompressedEmbedding, normal_init
+from .base import CompressedEmbedding, lookup, normal_init
 from .hashing import UniversalHash
 from .registry import register
 
@@ -56,8 +56,9 @@ class HashEmbeddings(CompressedEmbedding):
         self.importance_hash = UniversalHash(1, self.weight_rows, self.generator)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        vectors = torch.nn.functional.embedding(self.component_hash(ids), self.components)  # (N, c, d)
-        weights = self.importance[self.importance_hash(ids)[:, 0]]  # (N, c)
+        vectors = lookup(self.components, self.component_hash(ids).reshape(-1))
+        vectors = vectors.reshape(len(ids), self.n_hashes, self.dim)  # (N, c, d)
+        weights = lookup(self.importance, self.importance_hash(ids)[:, 0])  # (N, c)
         return torch.einsum("nc,ncd->nd", weights, vectors)
 
     def config(self) -> dict:

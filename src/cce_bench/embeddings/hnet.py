@@ -3,16 +3,20 @@ Hashing Trick", ICML 2015, arXiv:1504.04788), applied to an embedding table.
 
 Every coordinate of every id is one weight of a shared flat array w of P values, chosen by a
 hash of the (id, coordinate) pair, times a random sign when `signed`:
-    e(i)[k] = xi(i, k) * w[h(i, k)],   h(i, k) in [0, P),  xi(i, k) in {-1, +1},  k < dim.
-h and xi are two universal hashes of the key i * dim + k (hashing.py covers keys below 2^60, so
-any id below 2^31 with dim below 2^29), computed on the fly.
+    e(i)[k] = xi(i, k) * w[h(i, k)],   k < dim,
+    h(i, k)  = ((a1 * hi + a2 * lo + a3 * k + b) mod p) mod P,
+    xi(i, k) = 1 - 2 * (((a1' * hi + a2' * lo + a3' * k + b') mod p) mod 2),
+with p = 2^31 - 1, i = hi * 2^30 + lo, and (a1, a2, a3, b), (a1', a2', a3', b') seeded draws.
+This is the linear family of hashing.py over the triple (hi, lo, k), so two distinct
+(id, coordinate) pairs collide with probability about 1/P; it is computed on the fly, with one
+reduction mod p per id and one per coordinate.
 Budget: P = num_params exactly; at least dim weights (one whole embedding's worth, the hashing
 trick's minimum).
-Stores one or two hash functions' coefficients (buffers); nothing per id.
+Stores the hash coefficients (4 int64 per hash, buffers); nothing per id.
 Shape: ids (*S) -> (*S, dim).
 
 Departures: the paper hashes with xxHash; a 2-universal family gives the same collision
-probability 1/P per pair of keys and runs vectorised on any device.
+probability per pair and runs vectorised on any device.
 """
 
 from __future__ import annotations
@@ -21,8 +25,28 @@ import torch
 
 from ..errors import BudgetTooSmall
 from .base import CompressedEmbedding, normal_init
-from .hashing import UniversalHash
+from .hashing import PRIME
 from .registry import register
+from .robe import read_flat
+
+_HALF_BITS = 30
+
+
+def draw_pair_coefficients(generator: torch.Generator) -> torch.Tensor:
+    """(a1, a2, a3, b) as a (4,) int64 tensor: a's in [1, p), b in [0, p)."""
+    a = torch.randint(1, PRIME, (3,), generator=generator, dtype=torch.int64)
+    b = torch.randint(0, PRIME, (1,), generator=generator, dtype=torch.int64)
+    return torch.cat([a, b])
+
+
+def pair_hash(ids: torch.Tensor, dim: int, coefficients: torch.Tensor) -> torch.Tensor:
+    """((a1 hi + a2 lo + a3 k + b) mod p) for ids (N,) and k < dim: (N, dim) in [0, p)."""
+    c = coefficients.to(ids.device)
+    x = ids.to(torch.int64)
+    base = (c[0] * (x >> _HALF_BITS) + c[1] * (x & ((1 << _HALF_BITS) - 1)) + c[3]) % PRIME  # (N,)
+    per_coord = (c[2] * torch.arange(dim, device=ids.device)) % PRIME  # (dim,)
+    h = base.unsqueeze(-1) + per_coord  # (N, dim), below 2p
+    return torch.where(h >= PRIME, h - PRIME, h)
 
 
 @register("hnet", "hashing", "every coordinate one hashed, signed weight of a flat array of P",
@@ -35,19 +59,22 @@ class HashedNetEmbedding(CompressedEmbedding):
             raise BudgetTooSmall("hnet", num_params, dim, f"dim {dim}: one embedding's weights")
         self.size, self.signed = num_params, signed
         self.weights = normal_init((num_params,), self.output_std, self.generator)
-        self.hash = UniversalHash(1, num_params, self.generator)
-        self.sign_hash = UniversalHash(1, 2, self.generator) if signed else None
+        self.register_buffer("index_coefficients", draw_pair_coefficients(self.generator))
+        sign = draw_pair_coefficients(self.generator) if signed else None
+        self.register_buffer("sign_coefficients", sign)
 
-    def keys(self, ids: torch.Tensor) -> torch.Tensor:
-        """The hashed key of each (id, coordinate): ids (N,) -> (N, dim)."""
-        coords = torch.arange(self.dim, device=ids.device)
-        return ids.to(torch.int64).unsqueeze(-1) * self.dim + coords
+    def slots(self, ids: torch.Tensor) -> torch.Tensor:
+        """h(i, k): ids (N,) -> (N, dim) positions in the weight array."""
+        return pair_hash(ids, self.dim, self.index_coefficients) % self.size
+
+    def signs(self, ids: torch.Tensor) -> torch.Tensor:
+        """xi(i, k): ids (N,) -> (N, dim) of +-1."""
+        return 1 - 2 * (pair_hash(ids, self.dim, self.sign_coefficients) & 1)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        keys = self.keys(ids)
-        out = self.weights[self.hash(keys)[..., 0]]  # (N, dim)
-        if self.sign_hash is not None:
-            out = out * (2 * self.sign_hash(keys)[..., 0] - 1).to(out.dtype)
+        out = read_flat(self.weights, self.slots(ids))  # (N, dim)
+        if self.signed:
+            out = out * self.signs(ids).to(out.dtype)
         return out
 
     def config(self) -> dict:

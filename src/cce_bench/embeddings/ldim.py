@@ -21,7 +21,7 @@ import math
 import torch
 
 from ..errors import BudgetTooSmall
-from .base import CompressedEmbedding, normal_init
+from .base import CompressedEmbedding, lookup, normal_init
 from .registry import register
 
 
@@ -38,7 +38,7 @@ class LowDimensionalEmbedding(CompressedEmbedding):
         self.projection = normal_init((self.rank, dim), 1 / math.sqrt(self.rank), self.generator)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.embedding(ids, self.table) @ self.projection
+        return lookup(self.table, ids) @ self.projection
 
     def config(self) -> dict:
         return {"rank": self.rank}

@@ -27,7 +27,7 @@ import math
 import torch
 
 from ..errors import BudgetTooSmall, ConfigError
-from .base import CompressedEmbedding, normal_init
+from .base import CompressedEmbedding, lookup, normal_init
 from .registry import register
 
 COMBINES = ("mult", "sum", "concat")
@@ -106,8 +106,7 @@ class QREmbedding(CompressedEmbedding):
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         q, r = self.indices(ids)
-        a = torch.nn.functional.embedding(q, self.quotient_table)
-        b = torch.nn.functional.embedding(r, self.remainder_table)
+        a, b = lookup(self.quotient_table, q), lookup(self.remainder_table, r)
         if self.combine == "mult":
             return a * b
         if self.combine == "sum":

@@ -26,10 +26,20 @@ from .registry import register
 
 
 def circular_positions(offsets: torch.Tensor, width: int, length: int) -> torch.Tensor:
-    """Positions of the windows of `width` values starting at offsets (*S) in a circular
-    array of `length`: (*S) -> (*S, width)."""
-    steps = torch.arange(width, device=offsets.device)
-    return (offsets.unsqueeze(-1) + steps) % length
+    """Positions of the windows of `width` <= `length` values starting at offsets (*S) in
+    [0, length) of a circular array: (*S) -> (*S, width)."""
+    pos = offsets.unsqueeze(-1) + torch.arange(width, device=offsets.device)
+    # pos < 2 * length, so one conditional subtraction wraps it (int64 % is slow on CPUs).
+    return torch.where(pos >= length, pos - length, pos)
+
+
+def read_flat(array: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """array[positions] for a 1-d array, any shape of positions.
+
+    index_select's backward is one index_add_ on every device; embedding()'s on a (P, 1) view,
+    which lookup() uses on CPUs, was about 40x slower for these width-1 rows (2 CPU cores).
+    """
+    return array.index_select(0, positions.reshape(-1)).reshape(positions.shape)
 
 
 @register("robe", "hashing", "one circular array of P weights; each chunk a window at a hashed offset",
@@ -46,7 +56,7 @@ class RobeEmbedding(CompressedEmbedding):
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         positions = circular_positions(self.hash(ids), self.width, self.size)  # (N, c, w)
-        return self.array[positions].reshape(len(ids), self.dim)
+        return read_flat(self.array, positions).reshape(len(ids), self.dim)
 
     def config(self) -> dict:
         return {"size": self.size, "n_chunks": self.n_chunks}
