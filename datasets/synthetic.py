@@ -8,8 +8,9 @@ Bernoulli(sigmoid(u . v)). The truth model's own validation score is the Bayes-o
 BCE, stored in meta.json.
 
 Name: syn-<V>-<N>, N training interactions in all (N // V per user, the first N % V users one
-more). Generation runs in blocks of users, streaming rows to disk, so memory stays bounded on a
-CPU; on a GPU (device="cuda") 100M interactions take minutes.
+more). Generation runs in blocks of users, streaming rows to disk, so memory is one block
+whatever N is. syn-20000-100000000 took 2.6 s on an H100 (device="cuda") and 10.8 s on 16 CPU
+cores, at a peak RSS of 1.1 GB (issue 5's measurements).
 """
 
 from __future__ import annotations
