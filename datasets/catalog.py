@@ -77,7 +77,7 @@ FIXED: dict[str, DatasetInfo] = {info.name: info for info in [
                "ml-100k/u.data", "943 users, 1,682 movies; ratings 1-5 (tab-separated u.data)",
                member_sha256="06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"),
     _movielens("ml-1m", 5_917_549, "c4d9eecfca2ab87c1945afe126590906", 1_000_209,
-               "ml-1m/ratings.dat", "6,040 users, 3,706 movies; ratings 1-5 (the paper's main set)"),
+               "ml-1m/ratings.dat", "6,040 users, 3,706 movies; ratings 1-5 (the paper's main)"),
     _movielens("ml-10m", 65_566_137, "ce571fd55effeba0271552578f2648bd", 10_000_054,
                "ml-10M100K/ratings.dat", "69,878 users, 10,677 movies; half-star ratings"),
     _movielens("ml-20m", 198_702_078, "cd245b17a1ae2cc31bb14903e1204af3", 20_000_263,

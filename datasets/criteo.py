@@ -289,7 +289,8 @@ class _Counter:
         order = np.argsort(keys, kind="stable")
         keys, counts = keys[order], counts[order]
         first = np.flatnonzero(np.diff(keys, prepend=-2) != 0)
-        self.keys, self.counts = keys[first], np.add.reduceat(counts, first) if len(keys) else counts
+        self.keys = keys[first]
+        self.counts = np.add.reduceat(counts, first) if len(keys) else counts
 
     def kept(self, threshold: int) -> np.ndarray:
         """Sorted values seen at least threshold times."""

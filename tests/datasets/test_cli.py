@@ -56,7 +56,7 @@ def test_criteo_download_states_the_terms(criteo_logs):
     result = invoke("download", "criteo-terabyte", "--workers", "1")
     assert result.exit_code == 0, result.output
     assert "Criteo's terms of use" in " ".join(result.output.split())
-    assert "criteo-terabyte ready: train 850, val 250, test 250 rows" in result.output, result.output
+    assert "criteo-terabyte ready: train 850, val 250, test 250 rows" in result.output
 
 
 def test_generated_data_lists_its_bayes_scores():

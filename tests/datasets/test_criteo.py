@@ -88,7 +88,8 @@ def test_kaggle_days_log_transform_and_ids(criteo_logs, server):
     assert data.categorical.dtype == np.int32 and data.dense.dtype == np.float32
     assert data.labels.dtype == np.uint8
     test, val = data.test, data.val
-    assert (test.labels == data.labels[1805:1955]).all() and (val.labels == data.labels[1955:]).all()
+    assert (test.labels == data.labels[1805:1955]).all()
+    assert (val.labels == data.labels[1955:]).all()
     assert data.meta["source"] == f"md5:{fakes.md5(criteo_logs.kaggle_archive)}"
     assert data.meta["label_rate"] == pytest.approx(criteo_logs.kaggle.labels[:1805].mean())
 
