@@ -29,7 +29,7 @@ import torch
 
 from cce_bench.errors import CceBenchError, ConfigError
 
-from .work import Event, Finished, Lost, Task, cpu_threads, crash_if_asked, execute
+from .work import Event, Finished, Lost, Task, crash_if_asked, execute, set_threads
 
 _SHUTDOWN_S = 5.0  # how long a worker may take to exit before it is killed
 _READY = "ready"  # a worker's first message
@@ -100,7 +100,6 @@ class LocalPool:
             raise ConfigError("no workers: use --workers 1 or more (0 trains in this process)")
         self.slots = slots
         self.workers = [s.name for s in slots]
-        self._threads = cpu_threads(len(slots))
         self._context = mp.get_context("spawn")
 
     def execute(self, tasks: list[Task], handle: Callable[[Event], None]) -> None:
@@ -110,8 +109,10 @@ class LocalPool:
             while pending or any(w.task is not None for w in live.values()):
                 for slot in self.slots:
                     worker = live.get(slot.name)
-                    if pending and (worker is None or not worker.process.is_alive()):
-                        if worker is not None:  # died while idle: nothing of ours was lost
+                    idle_and_dead = (worker is not None and worker.task is None
+                                     and not worker.process.is_alive())
+                    if pending and (worker is None or idle_and_dead):
+                        if worker is not None:  # it held no task: nothing was lost
                             worker.stop()
                         worker = live[slot.name] = self._start(slot)
                     if pending and worker.task is None:
@@ -130,7 +131,7 @@ class LocalPool:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=_worker_main, name=f"cce-bench-{slot.name}", daemon=True,
-            args=(child, slot.name, slot.device, self._threads, os.getpid()))
+            args=(child, slot.name, slot.device, len(self.slots), os.getpid()))
         with _environment(slot.env):  # a spawned child copies os.environ as it starts
             process.start()
         child.close()
@@ -138,6 +139,7 @@ class LocalPool:
 
     def _serve(self, worker: "_Worker", handle: Callable[[Event], None]) -> bool:
         """Pass on what the worker sent; False if it died (its task is then Lost)."""
+        closed = False
         try:
             while worker.conn.poll():
                 event = worker.conn.recv()
@@ -148,10 +150,13 @@ class LocalPool:
                     worker.task = None
                 handle(event)
         except (EOFError, OSError):
-            pass  # the pipe closed: the worker is gone; its exit code says why below
-        if worker.process.is_alive():
+            closed = True  # the worker is exiting; its exit code says why below
+        if not closed and worker.process.is_alive():
             return True
-        worker.process.join()
+        worker.process.join(_SHUTDOWN_S)  # the pipe can close just before the process ends
+        if worker.process.is_alive():
+            worker.process.kill()
+            worker.process.join()
         if not worker.ready:
             # Not the run's fault: no worker can start here (its error is on stderr).
             raise WorkerError(f"a worker process could not start: it {how_it_ended(worker.process)}"
@@ -202,11 +207,11 @@ def how_it_ended(process: mp.process.BaseProcess) -> str:
     return f"exited with code {code}"
 
 
-def _worker_main(conn: Connection, name: str, device: str, threads: int, parent: int) -> None:
+def _worker_main(conn: Connection, name: str, device: str, workers: int, parent: int) -> None:
     # Ctrl-C reaches the whole process group: the driver stops the workers, they need not.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent(parent)
-    torch.set_num_threads(threads)
+    set_threads(workers)
     datasets: dict = {}
     try:
         conn.send(_READY)

@@ -50,8 +50,10 @@ class RayBackend:
         from ray.util.queue import Queue
 
         started_here = not ray.is_initialized()
-        if started_here:
-            ray.init(address=self.address, include_dashboard=False, log_to_driver=True)
+        if started_here and self.address:
+            ray.init(address=self.address)
+        elif started_here:  # a local instance for this sweep alone
+            ray.init(include_dashboard=False)
         try:
             gpus = self._gpus(ray)
             device = "cuda" if gpus > 0 else "cpu"
@@ -100,6 +102,7 @@ def _ray_task(task: Task, device: str, threads: int, queue) -> Finished:
     import torch
 
     crash_if_asked(task)
-    torch.set_num_threads(threads)
+    if "OMP_NUM_THREADS" not in os.environ:  # Ray sets it from num_cpus
+        torch.set_num_threads(threads)
     worker = f"{ray.util.get_node_ip_address()}:{os.getpid()}"
     return execute(task, worker, device, queue.put, _datasets)

@@ -60,6 +60,9 @@ class Execution:
             raise ConfigError(f"--workers must be >= 0, not {self.workers}")
         if self.workers_per_gpu < 1:
             raise ConfigError(f"--workers-per-gpu must be at least 1, not {self.workers_per_gpu}")
+        if self.backend == "ray" and self.workers is not None:
+            raise ConfigError("--workers is for --backend local; Ray runs as many tasks at once "
+                              "as the cluster's CPUs and GPUs allow (see --gpus-per-run)")
         if self.backend != "ray":
             for name in ("address", "gpus_per_run"):
                 if getattr(self, name) is not None:

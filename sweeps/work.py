@@ -144,6 +144,13 @@ def crash_if_asked(task: Task) -> None:
         os.kill(os.getpid(), signal.SIGKILL)
 
 
+def set_threads(workers: int) -> None:
+    """Torch threads for one of `workers` processes, so that together they use each core once;
+    an OMP_NUM_THREADS the user set wins (torch reads it itself)."""
+    if "OMP_NUM_THREADS" not in os.environ:
+        torch.set_num_threads(cpu_threads(workers))
+
+
 def cpu_threads(workers: int) -> int:
     """Torch threads per worker so that the workers together use each core once."""
     try:

@@ -21,7 +21,9 @@ ARGS = ["sweep", "-d", TINY_DATASET, "-m", "cce,hash,ce", "-b", "4:32", "--epoch
 
 def start_sweep(folder: Path) -> subprocess.Popen:
     code = "import sys; from cce_bench.cli import app; app(sys.argv[1:])"
-    return subprocess.Popen([sys.executable, "-c", code, *ARGS], cwd=folder,
+    # One thread: tiny runs only lose time to thread wake-ups, a lot on a busy machine.
+    env = os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code, *ARGS], cwd=folder, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
 
 
