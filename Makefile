@@ -8,6 +8,8 @@ QUICK_RESULTS ?= results/quick
 # two epochs (so clustering runs once); every method and n_chunks value of each spec stays.
 QUICK_FLAGS ?= --datasets syn-60-2400 --budgets 8,64 --seeds 1 --epochs 2
 QUICK_JOBS ?= 2
+# Extra flags for every sweep of `make reproduce`, e.g. REPRODUCE_FLAGS="--workers-per-gpu 4".
+REPRODUCE_FLAGS ?=
 PAPER_SPECS := $(sort $(basename $(notdir $(wildcard sweeps/paper/*.toml))))
 
 .PHONY: install install-gpu test test-gpu lint clean reproduce reproduce-quick
@@ -56,7 +58,7 @@ $(CCE_BENCH) report $(1) --results $(2) --format markdown > $(2)/tables/$(1).md.
 endef
 
 reproduce-spec/%:
-	$(call paper_spec,$*,$(RESULTS),--download)
+	$(call paper_spec,$*,$(RESULTS),--download $(REPRODUCE_FLAGS))
 
 # One torch thread per job: tiny runs spend more time waking threads than computing (on 2
 # cores, a quick spec takes ~3 s of CPU with one thread and ~15 s with two).
