@@ -174,18 +174,21 @@ def time_small_sweep(data: InteractionData, device: torch.device, methods: list[
 
 
 def time_groups(runs: list[RunConfig], data: InteractionData, device: torch.device,
-                group_size: int) -> float:
+                group_size: int, progress=lambda text: None) -> float:
     """Wall time to train runs in lockstep groups of group_size (consecutive runs)."""
     start = time.perf_counter()
     for first in range(0, len(runs), group_size):
         train_many(runs[first:first + group_size], data, device)
+        progress(f"{min(first + group_size, len(runs))}/{len(runs)} runs, "
+                 f"{time.perf_counter() - start:.1f} s")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter() - start
 
 
 def time_paper_sweep(data: InteractionData, device: torch.device, methods: list[str],
-                     seeds: int = 3, epochs: int = 10, group_size: int = 16) -> dict:
+                     seeds: int = 3, epochs: int = 10, group_size: int = 16,
+                     progress=lambda text: None) -> dict:
     """The paper's MovieLens sweep: every method x 2..4096 ppd x seeds x epochs, early stop on.
 
     Runs whose budget is below the method's minimum are counted, not trained (a sweep records
@@ -203,7 +206,7 @@ def time_paper_sweep(data: InteractionData, device: torch.device, methods: list[
                 continue
             runs += [RunConfig(data.name, method, budget, seed=s, epochs=epochs)
                      for s in range(seeds)]
-    seconds = time_groups(runs, data, device, group_size)
+    seconds = time_groups(runs, data, device, group_size, progress)
     return {"runs": len(runs) + too_small, "trained": len(runs), "too_small": too_small,
             "methods": len(methods), "budgets": len(PAPER_BUDGETS), "seeds": seeds,
             "epochs": epochs, "group_size": group_size, "seconds": seconds}
@@ -222,9 +225,13 @@ def run_bench(methods: list[str], budgets: list[int], device: str = "auto",
         for ppd in budgets[:1] if get_method(method).family == "uncompressed" else budgets:
             progress(f"{method} ppd={ppd}")
             try:
-                report.methods.append(time_method(method, ppd, data, dev))
+                t = time_method(method, ppd, data, dev)
             except BudgetTooSmall as err:
                 report.skipped.append(str(err))
+                continue
+            report.methods.append(t)
+            progress(f"{method} ppd={ppd}: epoch {1e3 * t.epoch_s:.1f} ms, reference "
+                     f"{1e3 * t.ref_epoch_s:.1f} ms ({t.speedup:.1f}x)")
     if "cce" in methods:
         for ppd in (64, 1024):
             progress(f"cluster() vocab={cluster_vocab} ppd={ppd}")
@@ -236,7 +243,8 @@ def run_bench(methods: list[str], budgets: list[int], device: str = "auto",
                                         epochs=3)
     if paper_sweep:
         progress(f"paper sweep, groups of {group_size}")
-        report.paper_sweep = time_paper_sweep(data, dev, methods, group_size=group_size)
+        report.paper_sweep = time_paper_sweep(data, dev, methods, group_size=group_size,
+                                              progress=progress)
     return report
 
 
