@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import pandas as pd
-import pytest
 
 from cce_bench.results import read_rows
 from cce_bench.sweeps import Execution, SweepSpec, run_sweep
