@@ -7,7 +7,6 @@ run's schedule, on every embedding that has a cluster() method.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from .embeddings import make_embedding
 from .embeddings.registry import get_method
 from .errors import ConfigError
 from .models import GMF
-from .steps import PlainEpoch, StaticEpoch, reset_optimizer_state
+from .steps import PlainEpoch, StaticEpoch, capture_steps, reset_optimizer_state
 
 EVAL_BATCH = 1 << 16
 
@@ -124,8 +123,9 @@ def train_many(runs: list[RunConfig], data: InteractionData, device: str | torch
                on_epoch: EpochCallback | None = None, stepper: str = "auto") -> list[RunResult]:
     """Train several runs of one dataset and batch size in lockstep, each as if alone.
 
-    On CUDA each run's steps go to its own stream, so the small kernels of different runs
-    execute side by side and fill the GPU; the numbers are those of training each run alone.
+    On CUDA one step of every run is captured in one graph, each run on its own branch, so
+    the small kernels of different runs execute side by side and one launch advances them
+    all; the numbers are those of training each run alone.
     An epoch's train_s is the group's wall time for that epoch.
     """
     device = resolve_device(device)
@@ -133,28 +133,28 @@ def train_many(runs: list[RunConfig], data: InteractionData, device: str | torch
         raise ConfigError("runs trained together need the same dataset and batch size")
     splits = [data.train.to(device), data.val.to(device),
               data.test.to(device) if data.test is not None else None]
-    concurrent = device.type == "cuda" and len(runs) > 1
-    states = []
-    for run in runs:
-        stream = torch.cuda.Stream(device) if concurrent else None
-        with _on(stream):
-            states.append(_RunState(run, data, splits, device, stepper, stream))
+    # Several runs on CUDA: their steps are captured together in one graph (see capture_steps).
+    grouped = device.type == "cuda" and len(runs) > 1 and stepper in ("auto", "graph")
+    states = [_RunState(run, data, splits, device, "static" if grouped else stepper)
+              for run in runs]
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    active = list(states)
+    active, graph, captured = list(states), None, []
     while active:
         start = _now(device)
         for state in active:
-            with _on(state.stream):
-                state.epochs.prepare(state.shuffle)
+            state.epochs.prepare(state.shuffle)
+        if grouped and (captured != active or any(s.epochs.moved() for s in active)):
+            graph, captured = capture_steps([s.epochs for s in active]), list(active)
         for _ in range(active[0].epochs.steps):
-            for state in active:
-                with _on(state.stream):
+            if graph is not None:
+                graph.replay()
+            else:
+                for state in active:
                     state.epochs.step()
         train_s = _now(device) - start
         for state in active:
-            with _on(state.stream):
-                state.end_epoch(train_s, on_epoch)
+            state.end_epoch(train_s, on_epoch)
         active = [state for state in active if not state.done]
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     for state in states:
@@ -169,8 +169,8 @@ class _RunState:
     """One run's model, optimizer, stepper and progress through its epochs."""
 
     def __init__(self, run: RunConfig, data: InteractionData, splits: list, device: torch.device,
-                 stepper: str, stream):
-        self.run, self.stream, self.device = run, stream, device
+                 stepper: str):
+        self.run, self.device = run, device
         self.train_split, self.val_split, self.test_split = splits
         torch.manual_seed(run.seed)
         self.model = build_model(run, data).to(device)
@@ -223,11 +223,6 @@ class _RunState:
             # compressed model with itself, never with the full table it was.
             self.best_bce, self.best_auc = math.inf, -math.inf
         self.done = self.done or self.epoch >= run.epochs
-
-
-def _on(stream):
-    """The run's CUDA stream as the current one, or nothing."""
-    return torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext()
 
 
 @torch.no_grad()

@@ -112,7 +112,7 @@ class StaticEpoch:
         self.cursor.zero_()
         self.loss_sum.zero_()
         self.model.train()
-        if self.use_graph and (self.graph is None or self._moved()):
+        if self.use_graph and (self.graph is None or self.moved()):
             self._capture()
 
     def step(self) -> None:
@@ -133,7 +133,7 @@ class StaticEpoch:
 
     def invalidate(self) -> None:
         """Call after anything may have reallocated the model's tensors (e.g. cluster())."""
-        if self.graph is not None and self._moved():
+        if self.graph is not None and self.moved():
             self.graph = None
 
     def _tensors(self) -> list[torch.Tensor]:
@@ -141,28 +141,57 @@ class StaticEpoch:
                  if isinstance(t, torch.Tensor)]
         return [*self.model.parameters(), *self.model.buffers(), *state]
 
-    def _moved(self) -> bool:
+    def moved(self) -> bool:
+        """Whether any tensor a captured graph reads was reallocated since the capture."""
         return [t.data_ptr() for t in self._tensors()] != self.pointers
 
     def _capture(self) -> None:
-        """Warm up on a side stream, capture one step, then undo the warm-up's updates."""
-        saved = _snapshot(self.model, self.optimizer)
-        cursor, loss_sum = self.cursor.clone(), self.loss_sum.clone()
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):  # lazy optimizer state and cuBLAS/allocator set-up happen here
-                self.optimizer.zero_grad(set_to_none=True)
-                self._step()
-        torch.cuda.current_stream().wait_stream(side)
-        self.graph = torch.cuda.CUDAGraph()
-        self.optimizer.zero_grad(set_to_none=True)
-        with torch.cuda.graph(self.graph):
-            self._step()
-        _restore(self.model, self.optimizer, saved)
-        self.cursor.copy_(cursor)
-        self.loss_sum.copy_(loss_sum)
+        self.graph = capture_steps([self])
+
+    def mark_captured(self) -> None:
         self.pointers = [t.data_ptr() for t in self._tensors()]
+
+
+def capture_steps(epochs: list[StaticEpoch]) -> torch.cuda.CUDAGraph:
+    """One CUDA graph holding one step of every run, each run on its own branch.
+
+    Several runs go into one graph, not one graph each, for two reasons: a replay then
+    advances every run with one launch, and each capture starts by clearing cuBLAS's
+    workspaces, which graphs captured earlier may still point at (replaying those crashes).
+    Warm-up steps create the optimizer state and cuBLAS handles; their updates are undone.
+    """
+    saved = [(_snapshot(e.model, e.optimizer), e.cursor.clone(), e.loss_sum.clone())
+             for e in epochs]
+    side = torch.cuda.Stream()
+    side.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(side):
+        for epoch in epochs:
+            for _ in range(3):
+                epoch.optimizer.zero_grad(set_to_none=True)
+                epoch._step()
+    torch.cuda.current_stream().wait_stream(side)
+    for epoch in epochs:
+        epoch.optimizer.zero_grad(set_to_none=True)
+    graph = torch.cuda.CUDAGraph()
+    branches = [torch.cuda.Stream() for _ in epochs] if len(epochs) > 1 else [None]
+    with torch.cuda.graph(graph):
+        trunk = torch.cuda.current_stream()
+        for epoch, branch in zip(epochs, branches):
+            if branch is None:
+                epoch._step()
+                continue
+            branch.wait_stream(trunk)  # forks the capture onto the branch
+            with torch.cuda.stream(branch):
+                epoch._step()
+        for branch in branches:
+            if branch is not None:
+                trunk.wait_stream(branch)  # and joins it back
+    for epoch, (state, cursor, loss_sum) in zip(epochs, saved):
+        _restore(epoch.model, epoch.optimizer, state)
+        epoch.cursor.copy_(cursor)
+        epoch.loss_sum.copy_(loss_sum)
+        epoch.mark_captured()
+    return graph
 
 
 def _snapshot(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
