@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Optional
 
+import torch
 import typer
 from rich.table import Table
 
@@ -84,6 +85,9 @@ def sweep(
         show_default=False)] = None,
     workers_per_gpu: Annotated[int, typer.Option(
         help="local: worker processes per visible GPU.")] = 1,
+    group_size: Annotated[Optional[int], typer.Option(
+        help="Runs a worker trains together in lockstep (same dataset and batch size; same "
+        "results as alone). Default: 16 on a GPU, 1 on a CPU.", show_default=False)] = None,
     address: Annotated[Optional[str], typer.Option(
         help="ray: the cluster address (e.g. auto or ray://head:10001). Default: start a "
         "local Ray instance.", show_default=False)] = None,
@@ -115,8 +119,10 @@ def sweep(
         raise ConfigError("--name with several specs would send them all to one file; "
                           "drop --name or give one spec")
     sweeps = [load_spec(s, overrides) for s in specs] if specs else [load_spec(None, overrides)]
+    if group_size is None:
+        group_size = 16 if torch.cuda.is_available() and device != "cpu" else 1
     execution = Execution(backend=backend, workers=workers, workers_per_gpu=workers_per_gpu,
-                          address=address, gpus_per_run=gpus_per_run)
+                          group_size=group_size, address=address, gpus_per_run=gpus_per_run)
     if dry_run:
         _print_plan(sweeps, execution, retry_failed)
         return

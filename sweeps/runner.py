@@ -49,6 +49,9 @@ class Execution:
     # CPU workers pay off for many tiny runs, and isolate crashes).
     workers: int | None = None
     workers_per_gpu: int = 1
+    # Runs a worker trains together in lockstep (same dataset and batch size); results are
+    # those of training each alone. On a GPU this is what fills it with small runs.
+    group_size: int = 1
     address: str | None = None  # ray: the cluster; None starts a local Ray instance
     gpus_per_run: float | None = None  # ray: GPUs per task (fractions share); None: 1 if any
     cpus_per_run: float = 1.0  # ray: CPUs per task
@@ -58,6 +61,8 @@ class Execution:
             raise ConfigError(f"unknown backend '{self.backend}'; choose from: {', '.join(BACKENDS)}")
         if self.workers is not None and self.workers < 0:
             raise ConfigError(f"--workers must be >= 0, not {self.workers}")
+        if self.group_size < 1:
+            raise ConfigError(f"--group-size must be at least 1, not {self.group_size}")
         if self.workers_per_gpu < 1:
             raise ConfigError(f"--workers-per-gpu must be at least 1, not {self.workers_per_gpu}")
         if self.backend == "ray" and self.workers is not None:
@@ -158,7 +163,7 @@ def run_sweeps(specs: list[SweepSpec], observer: SweepObserver | None = None,
     tasks, by_id = [], {}
     for spec in specs:
         mine = [run for owner, run in plan.todo if owner is spec]
-        for group in group_runs(mine):
+        for group in group_runs(mine, execution.group_size):
             task = Task(len(tasks), spec.name, group)
             tasks.append(task)
             by_id[task.id] = (task, logs[spec.results_path])

@@ -1,10 +1,10 @@
 """The unit of work a backend hands a worker, and what a worker sends back.
 
 A task is a *group* of runs that one worker trains with one call, `train_group`, which returns
-one list of rows per run. Today a group is a single run and `train_group` trains its runs one
-after another; the batched engine (issue 7) will train the runs of a group together, stacked
-into one model, so `group_runs` is where runs of the same shape will be put together, and
-`train_group` is the only function that changes. Backends and the driver see only tasks.
+one list of rows per run. `group_runs` puts up to `group_size` runs of one dataset and batch
+size together, and `train_group` trains them in lockstep with `engine.train_many` (on a GPU,
+one CUDA graph advances every run of the group per launch). Backends and the driver see only
+tasks.
 
 Workers report through events (Started, Epoch, Finished); a backend adds Lost when a worker dies
 with a task in hand. Everything here is picklable, for worker processes and Ray.
@@ -22,7 +22,7 @@ import torch
 from cce_bench.config import RunConfig
 from cce_bench.data import InteractionData
 from cce_bench.datasets import load_dataset
-from cce_bench.engine import EpochRecord, RunResult, train
+from cce_bench.engine import EpochRecord, RunResult, train, train_many
 from cce_bench.errors import BudgetTooSmall
 from cce_bench.results import now_timestamp, run_rows
 
@@ -82,25 +82,39 @@ class Lost:
 Event = Started | Epoch | Finished | Lost
 
 
-def group_runs(runs: list[RunConfig]) -> list[list[RunConfig]]:
-    """Split runs into groups that one worker trains with one call.
+def group_runs(runs: list[RunConfig], group_size: int = 1) -> list[list[RunConfig]]:
+    """Split runs into groups that one worker trains together with one call.
 
-    A group must share a dataset. TODO(#7): put runs of the same shape (dataset, model, method,
-    budget, dim, n_chunks, training settings; seeds may differ) into one group, capped so a
-    group fits one device, once train_group trains a group as one stacked model."""
-    return [[run] for run in runs]
+    A group shares a dataset and batch size (so every run has the same steps per epoch), in
+    the runs' order, at most group_size runs."""
+    groups: list[list[RunConfig]] = []
+    for run in runs:
+        last = groups[-1] if groups else None
+        if (last and len(last) < group_size
+                and (last[0].dataset, last[0].batch_size) == (run.dataset, run.batch_size)):
+            last.append(run)
+        else:
+            groups.append([run])
+    return groups
 
 
 def train_group(runs: list[RunConfig], data: InteractionData, sweep: str, device: str,
                 observer: RunObserver) -> list[list[dict]]:
-    """Train a group of runs on one device; one list of rows per run, in order.
+    """Train a group of runs on one device in lockstep; one list of rows per run, in order.
 
-    The seam for the batched engine (issue 7): today the runs are trained one by one."""
-    results = []
+    If the group cannot train together (a budget too small, out of memory, an error in one
+    run), its runs are trained one by one instead, so each gets its own status."""
+    if len(runs) == 1:
+        observer.run_started(runs[0])
+        return [train_one(runs[0], data, sweep, device, observer)]
+    started = now_timestamp()
     for run in runs:
         observer.run_started(run)
-        results.append(train_one(run, data, sweep, device, observer))
-    return results
+    try:
+        results = train_many(runs, data, device, on_epoch=observer.epoch_done)
+    except Exception:  # noqa: BLE001 - one bad run must not fail the others
+        return [train_one(run, data, sweep, device, observer) for run in runs]
+    return [run_rows(run, sweep, result, started) for run, result in zip(runs, results)]
 
 
 def train_one(run: RunConfig, data: InteractionData, sweep: str, device: str,

@@ -1,0 +1,39 @@
+"""Runs trained together in a group give the rows they give alone."""
+
+from __future__ import annotations
+
+import pytest
+
+from cce_bench.config import RunConfig
+from cce_bench.datasets import load_dataset
+from cce_bench.sweeps.work import group_runs, train_group, train_one
+from tests.conftest import TINY_DATASET
+
+
+class Quiet:
+    def run_started(self, run): pass
+    def epoch_done(self, run, record): pass
+
+
+def test_groups_share_dataset_and_batch_size_and_keep_order():
+    runs = [RunConfig("a", "hash", 64, seed=s) for s in range(3)] + \
+           [RunConfig("b", "hash", 64), RunConfig("b", "hash", 64, batch_size=128)]
+    groups = group_runs(runs, group_size=2)
+    assert [[r.dataset for r in g] for g in groups] == [["a", "a"], ["a"], ["b"], ["b"]]
+    assert [r for g in groups for r in g] == runs
+
+
+def test_a_group_gives_the_rows_of_its_runs_alone():
+    data = load_dataset(TINY_DATASET)
+    runs = [RunConfig(TINY_DATASET, m, 16 * 32, seed=s, epochs=2, batch_size=500)
+            for m in ("cce", "hash") for s in (0, 1)]
+    runs.append(RunConfig(TINY_DATASET, "cce", 1, epochs=2, batch_size=500))  # too small
+    together = train_group(runs, data, "t", "cpu", Quiet())
+    for run, rows in zip(runs, together):
+        alone = train_one(run, data, "t", "cpu", Quiet())
+        assert [r["status"] for r in rows] == [r["status"] for r in alone]
+        for a, b in zip(rows, alone):
+            assert a["run_id"] == b["run_id"]
+            if a["status"] == "ok":
+                assert a["val_bce"] == pytest.approx(b["val_bce"], rel=1e-5)
+                assert a["val_auc"] == pytest.approx(b["val_auc"], abs=1e-6)
