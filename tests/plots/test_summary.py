@@ -40,3 +40,22 @@ def test_a_failed_run_that_later_succeeded_is_not_counted(tmp_path):
     rows = load_results([str(tmp_path / "r.csv")])
     assert count_failed(rows) == 1
     assert failed_summary(rows) == "1 run without a result (1 oom)"
+
+
+def test_post_training_methods_are_scored_after_compression_only():
+    from cce_bench.config import RunConfig
+    from cce_bench.plots.summary import best_per_run
+    from cce_bench.results import COLUMNS, now_timestamp
+
+    run = RunConfig("syn-60-2400", "pq", 256, epochs=3)
+    base = {c: None for c in COLUMNS} | {
+        "run_id": run.run_id, "sweep": "t", "dataset": run.dataset, "model": "gmf",
+        "method": "pq", "budget_asked": 256, "params": 256, "total_bytes": 1024, "dim": 32,
+        "n_chunks": 4, "seed": 0, "status": "ok", "started_at": now_timestamp(),
+        "train_s": 1.0, "samples_per_s": 1.0, "step": 1}
+    # The full table scores 0.9 at epoch 2 and compresses then; the codebooks reach 0.7.
+    rows = pd.DataFrame([base | {"epoch": 1, "val_auc": 0.8, "val_bce": 0.4, "cluster_s": 0.1},
+                         base | {"epoch": 2, "val_auc": 0.9, "val_bce": 0.3, "cluster_s": 0.1},
+                         base | {"epoch": 3, "val_auc": 0.7, "val_bce": 0.5, "cluster_s": 0.0}])
+    best = best_per_run(rows)
+    assert best["val_auc"].tolist() == [0.7] and best["val_bce"].tolist() == [0.5]
