@@ -22,7 +22,31 @@ from torch import nn
 from .data import InteractionSplit
 
 
-class PlainEpoch:
+class _Epoch:
+    """What both steppers share: prepare(generator), then step() `steps` times."""
+
+    steps: int
+    loss_sum: torch.Tensor
+
+    def prepare(self, generator: torch.Generator) -> None:
+        raise NotImplementedError
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def loss_total(self) -> torch.Tensor:
+        """The epoch's summed loss, a device tensor (reading it is the epoch's one sync)."""
+        return self.loss_sum
+
+    def run(self, generator: torch.Generator) -> torch.Tensor:
+        """One whole epoch; returns the summed loss."""
+        self.prepare(generator)
+        for _ in range(self.steps):
+            self.step()
+        return self.loss_total()
+
+
+class PlainEpoch(_Epoch):
     """Shuffled batches launched op by op (the reference the static steps are checked against).
 
     Use: prepare(generator) once an epoch, then step() `steps` times, then loss_total().
@@ -53,21 +77,11 @@ class PlainEpoch:
         self.optimizer.step()
         self.loss_sum += loss.detach() * rows.shape[0]
 
-    def loss_total(self) -> torch.Tensor:
-        """The epoch's summed loss, a device tensor (reading it is the epoch's one sync)."""
-        return self.loss_sum
-
-    def run(self, generator: torch.Generator) -> torch.Tensor:
-        self.prepare(generator)
-        for _ in range(self.steps):
-            self.step()
-        return self.loss_total()
-
     def invalidate(self) -> None:
         """Nothing is cached between epochs."""
 
 
-class StaticEpoch:
+class StaticEpoch(_Epoch):
     """Static-shape steps over a padded permutation; a CUDA graph of one step when use_graph."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, split: InteractionSplit,
@@ -121,15 +135,6 @@ class StaticEpoch:
         else:
             self.optimizer.zero_grad(set_to_none=True)
             self._step()
-
-    def loss_total(self) -> torch.Tensor:
-        return self.loss_sum
-
-    def run(self, generator: torch.Generator) -> torch.Tensor:
-        self.prepare(generator)
-        for _ in range(self.steps):
-            self.step()
-        return self.loss_total()
 
     def invalidate(self) -> None:
         """Call after anything may have reallocated the model's tensors (e.g. cluster())."""
