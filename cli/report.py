@@ -11,7 +11,7 @@ from rich.table import Table
 
 from cce_bench.plots import (DEFAULT_TOLERANCE, Report, best_per_run, build_report,
                              failed_summary, load_results, to_csv, to_latex, to_markdown)
-from cce_bench.plots.report import METRIC_NAMES, cell_text, parity_rows
+from cce_bench.plots.report import METRIC_NAMES, parity_rows, row_cells
 
 from .common import console, err_console, friendly_errors
 
@@ -68,15 +68,8 @@ def rich_tables(built: Report) -> list[Table]:
             for b in budgets:
                 table.add_column(f"{b:g} ppd", justify="right")
             for label in labels:
-                cells = []
-                for b in budgets:
-                    if (label, b) not in values:
-                        cells.append("—")
-                        continue
-                    mean, std, best = values[(label, b)]
-                    text = cell_text(mean, std)
-                    cells.append(f"[bold]{text} *[/bold]" if best else text)
-                table.add_row(label, *cells)
+                table.add_row(label, *row_cells(values, label, budgets,
+                                                lambda text: f"[bold]{text} *[/bold]"))
             tables.append(table)
         parity = Table(title=f"{section.title}: compression at parity (within "
                        f"{built.tolerance:g} BCE of the full table)", title_justify="left")

@@ -132,6 +132,20 @@ def parity_rows(section: Section) -> list[tuple[str, str, str, str]]:
     return out
 
 
+def row_cells(values: dict, label: str, budgets: list[float], bold) -> list[str]:
+    """One method's cells across budgets: "mean ± std", `bold(text)` where best, a dash where
+    the method has no result at that budget."""
+    cells = []
+    for b in budgets:
+        if (label, b) not in values:
+            cells.append("—")
+            continue
+        mean, std, best = values[(label, b)]
+        text = cell_text(mean, std)
+        cells.append(bold(text) if best else text)
+    return cells
+
+
 def cell_text(mean: float, std: float) -> str:
     return f"{mean:.4f} ± {std:.4f}"
 
@@ -152,14 +166,7 @@ def to_markdown(report: Report) -> str:
             lines.append("| method | " + " | ".join(f"{b:g} ppd" for b in budgets) + " |")
             lines.append("| --- |" + " ---: |" * len(budgets))
             for label in labels:
-                cells = []
-                for b in budgets:
-                    if (label, b) not in values:
-                        cells.append("—")
-                        continue
-                    mean, std, best = values[(label, b)]
-                    text = cell_text(mean, std)
-                    cells.append(f"**{text}**" if best else text)
+                cells = row_cells(values, label, budgets, lambda text: f"**{text}**")
                 lines.append(f"| {label} | " + " | ".join(cells) + " |")
             lines.append("")
         lines.append(f"Compression at parity: smallest budget within {report.tolerance:g} BCE "
