@@ -72,12 +72,12 @@ def log2_axis(ax, axis: str = "x") -> None:
     target.set_minor_formatter(NullFormatter())
 
 
-def log10_axis(ax, axis: str = "y") -> None:
-    """For seconds and rates, after plotting: a log axis labelled 1, 2, 5, 10, ... 200k, 1M
-    when the data spans a decade or more; else a linear one (a log axis would show 1 label)."""
+def log10_axis(ax, values, axis: str = "y") -> None:
+    """For seconds and rates: a log axis labelled 1, 2, 5, 10, ... 200k, 1M when the values
+    span a decade or more; else a linear one (a log axis would show one label)."""
     target = ax.yaxis if axis == "y" else ax.xaxis
-    low, high = ax.get_ylim() if axis == "y" else ax.get_xlim()
-    if low > 0 and high / low >= 10:
+    values = [v for v in values if v == v]  # drop NaN
+    if values and min(values) > 0 and max(values) / min(values) >= 10:
         (ax.set_yscale if axis == "y" else ax.set_xscale)("log")
         target.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         target.set_minor_formatter(NullFormatter())

@@ -135,7 +135,7 @@ def cost_figure(best: pd.DataFrame, x: str, out_dir: Path, formats: list[str]) -
                     ax.axhline(group[f"{key}_mean"].mean(), color=styles[method].color,
                                label=f"{method} table", **REFERENCE_STYLE)
                 log2_axis(ax, "x")
-                log10_axis(ax, "y")
+                log10_axis(ax, summary[[f"{key}_min", f"{key}_max"]].to_numpy().ravel())
                 ax.grid(True, which="major", alpha=0.3)
                 ax.set_xlabel(x_label(x, model))
                 ax.set_ylabel(label)

@@ -243,3 +243,15 @@ def test_bad_request_values_name_the_choices():
         PlotRequest(kinds=["pie"])
     with pytest.raises(ConfigError, match="unknown format 'jpg'"):
         PlotRequest(formats=["jpg"])
+
+
+def test_cost_axis_is_logarithmic_only_when_the_values_span_a_decade(results_csv, captured):
+    rows = load_results([str(results_csv)])
+    draw(rows, PlotRequest(kinds=["cost"]))
+    left, _ = captured[f"{GMF_DATASET}_cost"].axes[:2]
+    assert left.get_yscale() == "linear"  # 2 to 5 seconds: a log axis would show one label
+    slow = rows.copy()
+    slow.loc[slow["method"] == "ce", "train_s"] *= 100
+    draw(slow, PlotRequest(kinds=["cost"]))
+    left, _ = captured[f"{GMF_DATASET}_cost"].axes[:2]
+    assert left.get_yscale() == "log"
