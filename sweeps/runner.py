@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cce_bench.config import RunConfig
-from cce_bench.datasets import Reporter, require
+from cce_bench.datasets import Reporter, require_interactions
 from cce_bench.engine import EpochRecord
 from cce_bench.errors import ConfigError
 from cce_bench.results import ResultsLog, now_timestamp, run_rows
@@ -178,7 +178,7 @@ def _prepare_datasets(tasks: list[Task], download: bool, reporter: Reporter | No
     """Build (or fetch) every dataset once, here, before the workers load them from the cache:
     a missing dataset is one clear error, not a failed row per run."""
     for name in dict.fromkeys(task.dataset for task in tasks):
-        require(name, download=download, reporter=reporter)
+        require_interactions(name, download=download, reporter=reporter)
 
 
 class _Driver:

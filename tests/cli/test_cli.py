@@ -109,3 +109,8 @@ def test_plot_without_results(in_tmp):
 def test_report_of_a_foreign_csv(in_tmp):
     (in_tmp / "x.csv").write_text("a,b\n1,2\n")
     assert_one_line_error(invoke("report", "x.csv"), 1, "is not a cce-bench results file")
+
+
+def test_a_criteo_dataset_in_a_gmf_sweep_is_refused(in_tmp):
+    assert_one_line_error(invoke("sweep", "-d", "criteo-kaggle"), 1,
+                          "GMF needs an interaction dataset")
