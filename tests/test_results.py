@@ -75,3 +75,14 @@ def test_run_id_is_stable_and_config_sensitive():
     a = RunConfig(dataset="d", method="cce", budget=64)
     assert a.run_id == RunConfig(dataset="d", method="cce", budget=64).run_id
     assert a.run_id != RunConfig(dataset="d", method="cce", budget=64, seed=1).run_id
+
+
+def test_numpy_numbers_are_written_as_plain_numbers(tmp_path):
+    import numpy as np
+
+    log = ResultsLog(tmp_path / "r.csv")
+    run, rows = rows_for(0)
+    rows[0] |= {"val_bce": np.float64(0.25), "params": np.int64(512)}
+    log.append(rows, run)
+    frame = read_rows(log.path)
+    assert frame["val_bce"].tolist() == [0.25] and frame["params"].tolist() == [512]

@@ -18,6 +18,7 @@ from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
@@ -145,8 +146,10 @@ def _complete(row: list[str]) -> bool:
 def _cell(value: object) -> object:
     if value is None:
         return ""
-    if isinstance(value, float):
-        return repr(value)
+    if isinstance(value, (float, np.floating)):
+        return repr(float(value))  # numpy's repr would write "np.float64(...)"
+    if isinstance(value, np.integer):
+        return int(value)
     return value
 
 
