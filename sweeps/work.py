@@ -22,7 +22,7 @@ import torch
 from cce_bench.config import RunConfig
 from cce_bench.data import InteractionData
 from cce_bench.datasets import load_dataset
-from cce_bench.engine import EpochRecord, RunResult, train, train_many
+from cce_bench.engine import EpochRecord, RunResult, build_model, train, train_many
 from cce_bench.errors import BudgetTooSmall
 from cce_bench.results import now_timestamp, run_rows
 
@@ -102,19 +102,28 @@ def train_group(runs: list[RunConfig], data: InteractionData, sweep: str, device
                 observer: RunObserver) -> list[list[dict]]:
     """Train a group of runs on one device in lockstep; one list of rows per run, in order.
 
-    If the group cannot train together (a budget too small, out of memory, an error in one
-    run), its runs are trained one by one instead, so each gets its own status."""
+    Runs whose budget is too small are recorded as such before training; if the rest cannot
+    train together (out of memory, an error in one run), they are trained one by one instead,
+    so each gets its own status."""
     if len(runs) == 1:
         observer.run_started(runs[0])
         return [train_one(runs[0], data, sweep, device, observer)]
     started = now_timestamp()
-    for run in runs:
+    rows: dict[int, list[dict]] = {}
+    for i, run in enumerate(runs):  # too-small budgets are known before training
         observer.run_started(run)
+        try:
+            build_model(run, data)
+        except BudgetTooSmall as err:
+            rows[i] = run_rows(run, sweep, None, started, "too_small", str(err))
+    trainable = [i for i in range(len(runs)) if i not in rows]
     try:
-        results = train_many(runs, data, device, on_epoch=observer.epoch_done)
+        results = train_many([runs[i] for i in trainable], data, device,
+                             on_epoch=observer.epoch_done) if trainable else []
+        rows |= {i: run_rows(runs[i], sweep, r, started) for i, r in zip(trainable, results)}
     except Exception:  # noqa: BLE001 - one bad run must not fail the others
-        return [train_one(run, data, sweep, device, observer) for run in runs]
-    return [run_rows(run, sweep, result, started) for run, result in zip(runs, results)]
+        rows |= {i: train_one(runs[i], data, sweep, device, observer) for i in trainable}
+    return [rows[i] for i in range(len(runs))]
 
 
 def train_one(run: RunConfig, data: InteractionData, sweep: str, device: str,
