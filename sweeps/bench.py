@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from cce_bench.config import RunConfig
 from cce_bench.data import InteractionData, InteractionSplit
 from cce_bench.embeddings import get_method, make_embedding
-from cce_bench.engine import build_model, resolve_device, train, train_many
+from cce_bench.engine import build_model, device_clock, resolve_device, train, train_many
 from cce_bench.errors import BudgetTooSmall
 from cce_bench.results import git_revision
 
@@ -92,7 +92,7 @@ def reference_train(run: RunConfig, data: InteractionData, device: torch.device)
     train_split, val_split = data.train.to(device), data.val.to(device)
     epoch_times, eval_times = [], []
     for epoch in range(1, run.epochs + 1):
-        start = _now(device)
+        start = device_clock(device)
         order = torch.randperm(len(train_split), device=device)
         losses = []
         for s in range(0, len(train_split), run.batch_size):
@@ -103,12 +103,12 @@ def reference_train(run: RunConfig, data: InteractionData, device: torch.device)
             loss.backward()
             optimizer.step()
             losses.append(loss.item())  # a host sync every step
-        epoch_times.append(_now(device) - start)
-        start = _now(device)
+        epoch_times.append(device_clock(device) - start)
+        start = device_clock(device)
         with torch.no_grad():
             scores = model(val_split.users, val_split.items).cpu().numpy()
         host_auc(scores, val_split.labels.cpu().numpy())
-        eval_times.append(_now(device) - start)
+        eval_times.append(device_clock(device) - start)
         if run.clusters_after(epoch):
             for module in model.modules():
                 if hasattr(module, "cluster") and module is not model:
@@ -146,9 +146,9 @@ def time_cluster(vocab: int, ppd: int, device: torch.device, backend: str, repea
     emb.cluster()  # warm-up: kernels, allocator
     times = []
     for _ in range(repeats):
-        start = _now(device)
+        start = device_clock(device)
         emb.cluster()
-        times.append(_now(device) - start)
+        times.append(device_clock(device) - start)
     return {"vocab": vocab, "ppd": ppd, "rows": emb.rows, "backend": backend,
             "seconds": statistics.median(times)}
 
@@ -246,9 +246,3 @@ def run_bench(methods: list[str], budgets: list[int], device: str = "auto",
         report.paper_sweep = time_paper_sweep(data, dev, methods, group_size=group_size,
                                               progress=progress)
     return report
-
-
-def _now(device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return time.perf_counter()

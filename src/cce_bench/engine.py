@@ -141,7 +141,7 @@ def train_many(runs: list[RunConfig], data: InteractionData, device: str | torch
         torch.cuda.reset_peak_memory_stats(device)
     active, graph, captured = list(states), None, []
     while active:
-        start = _now(device)
+        start = device_clock(device)
         for state in active:
             state.epochs.prepare(state.shuffle)
         if grouped and (captured != active or any(s.epochs.moved() for s in active)):
@@ -152,7 +152,7 @@ def train_many(runs: list[RunConfig], data: InteractionData, device: str | torch
             else:
                 for state in active:
                     state.epochs.step()
-        train_s = _now(device) - start
+        train_s = device_clock(device) - start
         for state in active:
             state.end_epoch(train_s, on_epoch)
         active = [state for state in active if not state.done]
@@ -189,21 +189,21 @@ class _RunState:
         run, device = self.run, self.device
         self.epoch += 1
         self.step += self.epochs.steps
-        start = _now(device)
+        start = device_clock(device)
         val_bce, val_auc = evaluate(self.model, self.val_split)
         test_bce, test_auc = (evaluate(self.model, self.test_split) if self.test_split is not None
                               else (None, None))
         train_bce = float(self.epochs.loss_total()) / len(self.train_split)  # one sync an epoch
-        eval_s = _now(device) - start
+        eval_s = device_clock(device) - start
 
         cluster_s = 0.0
         finite = math.isfinite(train_bce) and math.isfinite(val_bce)
         awaiting = _awaiting_compression(self.model)
         if finite and run.clusters_after(self.epoch):
-            start = _now(device)
+            start = device_clock(device)
             cluster_all(self.model, self.optimizer)
             self.epochs.invalidate()
-            cluster_s = _now(device) - start
+            cluster_s = device_clock(device) - start
 
         record = EpochRecord(self.epoch, self.step, train_bce, val_bce, val_auc, test_bce,
                              test_auc, train_s, cluster_s, eval_s,
@@ -260,7 +260,8 @@ def _should_stop(tolerance: float, bce: float, auc: float, best_bce: float, best
     return bce > best_bce * (1 + tolerance) and auc < best_auc * (1 - tolerance)
 
 
-def _now(device: torch.device) -> float:
+def device_clock(device: torch.device) -> float:
+    """Seconds on the host clock once the device has finished its queued work."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     return time.perf_counter()

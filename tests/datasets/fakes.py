@@ -193,3 +193,17 @@ def start_server() -> tuple[FakeServer, http.server.ThreadingHTTPServer]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     state.url = f"http://127.0.0.1:{server.server_address[1]}"
     return state, server
+
+
+class Notes:
+    """A download/preprocess reporter that keeps the notes (warnings) it is given."""
+
+    def __init__(self):
+        self.notes = []
+
+    def start(self, *args): pass
+    def advance(self, n): pass
+    def finish(self): pass
+
+    def note(self, message):
+        self.notes.append(message)

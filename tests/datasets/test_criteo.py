@@ -19,19 +19,8 @@ from cce_bench.datasets.catalog import FIXED
 from cce_bench.errors import ConfigError, DatasetError
 
 from . import fakes
+from .fakes import Notes
 from .conftest import KAGGLE_ROWS
-
-
-class Notes:
-    def __init__(self):
-        self.notes = []
-
-    def start(self, *args): pass
-    def advance(self, n): pass
-    def finish(self): pass
-
-    def note(self, message):
-        self.notes.append(message)
 
 
 def expected_ids(hexes: list[list[str]], threshold: int = 1, modulo: int | None = None):

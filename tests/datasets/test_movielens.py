@@ -16,19 +16,8 @@ from cce_bench.datasets.movielens import read_ratings, split_last_two
 from cce_bench.errors import DatasetError
 
 from . import fakes
+from .fakes import Notes
 from .conftest import MOVIELENS
-
-
-class Notes:
-    def __init__(self):
-        self.notes = []
-
-    def start(self, *args): pass
-    def advance(self, n): pass
-    def finish(self): pass
-
-    def note(self, message):
-        self.notes.append(message)
 
 
 def reference(r: fakes.FakeRatings):
