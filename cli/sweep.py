@@ -142,11 +142,23 @@ def sweep(
                   f"results in {summary.path}")
 
 
+def _grid_line(spec: SweepSpec) -> str:
+    """One line naming the whole grid, so a dry run shows every budget, not only the first runs."""
+    def values(numbers: list[int]) -> str:
+        return ", ".join(f"{n:,}" for n in numbers)
+
+    return (f"{spec.name}: {', '.join(spec.datasets)} x {len(spec.methods)} methods x budgets "
+            f"{values(spec.budgets)} {spec.budget_unit} x n_chunks {values(spec.n_chunks)} x "
+            f"seeds {values(spec.seeds)}")
+
+
 def _print_plan(sweeps: list[SweepSpec], execution: Execution, retry_failed: bool) -> None:
     plan = plan_sweeps(sweeps, retry_failed)
     files = ", ".join(str(s.results_path) for s in sweeps)
     console.print(f"{len(plan.runs)} runs, {plan.skipped} already in {files}, "
                   f"{len(plan.todo)} to run", highlight=False)
+    for spec in sweeps:
+        console.print(_grid_line(spec), highlight=False)
     if plan.todo:
         table = Table(box=None, pad_edge=False, header_style="dim")
         for column in ("run_id", "sweep", "run", "params", "epochs"):

@@ -56,6 +56,10 @@ def test_a_shipped_spec_by_name(in_tmp):
     # ce and cce x 12 budgets x 5 n_chunks x 3 seeds
     assert "360 runs, 0 already in results/n-chunks.csv, 360 to run" in result.output
     assert "... and 340 more" in result.output
+    # The whole grid, every budget of the authors' results/ml-1m.
+    flat = " ".join(result.output.split())
+    assert ("n-chunks: ml-1m x 2 methods x budgets 4, 8, 16, 32, 64, 128, 256, 512, 1,024, "
+            "2,048, 4,096, 8,192 ppd x n_chunks 1, 2, 4, 8, 16 x seeds 0, 1, 2") in flat
 
 
 def test_spec_errors_are_one_line(in_tmp):

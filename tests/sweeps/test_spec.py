@@ -134,6 +134,18 @@ def test_run_ids_are_stable_and_depend_only_on_the_runs():
     assert not set(ids) & {r.run_id for r in changed.expand()}
 
 
+# Each paper spec's dataset and ppd range, as the authors' results folders hold them
+# (github.com/thomasahle/cce, results/); ml-10m, which they did not run, follows ml-1m.
+AUTHORS_GRID = {
+    "ml-1m": ("ml-1m", (4, 8192)), "ml-10m": ("ml-10m", (4, 8192)),
+    "n-chunks": ("ml-1m", (4, 8192)), "ml-20m": ("ml-20m", (4, 131072)),
+    "ml-25m": ("ml-25m", (2, 262144)), "syn-1m": ("syn-6000-1000000", (4, 8192)),
+    "syn-10m": ("syn-10000-10000000", (4, 16384)), "syn-20m": ("syn-60000-20000000", (4, 65536)),
+    "syn-25m": ("syn-95456-25000000", (4, 131072)),
+    "syn-100m": ("syn-100000-100000000", (4, 65536)),
+}
+
+
 def test_every_shipped_spec_loads_and_expands():
     names = shipped_specs()
     assert {"paper/ml-1m", "paper/ml-10m", "paper/ml-20m", "paper/ml-25m", "paper/syn-1m",
@@ -144,7 +156,9 @@ def test_every_shipped_spec_loads_and_expands():
         runs = spec.expand()
         assert runs and spec.name == Path(name).name, name
         assert spec.seeds == [0, 1, 2] and spec.dim == 32 and spec.model == "gmf", name
-        assert spec.budgets == power_range("2:4096", "budgets"), name
+        lo, hi = AUTHORS_GRID[spec.name][1]
+        assert spec.budgets == power_range(f"{lo}:{hi}", "budgets"), name
+        assert spec.datasets == [AUTHORS_GRID[spec.name][0]], name
     movielens = load_spec("paper/ml-1m")
     assert movielens.methods == method_names() and movielens.n_chunks == [4]
     chunks = load_spec("paper/n-chunks.toml")
