@@ -49,3 +49,14 @@ def test_wheel_carries_the_paper_specs_and_a_console_script(wheel):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     with zipfile.ZipFile(wheel) as archive:
         assert "cce-bench = cce_bench.cli:main" in archive.read(entry_points).decode()
+
+
+def test_wheel_carries_the_authors_reference_numbers(wheel):
+    with zipfile.ZipFile(wheel) as archive:
+        names = set(archive.namelist())
+        folder = "cce_bench/plots/reference/"
+        for name in ("authors-gmf-results.csv", "authors-criteo-figures.csv", "README.md"):
+            assert folder + name in names, sorted(n for n in names if "plots" in n)
+        packed = archive.read(folder + "authors-gmf-results.csv")
+    assert packed == (ROOT / "plots" / "reference" / "authors-gmf-results.csv").read_bytes()
+    assert b"github.com/thomasahle/cce" in (ROOT / "plots" / "reference" / "README.md").read_bytes()
