@@ -11,7 +11,7 @@ from rich.table import Table
 
 from cce_bench.plots import (DEFAULT_TOLERANCE, Report, best_per_run, build_report,
                              failed_summary, load_results, to_csv, to_latex, to_markdown)
-from cce_bench.plots.report import METRIC_NAMES, parity_rows, row_cells
+from cce_bench.plots.report import METRIC_NAMES, PARITY_HEADER, parity_rows, row_cells, seeds_note
 
 from .common import console, err_console, friendly_errors
 
@@ -59,21 +59,31 @@ def report(
 def rich_tables(built: Report) -> list[Table]:
     tables = []
     for section in built.sections:
-        for metric in ("bce", "auc"):
-            labels, budgets, values = section.grid(metric)
-            table = Table(title=f"{section.title}: best {METRIC_NAMES[metric]}",
-                          caption=section.reference_line() + "\nbold *: best at that budget",
-                          title_justify="left")
-            table.add_column("method")
-            for b in budgets:
-                table.add_column(f"{b:g} ppd", justify="right")
-            for label in labels:
-                table.add_row(label, *row_cells(values, label, budgets,
-                                                lambda text: f"[bold]{text} *[/bold]"))
-            tables.append(table)
+        groups = [(False, section.reference_line())]
+        if not section.post.empty:
+            groups.append((True, section.post_line()))
+        for post, caption in groups:
+            for metric in ("bce", "auc"):
+                labels, budgets, values = section.grid(metric, post)
+                if not labels:
+                    continue
+                what = "post-training reference, " if post else ""
+                table = Table(title=f"{section.title}: {what}best {METRIC_NAMES[metric]}",
+                              caption=f"{caption}\n{seeds_note(section)}"
+                              + ("" if post else "; bold *: best at that budget"),
+                              title_justify="left")
+                table.add_column("method")
+                for b in budgets:
+                    table.add_column(f"{b:g} ppd", justify="right")
+                for label in labels:
+                    table.add_row(label, *row_cells(values, label, budgets,
+                                                    lambda text: f"[bold]{text} *[/bold]"))
+                tables.append(table)
         parity = Table(title=f"{section.title}: compression at parity (within "
-                       f"{built.tolerance:g} BCE of the full table)", title_justify="left")
-        for column in ("method", "budget", "params", "full / params"):
+                       f"{built.tolerance:g} BCE of the full table), in parameters and in bytes",
+                       caption="bytes: parameters × 4 plus index buffers (per-id codes, hash "
+                       "seeds) of every table", title_justify="left")
+        for column in PARITY_HEADER:
             parity.add_column(column, justify="left" if column == "method" else "right")
         for row in parity_rows(section):
             parity.add_row(*row)

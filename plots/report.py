@@ -3,8 +3,12 @@
 `build_report` turns best_per_run rows into a Report: per dataset (model, dim), the mean ± std
 over seeds of each method at each budget, the best method per budget marked, and, per method,
 the smallest budget whose mean BCE comes within a tolerance of the full table's (the paper's
-"compression at parity") with the full table's size divided by the method's. Renderers write it
-as markdown, CSV or LaTeX; the CLI draws the terminal tables from the same Report.
+"compression at parity") with the full table's size divided by the method's, counted in
+parameters and in bytes (parameters x 4 plus index buffers such as CCE's per-id codes, which cap
+the real compression of cce, cce_robe and pq). A post-training method (pq) is listed apart: it
+trains the full table and quantizes it afterwards, so it is a reference, not a competitor, and
+its peak training size is the full table's. Renderers write it as markdown, CSV or LaTeX; the
+CLI draws the terminal tables from the same Report.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .style import method_styles
-from .summary import PANEL_KEYS, is_reference, mean_over_seeds
+from .summary import PANEL_KEYS, is_post_training, is_reference, mean_over_seeds
 
 FORMATS = ["table", "markdown", "csv", "latex"]
 DEFAULT_TOLERANCE = 0.001  # BCE; the paper's parity threshold
@@ -28,37 +32,58 @@ class Section:
     dataset: str
     model: str
     dim: int
-    cells: pd.DataFrame  # one row per method, n_chunks and budget (compressed methods)
+    cells: pd.DataFrame  # one row per method, n_chunks and budget (training-time methods)
     reference: pd.DataFrame  # the full table's row(s)
-    parity: pd.DataFrame  # one row per method and n_chunks
+    parity: pd.DataFrame  # one row per method and n_chunks, post-training ones included
+    post: pd.DataFrame  # like cells, for post-training methods (pq): listed apart
 
     @property
     def title(self) -> str:
         return f"{self.dataset} ({self.model.upper()}, dim {self.dim})"
 
     def row_label(self, method: str, n_chunks: int) -> str:
-        several = self.cells[self.cells["method"] == method]["n_chunks"].nunique() > 1
+        both = pd.concat([self.cells, self.post])
+        several = both[both["method"] == method]["n_chunks"].nunique() > 1
         return f"{method}, {n_chunks} chunks" if several else method
 
-    def grid(self, metric: str) -> tuple[list[str], list[float], dict]:
-        """Row labels, budgets (ppd) and {(label, ppd): (mean, std, best)} for one metric."""
-        budgets = sorted(self.cells["ppd"].unique())
+    def grid(self, metric: str, post: bool = False) -> tuple[list[str], list[float], dict]:
+        """Row labels, budgets (ppd) and {(label, ppd): (mean, std, best, seeds)} for one
+        metric, of the training-time methods or (post=True) of the post-training ones."""
+        frame = self.post if post else self.cells
+        budgets = sorted(frame["ppd"].unique())
         labels, values = [], {}
-        for row in self.cells.itertuples(index=False):
+        for row in frame.itertuples(index=False):
             label = self.row_label(row.method, row.n_chunks)
             if label not in labels:
                 labels.append(label)
-            values[(label, row.ppd)] = (getattr(row, f"{metric}_mean"),
-                                        getattr(row, f"{metric}_std"), getattr(row, f"best_{metric}"))
+            values[(label, row.ppd)] = (getattr(row, f"{metric}_mean"), getattr(row, f"{metric}_std"),
+                                        getattr(row, f"best_{metric}", False), row.seeds)
         return labels, budgets, values
 
     def reference_line(self) -> str:
         if self.reference.empty:
             return "no full-table run: compression at parity cannot be computed"
         ref = self.reference.iloc[0]
-        return (f"{ref['method']} table: {int(ref['params']):,} params, "
-                f"val BCE {ref['bce_mean']:.4f} ± {ref['bce_std']:.4f}, "
-                f"val AUC {ref['auc_mean']:.4f} ± {ref['auc_std']:.4f} ({int(ref['seeds'])} seeds)")
+        return (f"{ref['method']} table: {int(ref['params']):,} params "
+                f"({int(ref['total_bytes']):,} bytes), "
+                f"val BCE {cell_text(ref['bce_mean'], ref['bce_std'], ref['seeds'])}, "
+                f"val AUC {cell_text(ref['auc_mean'], ref['auc_std'], ref['seeds'])} "
+                f"({int(ref['seeds'])} seed{'s' if ref['seeds'] > 1 else ''})")
+
+    @property
+    def peak_params(self) -> int | None:
+        """What a post-training method holds while it trains: the full table (the CSV records
+        its size after compression only), so the full run's parameter count, if there is one."""
+        return None if self.reference.empty else int(self.reference["params"].max())
+
+    def post_line(self) -> str:
+        """What the post-training block is and its peak training size."""
+        names = ", ".join(dict.fromkeys(self.post["method"]))
+        peak = (f"{self.peak_params:,} params, the full table's" if self.peak_params is not None
+                else "the full table's; no full-table run here gives its size")
+        return (f"Post-training reference, listed apart ({names}): trains the full table, then "
+                f"quantizes it, so it is not a training-time method; scored on its epochs after "
+                f"compression; peak training size {peak}")
 
 
 @dataclass
@@ -70,13 +95,20 @@ class Report:
         """Every cell as one tidy row, with its method's parity columns (the CSV format)."""
         frames = []
         for s in self.sections:
-            parity = s.parity[["method", "n_chunks", "parity_ppd", "parity_params", "ratio"]]
-            cells = s.cells.merge(parity, on=["method", "n_chunks"], how="left")
-            frames.append(pd.concat([s.reference.assign(best_auc=False, best_bce=False), cells]))
+            parity = s.parity[["method", "n_chunks", *PARITY_COLUMNS]]
+            cells = s.cells.assign(post_training=False)
+            post = s.post.assign(post_training=True, best_auc=False, best_bce=False,
+                                 peak_train_params=s.peak_params)
+            cells = pd.concat([cells, post]).merge(parity, on=["method", "n_chunks"], how="left")
+            reference = s.reference.assign(best_auc=False, best_bce=False, post_training=False)
+            frames.append(pd.concat([reference, cells]))
         frame = pd.concat(frames, ignore_index=True)
+        if "peak_train_params" not in frame:
+            frame["peak_train_params"] = float("nan")
         return frame[["dataset", "model", "dim", "method", "n_chunks", "ppd", "budget_asked",
                       "params", "total_bytes", "seeds", "auc_mean", "auc_std", "bce_mean",
-                      "bce_std", "best_auc", "best_bce", "parity_ppd", "parity_params", "ratio"]]
+                      "bce_std", "best_auc", "best_bce", "post_training", "peak_train_params",
+                      *PARITY_COLUMNS]]
 
 
 def build_report(best: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> Report:
@@ -87,71 +119,102 @@ def build_report(best: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> Re
     sections = []
     for (dataset, model, dim), frame in summary.groupby(PANEL_KEYS, sort=True):
         reference = frame[is_reference(frame)]
-        cells = frame[~is_reference(frame)].copy()
+        post = frame[~is_reference(frame) & is_post_training(frame)]
+        cells = frame[~is_reference(frame) & ~is_post_training(frame)].copy()
         # Ties share the mark: two methods equally good at a budget are both best.
         by_budget = cells.groupby("budget_asked")
         cells["best_bce"] = cells["bce_mean"] == by_budget["bce_mean"].transform("min")
         cells["best_auc"] = cells["auc_mean"] == by_budget["auc_mean"].transform("max")
         sections.append(Section(dataset, model, int(dim), cells.reset_index(drop=True),
                                 reference.reset_index(drop=True),
-                                _parity(cells, reference, tolerance)))
+                                _parity(pd.concat([cells, post]), reference, tolerance),
+                                post.reset_index(drop=True)))
     return Report(sections, tolerance)
 
 
+PARITY_COLUMNS = ["parity_ppd", "parity_params", "ratio", "parity_bytes", "ratio_bytes"]
+PARITY_HEADER = ("method", "budget", "params", "full / params", "bytes", "full / bytes")
+
+
 def _parity(cells: pd.DataFrame, reference: pd.DataFrame, tolerance: float) -> pd.DataFrame:
-    """Per method and n_chunks: the smallest budget with mean BCE <= full table's + tolerance."""
+    """Per method and n_chunks: the smallest budget with mean BCE <= full table's + tolerance,
+    and the full table's size over the method's there, in parameters and in total bytes."""
     rows = []
-    full_bce = reference["bce_mean"].iloc[0] if not reference.empty else None
-    full_params = reference["params"].iloc[0] if not reference.empty else None
+    full = reference.iloc[0] if not reference.empty else None
     for (method, n_chunks), group in cells.groupby(["method", "n_chunks"], sort=False):
-        row = {"method": method, "n_chunks": n_chunks, "parity_ppd": float("nan"),
-               "parity_params": float("nan"), "ratio": float("nan")}
-        if full_bce is not None:
-            close = group[group["bce_mean"] <= full_bce + tolerance]
+        row = {"method": method, "n_chunks": n_chunks} | dict.fromkeys(PARITY_COLUMNS,
+                                                                        float("nan"))
+        if full is not None:
+            close = group[group["bce_mean"] <= full["bce_mean"] + tolerance]
             if not close.empty:
                 first = close.sort_values("budget_asked").iloc[0]
                 row |= {"parity_ppd": first["ppd"], "parity_params": first["params"],
-                        "ratio": full_params / first["params"]}
+                        "ratio": full["params"] / first["params"],
+                        "parity_bytes": first["total_bytes"],
+                        "ratio_bytes": full["total_bytes"] / first["total_bytes"]}
         rows.append(row)
-    return pd.DataFrame(rows, columns=["method", "n_chunks", "parity_ppd", "parity_params",
-                                       "ratio"])
+    return pd.DataFrame(rows, columns=["method", "n_chunks", *PARITY_COLUMNS])
 
 
-def parity_rows(section: Section) -> list[tuple[str, str, str, str]]:
-    """(method, budget, params, full / params) as text, '—' where parity is never reached."""
-    out = []
-    for row in section.parity.itertuples(index=False):
+def parity_rows(section: Section) -> list[tuple[str, ...]]:
+    """(method, budget, params, full / params, bytes, full / bytes) as text, '—' where parity
+    is never reached; a post-training method is marked so and comes last."""
+    out, post = [], set(section.post["method"])
+    parity = section.parity.assign(post=section.parity["method"].isin(post))
+    for row in parity.sort_values("post", kind="stable").itertuples(index=False):
         label = section.row_label(row.method, row.n_chunks)
+        if row.post:
+            label += " (post-training)"
         if section.reference.empty:
-            out.append((label, "no full-table run", "—", "—"))
+            out.append((label, "no full-table run", "—", "—", "—", "—"))
         elif pd.isna(row.parity_ppd):
-            out.append((label, "not reached", "—", "—"))
+            out.append((label, "not reached", "—", "—", "—", "—"))
         else:
             out.append((label, f"{row.parity_ppd:g} ppd", f"{int(row.parity_params):,}",
-                        f"{row.ratio:,.1f}×"))
+                        f"{row.ratio:,.1f}×", f"{int(row.parity_bytes):,}",
+                        f"{row.ratio_bytes:,.1f}×"))
     return out
 
 
-def row_cells(values: dict, label: str, budgets: list[float], bold) -> list[str]:
+def row_cells(values: dict, label: str, budgets: list[float], bold, pm: str = "±",
+              dash: str = "—") -> list[str]:
     """One method's cells across budgets: "mean ± std", `bold(text)` where best, a dash where
     the method has no result at that budget."""
     cells = []
     for b in budgets:
         if (label, b) not in values:
-            cells.append("—")
+            cells.append(dash)
             continue
-        mean, std, best = values[(label, b)]
-        text = cell_text(mean, std)
+        mean, std, best, seeds = values[(label, b)]
+        text = cell_text(mean, std, seeds, pm)
         cells.append(bold(text) if best else text)
     return cells
 
 
-def cell_text(mean: float, std: float) -> str:
-    return f"{mean:.4f} ± {std:.4f}"
+def cell_text(mean: float, std: float, seeds: int = 2, pm: str = "±") -> str:
+    """'mean ± std'; one seed has no spread, so the value alone (never '± 0.0000')."""
+    return f"{mean:.4f}" if seeds == 1 else f"{mean:.4f} {pm} {std:.4f}"
+
+
+def seeds_note(section: Section) -> str:
+    counts = pd.concat([section.cells, section.post, section.reference])["seeds"]
+    if counts.empty or counts.max() > 1:
+        return "mean ± std over seeds (one seed: the value alone)"
+    return "1 seed (no spread)"
 
 
 def to_csv(report: Report) -> str:
     return report.long_frame().to_csv(index=False, float_format="%.6g")
+
+
+def _markdown_grid(section: Section, metric: str, post: bool) -> list[str]:
+    labels, budgets, values = section.grid(metric, post)
+    lines = ["| method | " + " | ".join(f"{b:g} ppd" for b in budgets) + " |",
+             "| --- |" + " ---: |" * len(budgets)]
+    for label in labels:
+        cells = row_cells(values, label, budgets, lambda text: f"**{text}**")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + [""]
 
 
 def to_markdown(report: Report) -> str:
@@ -159,21 +222,23 @@ def to_markdown(report: Report) -> str:
     for section in report.sections:
         lines += [f"### {section.title}", "", section.reference_line() + ".", ""]
         for metric in ("bce", "auc"):
-            labels, budgets, values = section.grid(metric)
-            lines.append(f"Best {METRIC_NAMES[metric]}, mean ± std over seeds; "
-                         "**bold**: best method at that budget (ppd = parameters per dimension).")
-            lines.append("")
-            lines.append("| method | " + " | ".join(f"{b:g} ppd" for b in budgets) + " |")
-            lines.append("| --- |" + " ---: |" * len(budgets))
-            for label in labels:
-                cells = row_cells(values, label, budgets, lambda text: f"**{text}**")
-                lines.append(f"| {label} | " + " | ".join(cells) + " |")
-            lines.append("")
+            if not section.cells.empty:
+                lines.append(f"Best {METRIC_NAMES[metric]}, {seeds_note(section)}; **bold**: "
+                             "best method at that budget (ppd = parameters per dimension).")
+                lines.append("")
+                lines += _markdown_grid(section, metric, post=False)
+        if not section.post.empty:
+            lines += [section.post_line() + ".", ""]
+            for metric in ("bce", "auc"):
+                lines += [f"Post-training reference: best {METRIC_NAMES[metric]}.", ""]
+                lines += _markdown_grid(section, metric, post=True)
         lines.append(f"Compression at parity: smallest budget within {report.tolerance:g} BCE "
-                     "of the full table, and the full table's size over the method's.")
+                     "of the full table, and the full table's size over the method's, in "
+                     "parameters and in bytes (parameters × 4 plus index buffers such as "
+                     "per-id codes).")
         lines.append("")
-        lines.append("| method | budget | params | full / params |")
-        lines.append("| --- | ---: | ---: | ---: |")
+        lines.append("| " + " | ".join(PARITY_HEADER) + " |")
+        lines.append("| --- |" + " ---: |" * (len(PARITY_HEADER) - 1))
         for row in parity_rows(section):
             lines.append("| " + " | ".join(row) + " |")
         lines.append("")
@@ -181,33 +246,39 @@ def to_markdown(report: Report) -> str:
 
 
 def to_latex(report: Report) -> str:
-    """booktabs tables, best cells in bold; needs \\usepackage{booktabs} in the preamble."""
+    """booktabs tables, best cells in bold, a post-training method in its own group below a
+    rule; needs \\usepackage{booktabs} in the preamble."""
     out = []
+    bold = lambda text: f"\\textbf{{{text}}}"  # noqa: E731
     for section in report.sections:
         for metric in ("bce", "auc"):
             labels, budgets, values = section.grid(metric)
+            post_labels, post_budgets, post_values = section.grid(metric, post=True)
+            budgets = sorted(set(budgets) | set(post_budgets))
             out.append("\\begin{table}[t]\n\\centering\n\\small")
-            out.append(f"\\caption{{{_tex(section.title)}: best {_tex(METRIC_NAMES[metric])}, "
-                       f"mean $\\pm$ std over seeds; bold: best at that budget. "
-                       f"{_tex(section.reference_line())}.}}")
+            caption = (f"{section.title}: best {METRIC_NAMES[metric]}, {seeds_note(section)}; "
+                       f"bold: best at that budget. {section.reference_line()}.")
+            if post_labels:
+                caption += f" {section.post_line()}."
+            out.append(f"\\caption{{{_tex(caption)}}}")
             out.append("\\begin{tabular}{l" + "r" * len(budgets) + "}\n\\toprule")
             out.append("method & " + " & ".join(f"{b:g} ppd" for b in budgets) + " \\\\\n\\midrule")
             for label in labels:
-                cells = []
-                for b in budgets:
-                    if (label, b) not in values:
-                        cells.append("--")
-                        continue
-                    mean, std, best = values[(label, b)]
-                    text = f"{mean:.4f} $\\pm$ {std:.4f}"
-                    cells.append(f"\\textbf{{{text}}}" if best else text)
+                cells = row_cells(values, label, budgets, bold, pm="$\\pm$", dash="--")
                 out.append(f"{_tex(label)} & " + " & ".join(cells) + " \\\\")
+            if post_labels:
+                out.append(f"\\midrule\n\\multicolumn{{{len(budgets) + 1}}}{{l}}"
+                           "{\\emph{post-training reference}} \\\\")
+                for label in post_labels:
+                    cells = row_cells(post_values, label, budgets, bold, pm="$\\pm$", dash="--")
+                    out.append(f"{_tex(label)} & " + " & ".join(cells) + " \\\\")
             out.append("\\bottomrule\n\\end{tabular}\n\\end{table}\n")
         out.append("\\begin{table}[t]\n\\centering\n\\small")
         out.append(f"\\caption{{{_tex(section.title)}: compression at parity (smallest budget "
-                   f"within {report.tolerance:g} BCE of the full table).}}")
-        out.append("\\begin{tabular}{lrrr}\n\\toprule\nmethod & budget & params & full / params "
-                   "\\\\\n\\midrule")
+                   f"within {report.tolerance:g} BCE of the full table), in parameters and in "
+                   "bytes (parameters $\\times$ 4 plus index buffers).}}")
+        out.append("\\begin{tabular}{lrrrrr}\n\\toprule\n"
+                   + " & ".join(PARITY_HEADER) + " \\\\\n\\midrule")
         for row in parity_rows(section):
             out.append(" & ".join(_tex(v).replace("×", "$\\times$").replace("—", "--")
                                   for v in row) + " \\\\")

@@ -59,10 +59,7 @@ def compressed_epochs(rows: pd.DataFrame) -> pd.DataFrame:
     with clustering time describe the compressed table; scoring the full table it was would
     credit it with the uncompressed model's result.
     """
-    from cce_bench.embeddings import methods
-
-    post = [m.name for m in methods() if getattr(m.cls, "post_training", False)]
-    mask = rows["method"].isin(post)
+    mask = is_post_training(rows)
     if not mask.any():
         return rows
     clustered = rows[mask & (rows["cluster_s"] > 0)].groupby("run_id")["epoch"].max()
@@ -138,6 +135,15 @@ def is_reference(frame: pd.DataFrame) -> pd.Series:
 
     uncompressed = [m.name for m in methods() if m.family == "uncompressed"]
     return (frame["budget_asked"] == 0) | frame["method"].isin(uncompressed)
+
+
+def is_post_training(frame: pd.DataFrame) -> pd.Series:
+    """Rows of a post-training method (pq): it trains the full table, then compresses it, so
+    it is a reference for what compression of a trained table reaches, not a competitor."""
+    from cce_bench.embeddings import methods
+
+    post = [m.name for m in methods() if getattr(m.cls, "post_training", False)]
+    return frame["method"].isin(post)
 
 
 def main_n_chunks(frame: pd.DataFrame) -> int | None:

@@ -81,7 +81,8 @@ def test_the_full_table_is_the_reference_not_a_cell(results_csv):
     section = next(s for s in report.sections if s.dataset == GMF_DATASET)
     assert list(section.reference["method"]) == ["full"]
     assert "full" not in set(section.cells["method"])
-    assert section.reference_line().startswith("full table: 4,800 params, val BCE ")
+    assert section.reference_line().startswith(
+        "full table: 4,800 params (38,400 bytes), val BCE ")
 
 
 def test_markdown_marks_the_best_cells(results_csv):
@@ -120,3 +121,57 @@ def test_no_successful_run_is_a_clear_error(results_csv):
     failed = rows[rows["status"].isin(["failed", "too_small"])]
     with pytest.raises(ResultsError, match=r"no successful runs to summarise \(4 failed\)"):
         best_per_run(failed)
+
+
+def test_parity_in_parameters_and_in_bytes_side_by_side(results_csv):
+    report = build_report(best_per_run(load_results([str(results_csv)])), tolerance=0.02)
+    raw = pd.read_csv(results_csv)
+    section = next(s for s in report.sections if s.dataset == GMF_DATASET)
+    full_bytes = raw[(raw["dataset"] == GMF_DATASET) & (raw["method"] == "full")]["total_bytes"].max()
+    reached = section.parity.dropna(subset=["parity_ppd"])
+    assert not reached.empty
+    for row in reached.itertuples(index=False):
+        run = raw[(raw["dataset"] == GMF_DATASET) & (raw["method"] == row.method)
+                  & (raw["n_chunks"] == row.n_chunks)
+                  & (raw["budget_asked"] == row.parity_ppd * DIM)]
+        assert row.parity_bytes == run["total_bytes"].max()
+        assert row.ratio_bytes == pytest.approx(full_bytes / run["total_bytes"].max())
+    # cce keeps a per-id index: in bytes it compresses less than in parameters.
+    cce = reached[reached["method"] == "cce"].iloc[0]
+    assert cce.ratio_bytes < cce.ratio
+    text = to_markdown(report)
+    assert "| method | budget | params | full / params | bytes | full / bytes |" in text
+    assert f"| {int(cce.parity_bytes):,} | {cce.ratio_bytes:,.1f}× |" in text
+    assert "in parameters and in bytes (parameters × 4 plus index buffers" in text
+
+
+def test_a_post_training_method_is_listed_apart_with_its_peak_size(results_csv):
+    rows = load_results([str(results_csv)])
+    # The fixture's ce rows stand in for pq (a post-training method by the registry).
+    rows.loc[rows["method"] == "ce", "method"] = "pq"
+    report = build_report(best_per_run(rows))
+    section = next(s for s in report.sections if s.dataset == GMF_DATASET)
+    assert set(section.post["method"]) == {"pq"} and "pq" not in set(section.cells["method"])
+    assert section.peak_params == 600 * DIM  # the full table: vocab x dim
+    # Never marked best at a budget: it is not a competitor.
+    frame = report.long_frame()
+    pq = frame[(frame["method"] == "pq") & (frame["dataset"] == GMF_DATASET)]
+    assert pq["post_training"].all() and not pq["best_bce"].any() and not pq["best_auc"].any()
+    assert (pq["peak_train_params"] == 4800).all()
+    text = to_markdown(report)
+    assert ("Post-training reference, listed apart (pq): trains the full table, then quantizes "
+            "it, so it is not a training-time method; scored on its epochs after compression; "
+            "peak training size 4,800 params, the full table's.") in text
+    main_table, post_table = text.split("Post-training reference, listed apart")[0:2]
+    assert "| pq, 2 chunks |" not in main_table and "| pq, 2 chunks |" in post_table
+    assert "| pq, 2 chunks (post-training) |" in text  # parity row, marked
+    latex = to_latex(report)
+    assert "\\emph{post-training reference}" in latex
+
+
+def test_one_seed_shows_the_value_without_a_spread(results_csv):
+    rows = load_results([str(results_csv)])
+    report = build_report(best_per_run(rows[rows["seed"] == 0]))
+    text = to_markdown(report)
+    assert "± 0.0000" not in text and "±" not in text.split("Compression at parity")[0]
+    assert "1 seed (no spread)" in text and "(1 seed)." in text
