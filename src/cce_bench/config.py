@@ -8,7 +8,13 @@ from dataclasses import asdict, dataclass, field
 
 from .errors import ConfigError
 
-MODELS = ["gmf"]
+MODELS = ["gmf", "dlrm"]
+OPTIMIZERS = ["adamw", "sgd"]
+
+# Fields added after the first results were written, with the value every earlier run had. A
+# field at that value stays out of the run id, so the ids of existing rows (and resume) hold.
+_ID_NEUTRAL = {"optimizer": "adamw", "eval_every": 0, "cluster_every": 0, "bottom_mlp": "",
+               "top_mlp": ""}
 
 
 @dataclass
@@ -32,6 +38,16 @@ class RunConfig:
     early_stop: float = 0.01
     kmeans: str = "auto"
     method_opts: dict = field(default_factory=dict)
+    # AdamW is the authors' GMF optimizer; DLRM trains with plain SGD (lr 0.1, no momentum).
+    optimizer: str = "adamw"
+    # Evaluate every this many steps as well as after each epoch (0: after each epoch only).
+    eval_every: int = 0
+    # Cluster every this many steps while step <= cluster_until * all steps (0: after epochs).
+    cluster_every: int = 0
+    # DLRM's MLPs in its own notation: bottom "13-512-256-64-16" (dense features in, dim out),
+    # top "512-256-1" (the input size follows from the interaction). Empty for GMF.
+    bottom_mlp: str = ""
+    top_mlp: str = ""
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -47,6 +63,12 @@ class RunConfig:
             raise ConfigError(f"cluster_until must be in [0, 1], not {self.cluster_until}")
         if self.early_stop < 0:
             raise ConfigError(f"early_stop must be >= 0, not {self.early_stop}")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"unknown optimizer '{self.optimizer}'; choose from: "
+                              f"{', '.join(OPTIMIZERS)}")
+        for name in ("eval_every", "cluster_every"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0 steps, not {getattr(self, name)}")
 
     @property
     def ppd(self) -> float:
@@ -59,9 +81,25 @@ class RunConfig:
     @property
     def run_id(self) -> str:
         """A stable id from every field that can change the result."""
-        text = json.dumps(self.to_dict(), sort_keys=True, default=str)
+        fields = {k: v for k, v in self.to_dict().items()
+                  if not (k in _ID_NEUTRAL and v == _ID_NEUTRAL[k])}
+        text = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def clusters_after(self, epoch: int) -> bool:
         """Whether the clustering schedule runs cluster() after this 1-based epoch."""
-        return epoch < self.epochs and epoch <= self.cluster_until * self.epochs
+        return (not self.cluster_every and epoch < self.epochs
+                and epoch <= self.cluster_until * self.epochs)
+
+    def clusters_at_step(self, step: int, total_steps: int) -> bool:
+        """Whether the step schedule (cluster_every > 0) runs cluster() after this step."""
+        return (self.cluster_every > 0 and step % self.cluster_every == 0
+                and step < total_steps and step <= self.cluster_until * total_steps)
+
+    def cluster_rounds(self, steps_per_epoch: int) -> int:
+        """How many times the schedule clusters over the whole run."""
+        if not self.cluster_every:
+            return sum(map(self.clusters_after, range(1, self.epochs + 1)))
+        total = steps_per_epoch * self.epochs
+        return sum(1 for s in range(self.cluster_every, total + 1, self.cluster_every)
+                   if self.clusters_at_step(s, total))

@@ -19,9 +19,46 @@ class InteractionSplit:
     def __len__(self) -> int:
         return self.users.shape[0]
 
+    @property
+    def features(self) -> tuple[torch.Tensor, ...]:
+        """The model's inputs, in the order its forward() takes them."""
+        return self.users, self.items
+
     def to(self, device: torch.device | str) -> "InteractionSplit":
         return InteractionSplit(self.users.to(device, torch.int64), self.items.to(device, torch.int64),
                                 self.labels.to(device, torch.float32))
+
+
+@dataclass
+class TabularSplit:
+    """Dense and categorical features with labels, as tensors (DLRM's input): dense (N, F_d)
+    float32, categorical (N, F) int32 ids (int32 halves the memory of Criteo on a GPU; the model
+    widens a batch's ids), labels (N,) float32 0/1."""
+
+    dense: torch.Tensor
+    categorical: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.labels.shape[0]
+
+    @property
+    def features(self) -> tuple[torch.Tensor, ...]:
+        return self.dense, self.categorical
+
+    def to(self, device: torch.device | str) -> "TabularSplit":
+        return TabularSplit(self.dense.to(device, torch.float32),
+                            self.categorical.to(device, torch.int32),
+                            self.labels.to(device, torch.float32))
+
+    @classmethod
+    def from_arrays(cls, dense: np.ndarray, categorical: np.ndarray,
+                    labels: np.ndarray) -> "TabularSplit":
+        """From (memory-mapped, read-only) arrays, copied into memory once."""
+        def copy(array: np.ndarray, dtype) -> torch.Tensor:
+            return torch.from_numpy(np.array(array, dtype=dtype, copy=True))
+
+        return cls(copy(dense, np.float32), copy(categorical, np.int32), copy(labels, np.float32))
 
 
 @dataclass
@@ -71,6 +108,11 @@ class CriteoData:
         start, stop = self.split_ranges[name]
         return CriteoSplit(self.dense[start:stop], self.categorical[start:stop],
                            self.labels[start:stop])
+
+    def tensors(self, name: str) -> TabularSplit:
+        """A split as tensors in memory, for the engine."""
+        part = self.split(name)
+        return TabularSplit.from_arrays(part.dense, part.categorical, part.labels)
 
     @property
     def train(self) -> CriteoSplit:

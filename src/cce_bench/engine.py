@@ -1,8 +1,10 @@
-"""Training and evaluation of one run: data on the device, no host sync inside an epoch.
+"""Training and evaluation of one run: data on the device, no host sync between evaluations.
 
 An epoch is one pass over a fresh permutation of the training rows; the loss is accumulated on
-the device and read once per epoch, after evaluation. Clustering runs between epochs on the
-run's schedule, on every embedding that has a cluster() method.
+the device and read once per evaluation. A run evaluates after each epoch and, where it asks,
+every `eval_every` steps (DLRM on Criteo: every 50,000 batches, as the paper); it clusters after
+epochs or every `cluster_every` steps, on every embedding that has a cluster() method. GMF and
+DLRM go through this one loop: a split's `features` are the model's inputs.
 """
 
 from __future__ import annotations
@@ -17,21 +19,23 @@ from torch import nn
 
 from . import metrics
 from .config import RunConfig
-from .data import InteractionData, InteractionSplit
-from .embeddings import make_embedding
-from .embeddings.registry import get_method
+from .data import CriteoData, InteractionData
 from .errors import ConfigError
-from .models import GMF
-from .steps import PlainEpoch, StaticEpoch, capture_steps, reset_optimizer_state
+from .models import build_model, model_size
+from .steps import PlainEpoch, Split, StaticEpoch, capture_steps, reset_optimizer_state
 
 EVAL_BATCH = 1 << 16
+
+Data = InteractionData | CriteoData
 
 
 @dataclass
 class EpochRecord:
+    """One evaluation point: `epoch` is the epoch it falls in (1-based), `step` the steps so far."""
+
     epoch: int
     step: int
-    train_bce: float
+    train_bce: float  # over the rows trained since the previous record
     val_bce: float
     val_auc: float
     test_bce: float | None
@@ -48,9 +52,13 @@ class RunResult:
     params: int  # trainable parameters of the largest embedding table
     buffer_bytes: int  # non-parameter bytes of all embedding tables
     total_bytes: int  # every trainable parameter (4 bytes each) plus the buffers
-    epochs: list[EpochRecord] = field(default_factory=list)
+    epochs: list[EpochRecord] = field(default_factory=list)  # one per evaluation point
     peak_mem_bytes: int | None = None
     device: str = "cpu"
+    table_params: int = 0  # trainable parameters of all embedding tables together
+
+    def set_sizes(self, model: nn.Module) -> None:
+        self.params, self.table_params, self.buffer_bytes, self.total_bytes = model_size(model)
 
 
 EpochCallback = Callable[[RunConfig, EpochRecord], None]
@@ -62,45 +70,22 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return torch.device(device)
 
 
-def build_model(run: RunConfig, data: InteractionData) -> GMF:
-    """The run's model with its embedding method (raises BudgetTooSmall for a tiny budget)."""
-    opts = dict(run.method_opts)
-    cls = get_method(run.method).cls
-    if hasattr(cls, "cluster"):
-        opts.setdefault("kmeans_backend", run.kmeans)
-    if getattr(cls, "post_training", False):
-        # A post-training method (pq) compresses on the schedule's last cluster() call: it trains
-        # at full size while CCE clusters and fine-tunes compressed while CCE does.
-        opts.setdefault("compress_round", sum(map(run.clusters_after, range(1, run.epochs + 1))))
-
-    def factory(vocab: int) -> nn.Module:
-        return make_embedding(vocab, run.budget, run.dim, run.method, run.n_chunks, **opts)
-
-    return GMF(data.n_users, data.n_items, run.dim, factory)
-
-
-def model_size(model: GMF) -> tuple[int, int, int]:
-    """(params of the largest table, buffer bytes of all tables, total bytes)."""
-    tables = model.embeddings()
-    largest = max(t.num_parameters() for t in tables)
-    buffers = sum(t.num_buffer_bytes() for t in tables)
-    total = 4 * sum(p.numel() for p in model.parameters()) + buffers
-    return largest, buffers, total
-
-
 STEPPERS = ["auto", "plain", "static", "graph"]
 
 
 def make_optimizer(model: nn.Module, run: RunConfig, device: torch.device) -> torch.optim.Optimizer:
-    # On CUDA the fused kernel updates every tensor in one launch, and capturable keeps its step
-    # counter on the device so the update can live inside a CUDA graph.
+    # On CUDA the fused kernels update every tensor in one launch; AdamW's capturable flag keeps
+    # its step counter on the device so the update can live inside a CUDA graph (SGD has none).
     cuda = device.type == "cuda"
+    if run.optimizer == "sgd":
+        return torch.optim.SGD(model.parameters(), lr=run.lr, weight_decay=run.weight_decay,
+                               fused=cuda or None)
     return torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=run.weight_decay,
                              fused=cuda or None, capturable=cuda)
 
 
 def make_stepper(stepper: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 split: InteractionSplit, batch_size: int, device: torch.device):
+                 split: Split, batch_size: int, device: torch.device):
     """auto: a CUDA graph of static steps on CUDA, the plain loop elsewhere."""
     if stepper not in STEPPERS:
         raise ConfigError(f"unknown stepper '{stepper}'; choose from: {', '.join(STEPPERS)}")
@@ -113,26 +98,34 @@ def make_stepper(stepper: str, model: nn.Module, optimizer: torch.optim.Optimize
     return StaticEpoch(model, optimizer, split, batch_size, use_graph=stepper == "graph")
 
 
-def train(run: RunConfig, data: InteractionData, device: str | torch.device = "auto",
+def device_splits(data: Data, device: torch.device) -> list[Split | None]:
+    """[train, val, test] on the device (test None where the dataset has none)."""
+    if isinstance(data, CriteoData):
+        return [data.tensors(name).to(device) for name in ("train", "val", "test")]
+    return [data.train.to(device), data.val.to(device),
+            data.test.to(device) if data.test is not None else None]
+
+
+def train(run: RunConfig, data: Data, device: str | torch.device = "auto",
           on_epoch: EpochCallback | None = None, stepper: str = "auto") -> RunResult:
     """Train and evaluate one run. `stepper` changes how steps are launched, never the result."""
     return train_many([run], data, device, on_epoch, stepper)[0]
 
 
-def train_many(runs: list[RunConfig], data: InteractionData, device: str | torch.device = "auto",
+def train_many(runs: list[RunConfig], data: Data, device: str | torch.device = "auto",
                on_epoch: EpochCallback | None = None, stepper: str = "auto") -> list[RunResult]:
     """Train several runs of one dataset and batch size in lockstep, each as if alone.
 
     On CUDA one step of every run is captured in one graph, each run on its own branch, so
     the small kernels of different runs execute side by side and one launch advances them
-    all; the numbers are those of training each run alone.
-    An epoch's train_s is the group's wall time for that epoch.
+    all; the numbers are those of training each run alone. The group advances from one
+    evaluation or clustering point of any of its runs to the next. A record's train_s is the
+    group's wall time since that run's previous record, clustering and evaluation excluded.
     """
     device = resolve_device(device)
-    if len({(r.dataset, r.batch_size) for r in runs}) > 1:
-        raise ConfigError("runs trained together need the same dataset and batch size")
-    splits = [data.train.to(device), data.val.to(device),
-              data.test.to(device) if data.test is not None else None]
+    if len({(r.dataset, r.batch_size, r.model) for r in runs}) > 1:
+        raise ConfigError("runs trained together need the same dataset, model and batch size")
+    splits = device_splits(data, device)
     # Several runs on CUDA: their steps are captured together in one graph (see capture_steps).
     grouped = device.type == "cuda" and len(runs) > 1 and stepper in ("auto", "graph")
     states = [_RunState(run, data, splits, device, "static" if grouped else stepper)
@@ -140,74 +133,108 @@ def train_many(runs: list[RunConfig], data: InteractionData, device: str | torch
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     active, graph, captured = list(states), None, []
+    steps = states[0].epochs.steps
     while active:
-        start = device_clock(device)
         for state in active:
             state.epochs.prepare(state.shuffle)
-        if grouped and (captured != active or any(s.epochs.moved() for s in active)):
-            graph, captured = capture_steps([s.epochs for s in active]), list(active)
-        for _ in range(active[0].epochs.steps):
-            if graph is not None:
-                graph.replay()
-            else:
-                for state in active:
-                    state.epochs.step()
-        train_s = device_clock(device) - start
-        for state in active:
-            state.end_epoch(train_s, on_epoch)
-        active = [state for state in active if not state.done]
+            state.segment_start = device_clock(device)
+        position = 0
+        while active and position < steps:
+            stop = min(state.next_point(position) for state in active)
+            if grouped and (captured != active or any(s.epochs.moved() for s in active)):
+                graph, captured = capture_steps([s.epochs for s in active]), list(active)
+            for _ in range(stop - position):
+                if graph is not None:
+                    graph.replay()
+                else:
+                    for state in active:
+                        state.epochs.step()
+            position = stop
+            for state in active:
+                state.reached(position, on_epoch)
+            active = [state for state in active if not state.done]
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     for state in states:
         state.result.peak_mem_bytes = peak
         # Sizes of the trained model: a post-training method (pq) shrinks when it compresses.
-        state.result.params, state.result.buffer_bytes, state.result.total_bytes = \
-            model_size(state.model)
+        state.result.set_sizes(state.model)
     return [state.result for state in states]
 
 
 class _RunState:
-    """One run's model, optimizer, stepper and progress through its epochs."""
+    """One run's model, optimizer, stepper and progress through its steps."""
 
-    def __init__(self, run: RunConfig, data: InteractionData, splits: list, device: torch.device,
+    def __init__(self, run: RunConfig, data: Data, splits: list, device: torch.device,
                  stepper: str):
         self.run, self.device = run, device
         self.train_split, self.val_split, self.test_split = splits
         torch.manual_seed(run.seed)
         self.model = build_model(run, data).to(device)
-        params, buffer_bytes, total_bytes = model_size(self.model)
-        self.result = RunResult("ok", params, buffer_bytes, total_bytes, device=str(device))
+        self.result = RunResult("ok", 0, 0, 0, device=str(device))
+        self.result.set_sizes(self.model)
         self.optimizer = make_optimizer(self.model, run, device)
         self.epochs = make_stepper(stepper, self.model, self.optimizer, self.train_split,
                                    run.batch_size, device)
         self.shuffle = torch.Generator(device=device)
         self.shuffle.manual_seed(run.seed)
-        self.epoch, self.step, self.done = 0, 0, False
+        self.epoch, self.step, self.done = 0, 0, False  # epochs finished, steps taken
+        self.total_steps = self.epochs.steps * run.epochs
+        self.recorded_rows = 0  # rows of this epoch already in a record
+        self.pending_cluster_s, self.segment_start = 0.0, 0.0
         self.best_bce, self.best_auc = math.inf, -math.inf
 
-    def end_epoch(self, train_s: float, on_epoch: EpochCallback | None) -> None:
+    def next_point(self, position: int) -> int:
+        """The next position of this epoch (> position) where the run evaluates or clusters."""
+        steps, base = self.epochs.steps, self.epoch * self.epochs.steps
+        candidates = [steps]
+        for every in (self.run.eval_every, self.run.cluster_every):
+            if every:
+                candidates.append(((base + position) // every + 1) * every - base)
+        return min(candidates)
+
+    def reached(self, position: int, on_epoch: EpochCallback | None) -> None:
+        """The group has taken this epoch's steps up to position: evaluate and cluster on the
+        run's schedule, and decide whether to stop."""
+        run, steps = self.run, self.epochs.steps
+        self.step = self.epoch * steps + position
+        end_of_epoch = position == steps
+        if end_of_epoch:
+            self.epoch += 1
+        if run.cluster_every:
+            cluster_now = run.clusters_at_step(self.step, self.total_steps)
+        else:
+            cluster_now = end_of_epoch and run.clusters_after(self.epoch)
+        if end_of_epoch or (run.eval_every and self.step % run.eval_every == 0):
+            self._record(position, end_of_epoch, cluster_now, on_epoch)
+        elif cluster_now:
+            self.pending_cluster_s += self._cluster()
+            self.segment_start = device_clock(self.device)
+        self.done = self.done or self.epoch >= run.epochs
+
+    def _record(self, position: int, end_of_epoch: bool, cluster_now: bool,
+                on_epoch: EpochCallback | None) -> None:
         """Evaluate, record, cluster on schedule, and decide whether to stop."""
         run, device = self.run, self.device
-        self.epoch += 1
-        self.step += self.epochs.steps
+        train_s = device_clock(device) - self.segment_start
+        rows = min(position * run.batch_size, len(self.train_split))
+        segment_rows, self.recorded_rows = rows - self.recorded_rows, 0 if end_of_epoch else rows
         start = device_clock(device)
         val_bce, val_auc = evaluate(self.model, self.val_split)
         test_bce, test_auc = (evaluate(self.model, self.test_split) if self.test_split is not None
                               else (None, None))
-        train_bce = float(self.epochs.loss_total()) / len(self.train_split)  # one sync an epoch
+        loss = self.epochs.loss_total()
+        train_bce = float(loss) / max(segment_rows, 1)  # the one sync per evaluation
+        loss.zero_()
         eval_s = device_clock(device) - start
 
-        cluster_s = 0.0
         finite = math.isfinite(train_bce) and math.isfinite(val_bce)
         awaiting = _awaiting_compression(self.model)
-        if finite and run.clusters_after(self.epoch):
-            start = device_clock(device)
-            cluster_all(self.model, self.optimizer)
-            self.epochs.invalidate()
-            cluster_s = device_clock(device) - start
-
-        record = EpochRecord(self.epoch, self.step, train_bce, val_bce, val_auc, test_bce,
-                             test_auc, train_s, cluster_s, eval_s,
-                             len(self.train_split) / max(train_s, 1e-9))
+        cluster_s, self.pending_cluster_s = self.pending_cluster_s, 0.0
+        if finite and cluster_now:
+            cluster_s += self._cluster()
+        record = EpochRecord(self.epoch if end_of_epoch else self.epoch + 1, self.step, train_bce,
+                             val_bce, val_auc, test_bce, test_auc, train_s, cluster_s, eval_s,
+                             segment_rows / max(train_s, 1e-9))
         self.result.epochs.append(record)
         if on_epoch is not None:
             on_epoch(run, record)
@@ -222,19 +249,26 @@ class _RunState:
             # A post-training method (pq) just compressed: early stopping compares the
             # compressed model with itself, never with the full table it was.
             self.best_bce, self.best_auc = math.inf, -math.inf
-        self.done = self.done or self.epoch >= run.epochs
+        self.segment_start = device_clock(device)
+
+    def _cluster(self) -> float:
+        """cluster() every table that has it; returns the seconds it took."""
+        start = device_clock(self.device)
+        cluster_all(self.model, self.optimizer)
+        self.epochs.invalidate()
+        return device_clock(self.device) - start
 
 
 @torch.no_grad()
-def predict(model: GMF, split: InteractionSplit) -> torch.Tensor:
+def predict(model: nn.Module, split: Split) -> torch.Tensor:
     model.eval()
     return torch.cat([
-        model(split.users[s:s + EVAL_BATCH], split.items[s:s + EVAL_BATCH])
+        model(*(feature[s:s + EVAL_BATCH] for feature in split.features))
         for s in range(0, len(split), EVAL_BATCH)
     ])
 
 
-def evaluate(model: GMF, split: InteractionSplit) -> tuple[float, float]:
+def evaluate(model: nn.Module, split: Split) -> tuple[float, float]:
     """(BCE, AUC) of the model on a split, computed on the device, read once."""
     logits = predict(model, split)
     values = torch.stack([metrics.bce_with_logits(logits, split.labels).double(),

@@ -27,12 +27,17 @@ from .engine import RunResult
 from .errors import ResultsError
 
 COLUMNS = [
-    "run_id", "sweep", "dataset", "model", "method", "budget_asked", "params", "buffer_bytes",
-    "total_bytes", "dim", "n_chunks", "seed", "epoch", "step", "train_bce", "val_bce", "val_auc",
+    "run_id", "sweep", "dataset", "model", "method", "budget_asked", "params", "table_params",
+    "buffer_bytes", "total_bytes", "dim", "n_chunks", "seed", "epoch", "step", "train_bce", "val_bce", "val_auc",
     "test_bce", "test_auc", "train_s", "cluster_s", "eval_s", "samples_per_s", "peak_mem_bytes",
     "status", "error", "device", "torch_version", "cce_bench_version", "git_rev", "started_at",
 ]
 STATUSES = ("ok", "diverged", "oom", "failed", "too_small")
+# Headers of files written by earlier versions: read as they are, appended to in their own
+# columns, so an old results folder still resumes (a column it lacks reads as empty).
+OLDER_HEADERS = [[c for c in COLUMNS if c != "table_params"]]
+TEXT_COLUMNS = ("run_id", "sweep", "dataset", "model", "method", "status", "error", "device",
+                "torch_version", "cce_bench_version", "git_rev", "started_at")
 _TIMESTAMP_LEN = len("2026-01-01T00:00:00+00:00")
 
 
@@ -52,7 +57,8 @@ def run_rows(run: RunConfig, sweep: str, result: RunResult | None, started_at: s
     }
     if result is None:
         return [{**base, "status": status or "failed", "epoch": 0, "step": 0}]
-    base |= {"params": result.params, "buffer_bytes": result.buffer_bytes,
+    base |= {"params": result.params, "table_params": result.table_params,
+             "buffer_bytes": result.buffer_bytes,
              "total_bytes": result.total_bytes, "peak_mem_bytes": result.peak_mem_bytes,
              "device": result.device}
     rows = []
@@ -78,11 +84,7 @@ class ResultsLog:
                 _atomic_write(self.path, ",".join(COLUMNS) + "\n")
         except OSError as err:
             raise ResultsError(f"cannot write results to {self.path.parent}: {err.strerror}") from err
-        with open(self.path, newline="") as f:
-            header = f.readline().strip()
-        if header.split(",") != COLUMNS:
-            raise ResultsError(f"{self.path} is not a cce-bench results file (its header differs); "
-                               "choose another --out or --name")
+        self.columns = file_columns(self.path)
 
     def completed_run_ids(self, include_failed: bool = True) -> set[str]:
         """Runs that have finished (any status, or only the non-failed ones)."""
@@ -99,7 +101,7 @@ class ResultsLog:
             _atomic_write(self.runs_dir / f"{config.run_id}.json",
                           json.dumps(config.to_dict(), indent=2, sort_keys=True))
         buffer = io.StringIO()
-        writer = csv.DictWriter(buffer, COLUMNS, lineterminator="\n")
+        writer = csv.DictWriter(buffer, self.columns, lineterminator="\n", extrasaction="ignore")
         writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
         data = buffer.getvalue().encode()
         try:
@@ -125,21 +127,32 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     except OSError as err:
         raise ResultsError(f"cannot read {path}: {err.strerror}") from err
     lines = text.splitlines(keepends=True)
-    if not lines or lines[0].strip().split(",") != COLUMNS:
-        raise ResultsError(f"{path} is not a cce-bench results file (missing or different header)")
+    columns = _known_header(lines[0] if lines else "", path)
     good = [row for row in csv.reader(line for line in lines[1:] if line.endswith("\n"))
-            if _complete(row)]
-    frame = pd.DataFrame(good, columns=COLUMNS)
-    numeric = [c for c in COLUMNS if c not in ("run_id", "sweep", "dataset", "model", "method",
-                                               "status", "error", "device", "torch_version",
-                                               "cce_bench_version", "git_rev", "started_at")]
-    for column in numeric:
-        frame[column] = pd.to_numeric(frame[column], errors="coerce")
+            if _complete(row, columns)]
+    frame = pd.DataFrame(good, columns=columns).reindex(columns=COLUMNS)
+    for column in COLUMNS:
+        if column not in TEXT_COLUMNS:
+            frame[column] = pd.to_numeric(frame[column], errors="coerce")
     return frame
 
 
-def _complete(row: list[str]) -> bool:
-    return (len(row) == len(COLUMNS) and row[COLUMNS.index("status")] in STATUSES
+def file_columns(path: Path) -> list[str]:
+    """The columns of an existing results file (the current ones or an earlier version's)."""
+    with open(path, newline="") as f:
+        return _known_header(f.readline(), path)
+
+
+def _known_header(line: str, path: Path) -> list[str]:
+    header = line.strip().split(",")
+    if header == COLUMNS or header in OLDER_HEADERS:
+        return header
+    raise ResultsError(f"{path} is not a cce-bench results file (missing or different header); "
+                       "choose another --out or --name")
+
+
+def _complete(row: list[str], columns: list[str]) -> bool:
+    return (len(row) == len(columns) and row[columns.index("status")] in STATUSES
             and len(row[-1]) == _TIMESTAMP_LEN)
 
 

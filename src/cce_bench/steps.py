@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import InteractionSplit
+from .data import InteractionSplit, TabularSplit
+
+Split = InteractionSplit | TabularSplit  # anything with .features, .labels and len()
 
 
 class _Epoch:
@@ -52,25 +54,25 @@ class PlainEpoch(_Epoch):
     Use: prepare(generator) once an epoch, then step() `steps` times, then loss_total().
     """
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, split: InteractionSplit,
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, split: Split,
                  batch_size: int):
         self.model, self.optimizer, self.split, self.batch_size = model, optimizer, split, batch_size
         self.steps = math.ceil(len(split) / batch_size)
+        self.device = split.labels.device
         self.order = torch.empty(0, dtype=torch.int64)
         self.position = 0
-        self.loss_sum = torch.zeros((), device=split.users.device)
+        self.loss_sum = torch.zeros((), device=self.device)
 
     def prepare(self, generator: torch.Generator) -> None:
-        self.order = torch.randperm(len(self.split), generator=generator,
-                                    device=self.split.users.device)
+        self.order = torch.randperm(len(self.split), generator=generator, device=self.device)
         self.position = 0
-        self.loss_sum = torch.zeros((), device=self.split.users.device)
+        self.loss_sum = torch.zeros((), device=self.device)
         self.model.train()
 
     def step(self) -> None:
         rows = self.order[self.position:self.position + self.batch_size]
         self.position += self.batch_size
-        logits = self.model(self.split.users[rows], self.split.items[rows])
+        logits = self.model(*(feature[rows] for feature in self.split.features))
         loss = F.binary_cross_entropy_with_logits(logits, self.split.labels[rows])
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -84,18 +86,18 @@ class PlainEpoch(_Epoch):
 class StaticEpoch(_Epoch):
     """Static-shape steps over a padded permutation; a CUDA graph of one step when use_graph."""
 
-    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, split: InteractionSplit,
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, split: Split,
                  batch_size: int, use_graph: bool):
         self.model, self.optimizer, self.split = model, optimizer, split
         self.batch_size, self.use_graph = batch_size, use_graph
-        device = split.users.device
+        device = split.labels.device
         n = len(split)
         self.steps = math.ceil(n / batch_size)
         padded = self.steps * batch_size
         # This epoch's rows in batch order, padded to whole batches (padding rows have weight
         # 0): a step then reads batch `cursor` with one index_select per column.
-        self.users = torch.zeros(self.steps, batch_size, dtype=torch.int64, device=device)
-        self.items = torch.zeros_like(self.users)
+        self.inputs = [torch.zeros(self.steps, batch_size, *f.shape[1:], dtype=f.dtype,
+                                   device=device) for f in split.features]
         self.labels = torch.zeros(self.steps, batch_size, device=device)
         self.weight = (torch.arange(padded, device=device) < n).float().view(self.steps, batch_size)
         self.cursor = torch.zeros(1, dtype=torch.int64, device=device)
@@ -109,7 +111,7 @@ class StaticEpoch(_Epoch):
 
         weight = batch(self.weight)
         count = weight.sum()
-        logits = self.model(batch(self.users), batch(self.items))
+        logits = self.model(*(batch(column) for column in self.inputs))
         losses = F.binary_cross_entropy_with_logits(logits, batch(self.labels), reduction="none")
         loss = (losses * weight).sum() / count
         loss.backward()
@@ -119,17 +121,18 @@ class StaticEpoch(_Epoch):
 
     def prepare(self, generator: torch.Generator) -> None:
         n = len(self.split)
-        order = torch.randperm(n, generator=generator, device=self.users.device)
-        self.users.view(-1)[:n] = self.split.users[order]
-        self.items.view(-1)[:n] = self.split.items[order]
+        order = torch.randperm(n, generator=generator, device=self.labels.device)
+        for column, feature in zip(self.inputs, self.split.features):
+            column.view(-1, *feature.shape[1:])[:n] = feature[order]
         self.labels.view(-1)[:n] = self.split.labels[order]
         self.cursor.zero_()
         self.loss_sum.zero_()
         self.model.train()
-        if self.use_graph and (self.graph is None or self.moved()):
-            self._capture()
+        self.invalidate()
 
     def step(self) -> None:
+        if self.use_graph and self.graph is None:
+            self._capture()  # first step, or the first after something moved the model's tensors
         if self.graph is not None:
             self.graph.replay()
         else:

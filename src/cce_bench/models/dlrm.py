@@ -1,0 +1,97 @@
+"""DLRM (Naumov et al., "Deep Learning Recommendation Model for Personalization and
+Recommendation Systems", 2019, arXiv:1906.00091), with its dot interaction.
+
+For a row with dense features x (F_d = 13 for Criteo) and categorical ids c_1 .. c_F (F = 26):
+    z_0 = bottom_mlp(x)                         (B, D), every layer followed by ReLU
+    z_t = E_t(c_t), t = 1 .. F                  (B, D), one embedding table per feature
+    p   = (<z_a, z_b> for a < b)                (B, (F + 1) F / 2), each pair once, no diagonal
+    logit = top_mlp([z_0, p])                   (B,), ReLU between layers, none after the last
+with D the embedding dim. The engine applies BCE with logits, so the top MLP ends in a logit,
+not in DLRM's sigmoid. Initialisation is DLRM's: layer weights N(0, sqrt(2 / (fan_in +
+fan_out))), biases N(0, sqrt(1 / fan_out)); the embedding tables initialise themselves.
+
+MLP sizes are written as DLRM's flags write them: bottom "13-512-256-64-16" names every layer
+width from the dense input to the embedding dim; top "512-256-1" names the output widths, its
+input width D + (F + 1) F / 2 following from the interaction.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import torch
+from torch import nn
+
+from ..errors import ConfigError
+
+EmbeddingFactory = Callable[[int], nn.Module]  # vocab -> module mapping (*S) ids to (*S, dim)
+
+
+def parse_mlp(text: str, what: str) -> list[int]:
+    """"13-512-256" -> [13, 512, 256]; a bad size is a ConfigError naming the option."""
+    try:
+        sizes = [int(part) for part in text.split("-")]
+    except ValueError:
+        sizes = []
+    if not sizes or any(n < 1 for n in sizes):
+        raise ConfigError(f"{what} '{text}' is not a list of layer widths; write them joined "
+                          "by '-', e.g. '13-512-256-64-16'")
+    return sizes
+
+
+def check_mlps(bottom: str, top: str, n_dense: int, dim: int) -> tuple[list[int], list[int]]:
+    """The two MLPs' widths, checked to chain: dense features -> ... -> dim, ... -> 1."""
+    bottom_sizes, top_sizes = parse_mlp(bottom, "bottom_mlp"), parse_mlp(top, "top_mlp")
+    if len(bottom_sizes) < 2 or bottom_sizes[0] != n_dense or bottom_sizes[-1] != dim:
+        raise ConfigError(f"bottom_mlp '{bottom}' must run from the {n_dense} dense features "
+                          f"to the embedding dim {dim}, e.g. '{n_dense}-512-256-{dim}'")
+    if top_sizes[-1] != 1:
+        raise ConfigError(f"top_mlp '{top}' must end in one logit, e.g. '512-256-1'")
+    return bottom_sizes, top_sizes
+
+
+def mlp(sizes: list[int], last_relu: bool) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for k, (fan_in, fan_out) in enumerate(zip(sizes, sizes[1:])):
+        linear = nn.Linear(fan_in, fan_out)
+        with torch.no_grad():  # DLRM's own initialisation (dlrm_s_pytorch.py create_mlp)
+            linear.weight.normal_(0.0, math.sqrt(2.0 / (fan_in + fan_out)))
+            linear.bias.normal_(0.0, math.sqrt(1.0 / fan_out))
+        layers.append(linear)
+        if last_relu or k < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+def pair_indices(n: int, device: torch.device | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(a, b) with a < b over n vectors, row by row: the strict upper triangle."""
+    return torch.triu_indices(n, n, offset=1, device=device).unbind(0)
+
+
+class DLRM(nn.Module):
+    def __init__(self, n_dense: int, table_sizes: list[int], dim: int, bottom_mlp: str,
+                 top_mlp: str, embedding_factory: EmbeddingFactory):
+        super().__init__()
+        bottom, top = check_mlps(bottom_mlp, top_mlp, n_dense, dim)
+        self.dim, self.n_features = dim, len(table_sizes)
+        self.bottom = mlp(bottom, last_relu=True)
+        self.tables = nn.ModuleList(embedding_factory(vocab) for vocab in table_sizes)
+        n_vectors = self.n_features + 1
+        self.top = mlp([dim + n_vectors * (n_vectors - 1) // 2, *top], last_relu=False)
+        a, b = pair_indices(n_vectors)
+        self.register_buffer("pair_a", a, persistent=False)
+        self.register_buffer("pair_b", b, persistent=False)
+
+    def forward(self, dense: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
+        """Logits (B,) for dense features (B, F_d) and categorical ids (B, F)."""
+        z0 = self.bottom(dense)  # (B, D)
+        ids = categorical.long()
+        vectors = [z0] + [table(ids[:, t]) for t, table in enumerate(self.tables)]
+        stacked = torch.stack(vectors, dim=1)  # (B, F + 1, D)
+        gram = torch.bmm(stacked, stacked.transpose(1, 2))  # (B, F + 1, F + 1)
+        pairs = gram[:, self.pair_a, self.pair_b]  # (B, (F + 1) F / 2)
+        return self.top(torch.cat([z0, pairs], dim=1)).squeeze(-1)
+
+    def embeddings(self) -> list[nn.Module]:
+        return list(self.tables)
