@@ -41,7 +41,7 @@ def test_parameter_count(budget, size):
     emb = make_embedding(500, budget, 16, "cce_robe", 4)
     assert emb.size == size and emb.rows == size // 4
     assert emb.num_parameters() == 2 * 4 * size <= budget
-    assert emb.num_buffer_bytes() == 500 * 4 * 4 + 4 * 3 * 8 + 8  # index, hashes, round
+    assert emb.num_buffer_bytes() == 500 * 4 * 4 + 4 * 4 * 8 + 8  # index, hashes (4 int64 each), round
 
 
 def test_smallest_budget_is_one_window_per_array():

@@ -5,7 +5,7 @@ An id is encoded by c hashed positions (a Bloom filter's bits) and the encoding'
 a table T, so the embedding is the sum of c hashed rows of one table:
     e(i) = sum_{j < c} T[h_j(i)],   T has rows x dim values, c = n_chunks.
 Budget: rows = num_params // dim; at least one row (num_params >= dim).
-Stores c hash functions' coefficients (buffer).
+Stores c hash functions' coefficients (buffer, 4 int64 = 32 bytes each).
 Shape: ids (*S) -> (*S, dim).
 
 Departures: when two of an id's hashes coincide the row is added twice, where the paper's

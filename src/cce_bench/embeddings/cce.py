@@ -18,7 +18,8 @@ The authors' implementation redraws the hash for the whole vocabulary inside its
 fills one coordinate of the residual and leaves unused rows NaN; this one does not.
 
 Budget: rows = num_params // (2 * dim): per chunk two tables of rows x (dim / c) values.
-Stores the index (vocab x c int32), the c hash functions and the round counter (buffers).
+Stores the index (vocab x c int32), the c hash functions (4 int64 each) and the round counter
+(one int64; buffers).
 Shape: ids (*S) -> (*S, dim).
 """
 

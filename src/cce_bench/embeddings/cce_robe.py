@@ -16,7 +16,8 @@ cluster() is CCE's (cce.py), steps (a)-(f), with these readings of "row":
       the per-row mean of CCE when windows do not overlap.
 Budget: L = num_params // (2c), params 2cL; at least one window per array, L >= w, so the
 smallest budget is 2 * dim (as for cce).
-Stores the slot index (vocab x c int32), the c hash functions and the round counter (buffers).
+Stores the slot index (vocab x c int32), the c hash functions (4 int64 each) and the round
+counter (one int64; buffers).
 Shape: ids (*S) -> (*S, dim).
 
 Departures: the authors' cce_robe shares one array across chunks, stores a random (not hashed)

@@ -5,7 +5,7 @@ arXiv:1909.02107; the hashed, concatenated variant used as "CE" by Tsang & Ahle 
 e(i) = concat_j T_j[h_j(i)] for chunks j = 1..c, each T_j has rows x (dim / c) values and
 h_j is chunk j's own universal hash.
 Budget: rows = num_params // dim (all c tables together hold rows x dim values).
-Stores c hash functions' coefficients (buffer).
+Stores c hash functions' coefficients (buffer, 4 int64 = 32 bytes each).
 Shape: ids (*S) -> (*S, dim).
 """
 

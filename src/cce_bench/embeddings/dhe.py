@@ -14,8 +14,8 @@ Budget: params(w) = k w + w + (H - 1)(w^2 + w) + w dim + dim (weights and biases
 k = min(w, 1024): the paper pairs k = 1024 hashes with hidden width 1800, i.e. k about w, and
 1024 is the largest k it uses; `n_hashes` fixes k instead. w is the largest width with
 params(w) <= num_params; the smallest budget is params(1).
-Stores the k hash functions' coefficients (buffer); nothing per id: the encoding is computed
-on the fly.
+Stores the k hash functions' coefficients (buffer, 4 int64 = 32 bytes each); nothing per id:
+the encoding is computed on the fly.
 Init: weights N(0, 2 / fan_in) (He), biases 0; the last layer is then scaled so that the
 output's root-mean-square over the first 2048 ids equals output_std, since the scale of a
 Mish MLP's output has no simple closed form.

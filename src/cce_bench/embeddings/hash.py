@@ -3,7 +3,7 @@ ICML 2009; arXiv:0902.2206).
 
 e(i) = T[h(i)], T has rows x dim values, h one universal hash (see hashing.py).
 Budget: rows = num_params // dim; at least one row (num_params >= dim).
-Stores one hash function's coefficients (buffer).
+Stores one hash function's coefficients (buffer, 4 int64 = 32 bytes).
 Shape: ids (*S) -> (*S, dim).
 """
 

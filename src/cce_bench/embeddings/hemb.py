@@ -9,7 +9,7 @@ Budget: both pools share P. E gets half of it, W the rest:
 so B * dim + K * c <= P, less than c values unused. Since a row of W costs c values and a
 row of E costs dim, W has about dim / c times as many rows as E: 8 at dim 32 and c = 4, near the
 paper's advice that K be much larger than B. Smallest budget: dim + c (one row of each).
-Stores c + 1 hash functions' coefficients (buffers); nothing per id.
+Stores c + 1 hash functions' coefficients (buffers, 4 int64 = 32 bytes each); nothing per id.
 Shape: ids (*S) -> (*S, dim).
 
 Departures: the paper's option of concatenating the importance weights to the output is left

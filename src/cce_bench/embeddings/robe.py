@@ -7,7 +7,7 @@ consecutive weights starting at a hashed offset, wrapping around the end of the 
     e_j(i)[t] = w[(h_j(i) + t) mod P],   t = 0 .. dim/c - 1,     e(i) = concat_j e_j(i).
 Budget: P = num_params exactly; at least dim weights (one whole embedding's worth, the hashing
 trick's minimum), so one id's chunks need not overlap each other.
-Stores c hash functions' coefficients (buffer); nothing per id.
+Stores c hash functions' coefficients (buffer, 4 int64 = 32 bytes each); nothing per id.
 Shape: ids (*S) -> (*S, dim).
 
 Departures: the paper's block size Z is free; here it is dim / n_chunks, so n_chunks = 1 is
