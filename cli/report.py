@@ -16,6 +16,10 @@ from cce_bench.plots.report import METRIC_NAMES, PARITY_HEADER, parity_rows, row
 from .common import console, err_console, friendly_errors
 
 
+class Against(str, Enum):
+    paper = "paper"
+
+
 class Format(str, Enum):
     table = "table"
     markdown = "markdown"
@@ -36,15 +40,24 @@ def report(
         "counts as parity.")] = DEFAULT_TOLERANCE,
     results: Annotated[Path, typer.Option(
         help="Folder where sweep names are looked up.")] = Path("results"),
+    against: Annotated[Optional[Against], typer.Option(
+        help="Instead: compare with the authors' own results (paper: their repository's "
+        "results/, shipped with cce-bench): per dataset, method and budget our mean ± std, "
+        "theirs, the difference and whether ours is within their seed spread.",
+        show_default=False)] = None,
 ) -> None:
     """Per dataset: methods x budgets with the best val BCE and AUC (mean ± std over seeds),
     the best method per budget marked, and each method's compression at parity with the full
-    table."""
+    table, in parameters and in bytes; or, with --against paper, the comparison with the
+    authors' results."""
     rows = load_results(sources, results)
-    built = build_report(best_per_run(rows), tolerance)
     skipped = failed_summary(rows)
     if skipped:  # stderr, so redirected markdown / csv / latex stays clean
         err_console.print(f"skipped {skipped}", highlight=False)
+    if against is not None:
+        print_comparison(best_per_run(rows), fmt)
+        return
+    built = build_report(best_per_run(rows), tolerance)
     if fmt is Format.csv:
         typer.echo(to_csv(built), nl=False)
     elif fmt is Format.markdown:
@@ -54,6 +67,48 @@ def report(
     else:
         for table in rich_tables(built):
             console.print(table)
+
+
+def print_comparison(best, fmt: Format) -> None:
+    from cce_bench.plots import paper_tables
+    from cce_bench.plots.paper import build_comparison
+
+    comparison = build_comparison(best)
+    if fmt is Format.csv:
+        typer.echo(paper_tables.to_csv(comparison), nl=False)
+    elif fmt is Format.markdown:
+        typer.echo(paper_tables.to_markdown(comparison), nl=False)
+    elif fmt is Format.latex:
+        typer.echo(paper_tables.to_latex(comparison), nl=False)
+    else:
+        for section in comparison.sections:
+            if not section.ran:
+                console.print(section.not_run_line(), highlight=False)
+                continue
+            for metric in ("auc", "bce"):
+                console.print(comparison_table(section, metric))
+            console.print("\n".join(paper_tables.notes(section)), highlight=False)
+            console.print("[bold]verdict per method[/bold]", highlight=False)
+            for line in section.method_lines():
+                console.print(f"  {line}", highlight=False)
+            if section.also_ran:
+                console.print(section.also_ran_line(), highlight=False)
+            console.print()
+
+
+def comparison_table(section, metric: str) -> Table:
+    from cce_bench.plots.paper_tables import GROUP_TITLES, HEADER, metric_rows
+
+    table = Table(title=f"{section.title}: best {METRIC_NAMES[metric]}", title_justify="left")
+    for column in HEADER:
+        table.add_column(column, justify="left" if column in ("method", "verdict") else "right")
+    for group, cells in metric_rows(section, metric):
+        if GROUP_TITLES[group]:
+            table.add_section()
+            table.add_row(f"[italic]{GROUP_TITLES[group]}[/italic]")
+        for row in cells:
+            table.add_row(*row)
+    return table
 
 
 def rich_tables(built: Report) -> list[Table]:

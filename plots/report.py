@@ -288,6 +288,6 @@ def to_latex(report: Report) -> str:
 
 def _tex(text: str) -> str:
     for char, escaped in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"),
-                          ("#", "\\#"), ("±", "$\\pm$")):
+                          ("#", "\\#"), ("±", "$\\pm$"), ("−", "$-$")):
         text = text.replace(char, escaped)
     return text
