@@ -36,7 +36,9 @@ def sweep(
     datasets: Annotated[Optional[list[str]], typer.Option(
         "--datasets", "--dataset", "-d", show_default=False,
         help=f"Datasets (repeat or comma-separate). Default: {DEFAULT_DATASET}.")] = None,
-    model: Annotated[Optional[str], typer.Option(help="Model: gmf.", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(
+        help="Model: gmf (interaction data) or dlrm (Criteo data). Default: gmf.",
+        show_default=False)] = None,
     methods: Annotated[Optional[list[str]], typer.Option(
         "--methods", "--method", "-m", show_default=False,
         help="Embedding methods (repeat or comma-separate; 'all' for every one). "
@@ -55,17 +57,31 @@ def sweep(
     seeds: Annotated[Optional[str], typer.Option(
         help="A count N (seeds 0..N-1) or a list 0,4,7. Default: 1.", show_default=False)] = None,
     dim: Annotated[Optional[int], typer.Option(
-        help="Embedding dimension. Default: 32.", show_default=False)] = None,
+        help="Embedding dimension. Default: 32 (GMF), 16 (DLRM).", show_default=False)] = None,
     epochs: Annotated[Optional[int], typer.Option(
         help="Training epochs. Default: 10.", show_default=False)] = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        help="Training batch size. Default: 4096.", show_default=False)] = None,
+        help="Training batch size. Default: 4096 (GMF), 128 (DLRM).", show_default=False)] = None,
     lr: Annotated[Optional[float], typer.Option(
-        help="AdamW learning rate. Default: 0.001.", show_default=False)] = None,
+        help="Learning rate. Default: 0.001 (GMF), 0.1 (DLRM).", show_default=False)] = None,
     weight_decay: Annotated[Optional[float], typer.Option(
-        help="AdamW weight decay. Default: 0.01.", show_default=False)] = None,
+        help="Weight decay. Default: 0.01 (GMF), 0 (DLRM).", show_default=False)] = None,
+    optimizer: Annotated[Optional[str], typer.Option(
+        help="adamw or sgd. Default: adamw (GMF), sgd (DLRM).", show_default=False)] = None,
+    eval_every: Annotated[Optional[int], typer.Option(
+        help="Also evaluate every N steps (0: after each epoch only). Default: 0 (GMF), 50000 "
+        "(DLRM).", show_default=False)] = None,
+    cluster_every: Annotated[Optional[int], typer.Option(
+        help="Cluster every N steps (0: after each epoch). Default: 0 (GMF), 50000 (DLRM).",
+        show_default=False)] = None,
     cluster_until: Annotated[Optional[float], typer.Option(
-        help="Cluster after each epoch up to this fraction of the epochs. Default: 0.75.",
+        help="Cluster up to this fraction of the run (of its epochs, or of its steps with "
+        "--cluster-every). Default: 0.75 (GMF), 0.05 (DLRM).", show_default=False)] = None,
+    bottom_mlp: Annotated[Optional[str], typer.Option(
+        help="DLRM's bottom MLP, dense features to dim. Default: 13-512-256-64-16.",
+        show_default=False)] = None,
+    top_mlp: Annotated[Optional[str], typer.Option(
+        help="DLRM's top MLP, ending in one logit. Default: 512-256-1.",
         show_default=False)] = None,
     early_stop: Annotated[Optional[float], typer.Option(
         help="Stop when val BCE and AUC both worsen by this fraction (0: never). "
@@ -113,7 +129,9 @@ def sweep(
         "name": name, "datasets": datasets, "model": model, "methods": methods,
         "budgets": budgets, "budget_unit": budget_unit, "n_chunks": n_chunks, "seeds": seeds,
         "dim": dim, "epochs": epochs, "batch_size": batch_size, "lr": lr,
-        "weight_decay": weight_decay, "cluster_until": cluster_until, "early_stop": early_stop,
+        "weight_decay": weight_decay, "optimizer": optimizer, "eval_every": eval_every,
+        "cluster_every": cluster_every, "bottom_mlp": bottom_mlp, "top_mlp": top_mlp,
+        "cluster_until": cluster_until, "early_stop": early_stop,
         "kmeans": kmeans, "device": device, "out": out}
     if specs and len(specs) > 1 and name is not None:
         raise ConfigError("--name with several specs would send them all to one file; "

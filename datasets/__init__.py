@@ -64,6 +64,26 @@ def load_criteo(name: str = "criteo-synthetic", download: bool = False,
                       ranges, list(meta["vocab_sizes"]), meta)
 
 
+def load_training_data(name: str, model: str = "gmf", download: bool = False,
+                       reporter: Reporter | None = None) -> InteractionData | CriteoData:
+    """What a model trains on: interactions for GMF, a Criteo-shaped log for DLRM."""
+    if model == "dlrm":
+        return load_criteo(name, download, reporter)
+    return load_dataset(name, download, reporter)
+
+
+def require_training_data(name: str, model: str = "gmf", download: bool = False,
+                          reporter: Reporter | None = None):
+    """The ready cache folder of what a model trains on (see load_training_data): a dataset
+    of the wrong kind raises ConfigError, a missing download DatasetError with the command."""
+    if model == "dlrm":
+        if info(name).kind not in CRITEO_KINDS:
+            raise ConfigError(f"{name} is not a Criteo dataset; DLRM needs criteo-kaggle, "
+                              "criteo-terabyte or criteo-synthetic[-<rows>][-cap<ids>]")
+        return require(name, download=download, reporter=reporter)
+    return require_interactions(name, download, reporter)
+
+
 def _split(folder, split: str) -> InteractionSplit:
     def column(key: str) -> torch.Tensor:
         return torch.from_numpy(np.array(cache.load_array(folder, f"{split}_{key}")))
@@ -73,4 +93,5 @@ def _split(folder, split: str) -> InteractionSplit:
 
 __all__ = ["DEFAULT_DATASET", "DatasetInfo", "Reporter", "RichReporter", "SilentReporter",
            "SourceFile", "catalog", "entry_path", "info", "load_criteo", "load_dataset",
-           "prepare", "require", "require_interactions", "status"]
+           "load_training_data", "prepare", "require", "require_interactions",
+           "require_training_data", "status"]

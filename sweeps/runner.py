@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from cce_bench.config import RunConfig
-from cce_bench.datasets import Reporter, require_interactions
+from cce_bench.datasets import Reporter, require_training_data
 from cce_bench.engine import EpochRecord
 from cce_bench.errors import ConfigError
 from cce_bench.results import ResultsLog, now_timestamp, run_rows
@@ -177,8 +177,8 @@ def run_sweeps(specs: list[SweepSpec], observer: SweepObserver | None = None,
 def _prepare_datasets(tasks: list[Task], download: bool, reporter: Reporter | None) -> None:
     """Build (or fetch) every dataset once, here, before the workers load them from the cache:
     a missing dataset is one clear error, not a failed row per run."""
-    for name in dict.fromkeys(task.dataset for task in tasks):
-        require_interactions(name, download=download, reporter=reporter)
+    for name, model in dict.fromkeys((task.dataset, task.runs[0].model) for task in tasks):
+        require_training_data(name, model, download=download, reporter=reporter)
 
 
 class _Driver:

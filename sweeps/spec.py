@@ -10,18 +10,21 @@ writes, normalised here once:
 - budgets are parameters per dimension (ppd; a table gets ppd x dim parameters) unless
   budget_unit = "params", where they are parameters per table.
 - methods = "all" is every registered method; seeds = N is seeds 0..N-1, a list names them.
+- training settings left unset take the model's defaults (MODEL_DEFAULTS): the authors' GMF
+  settings, or DLRM's own Criteo Kaggle settings.
 
 A bad value raises ConfigError naming the field.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from cce_bench.config import MODELS, RunConfig
-from cce_bench.datasets import DEFAULT_DATASET, info
+from cce_bench.config import MODELS, OPTIMIZERS, RunConfig
+from cce_bench.datasets import CRITEO_KINDS, DEFAULT_DATASET, info
 from cce_bench.embeddings import get_method, method_names
 from cce_bench.errors import CceBenchError, ConfigError
 
@@ -31,6 +34,24 @@ BUDGET_UNITS = ("ppd", "params")
 KMEANS_BACKENDS = ("auto", "faiss", "torch")
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
+
+# Training settings a spec may leave unset, per model.
+MODEL_DEFAULTS = {
+    # The authors' GMF scripts: AdamW at torch's defaults but lr 1e-3, batch 4096.
+    "gmf": {"dim": 32, "batch_size": 4096, "lr": 1e-3, "weight_decay": 0.01,
+            "optimizer": "adamw", "eval_every": 0, "cluster_every": 0, "cluster_until": 0.75,
+            "bottom_mlp": "", "top_mlp": ""},
+    # DLRM's bench/dlrm_s_criteo_kaggle.sh: --arch-sparse-feature-size=16
+    # --arch-mlp-bot="13-512-256-64-16" --arch-mlp-top="512-256-1" --mini-batch-size=128
+    # --learning-rate=0.1 (plain SGD, no schedule, no weight decay). The paper evaluates every
+    # 50,000 batches ("about one sixth of an epoch" of Kaggle's 39.3M training rows at 128).
+    # CCE clusters on the same cadence through the first half epoch of ten (cluster_until is a
+    # fraction of all steps): DLRM on Kaggle reaches its best validation BCE within the first
+    # epochs, so clustering must be done early to leave steps to fine-tune (paper/criteo-kaggle).
+    "dlrm": {"dim": 16, "batch_size": 128, "lr": 0.1, "weight_decay": 0.0, "optimizer": "sgd",
+             "eval_every": 50_000, "cluster_every": 50_000, "cluster_until": 0.05,
+             "bottom_mlp": "13-512-256-64-16", "top_mlp": "512-256-1"},
+}
 
 
 @dataclass
@@ -43,12 +64,18 @@ class SweepSpec:
     budget_unit: str = "ppd"  # "ppd": params per dimension (the paper's unit); "params": per table
     n_chunks: list[int] = field(default_factory=lambda: [4])
     seeds: list[int] = field(default_factory=lambda: [0])
-    dim: int = 32
+    # None: the model's default (MODEL_DEFAULTS).
+    dim: int | None = None
     epochs: int = 10
-    batch_size: int = 4096
-    lr: float = 1e-3
-    weight_decay: float = 0.01
-    cluster_until: float = 0.75
+    batch_size: int | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    optimizer: str | None = None
+    eval_every: int | None = None  # steps; 0: after each epoch only
+    cluster_every: int | None = None  # steps; 0: cluster after epochs
+    bottom_mlp: str | None = None  # DLRM only
+    top_mlp: str | None = None  # DLRM only
+    cluster_until: float | None = None
     early_stop: float = 0.01
     kmeans: str = "auto"
     device: str = "auto"
@@ -66,6 +93,11 @@ class SweepSpec:
         if self.model not in MODELS:
             raise ConfigError(f"field 'model': unknown model '{self.model}'; choose from: "
                               f"{', '.join(MODELS)}")
+        for dataset in self.datasets:
+            _check_model_data(self.model, dataset)
+        for name, default in MODEL_DEFAULTS[self.model].items():
+            if getattr(self, name) is None:
+                setattr(self, name, default)
         self.methods = _strings(self, "methods")
         if "all" in self.methods:
             self.methods = _unique([m for name in self.methods
@@ -81,14 +113,24 @@ class SweepSpec:
         self.seeds = _seeds(self.seeds)
         for name in ("dim", "epochs", "batch_size"):
             setattr(self, name, _integer(self, name, minimum=1))
+        for name in ("eval_every", "cluster_every"):
+            setattr(self, name, _integer(self, name, minimum=0))
+        self.optimizer = _text(self, "optimizer")
+        if self.optimizer not in OPTIMIZERS:
+            raise ConfigError(f"field 'optimizer': '{self.optimizer}' is not one of "
+                              f"{', '.join(OPTIMIZERS)}")
+        self._check_mlps()
         for n in self.n_chunks:
             if self.dim % n:
                 raise ConfigError(f"field 'n_chunks': {n} does not divide dim {self.dim}; "
                                   "use divisors of dim, e.g. '1:16' for dim 32")
         for name in ("lr", "weight_decay", "cluster_until", "early_stop"):
             setattr(self, name, _real(self, name))
-        if not self.lr > 0:
-            raise ConfigError(f"field 'lr': must be positive, not {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"field 'lr': must be a positive number, not {self.lr}")
+        if not math.isfinite(self.weight_decay):
+            raise ConfigError(f"field 'weight_decay': must be a number >= 0, not "
+                              f"{self.weight_decay}")
         if self.weight_decay < 0 or self.early_stop < 0:
             bad = "weight_decay" if self.weight_decay < 0 else "early_stop"
             raise ConfigError(f"field '{bad}': must be >= 0, not {getattr(self, bad)}")
@@ -104,6 +146,23 @@ class SweepSpec:
         if not isinstance(self.out, (str, Path)) or not str(self.out):
             raise ConfigError(f"field 'out': expected a folder path, got {self.out!r}")
         self.out = Path(self.out)
+
+    def _check_mlps(self) -> None:
+        for name in ("bottom_mlp", "top_mlp"):
+            value = getattr(self, name)
+            if not isinstance(value, str):
+                raise ConfigError(f"field '{name}': expected layer widths such as "
+                                  f"'13-512-256-64-16', got {value!r}")
+        if self.model == "dlrm":
+            from cce_bench.models.build import N_DENSE
+            from cce_bench.models.dlrm import check_mlps
+
+            try:
+                check_mlps(self.bottom_mlp, self.top_mlp, N_DENSE, self.dim)
+            except ConfigError as err:
+                raise ConfigError(f"field '{str(err).split()[0]}': {err}") from None
+        elif self.bottom_mlp or self.top_mlp:
+            raise ConfigError("fields 'bottom_mlp' and 'top_mlp' are DLRM's; GMF has no MLP")
 
     @classmethod
     def field_names(cls) -> list[str]:
@@ -135,7 +194,9 @@ class SweepSpec:
                                 batch_size=self.batch_size, lr=self.lr,
                                 weight_decay=self.weight_decay,
                                 cluster_until=self.cluster_until, early_stop=self.early_stop,
-                                kmeans=self.kmeans))
+                                kmeans=self.kmeans, optimizer=self.optimizer,
+                                eval_every=self.eval_every, cluster_every=self.cluster_every,
+                                bottom_mlp=self.bottom_mlp, top_mlp=self.top_mlp))
         return runs
 
 
@@ -248,6 +309,18 @@ def _real(spec: SweepSpec, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ConfigError(f"field '{name}': expected a number, got {value!r}")
     return float(value)
+
+
+def _check_model_data(model: str, dataset: str) -> None:
+    criteo = info(dataset).kind in CRITEO_KINDS
+    if model == "gmf" and criteo:
+        raise ConfigError(f"field 'datasets': {dataset} is a Criteo dataset (dense and "
+                          "categorical features); GMF needs an interaction dataset (MovieLens, "
+                          "syn-<vocab>-<interactions>); use --model dlrm for Criteo")
+    if model == "dlrm" and not criteo:
+        raise ConfigError(f"field 'datasets': {dataset} is an interaction dataset; DLRM needs a "
+                          "Criteo dataset: criteo-kaggle, criteo-terabyte or "
+                          "criteo-synthetic[-<rows>][-cap<ids>]")
 
 
 def _check_name(name: str, field_name: str, lookup) -> None:

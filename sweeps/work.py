@@ -20,8 +20,8 @@ from typing import Callable, Protocol
 import torch
 
 from cce_bench.config import RunConfig
-from cce_bench.data import InteractionData
-from cce_bench.datasets import load_dataset
+from cce_bench.data import CriteoData, InteractionData
+from cce_bench.datasets import load_training_data
 from cce_bench.engine import EpochRecord, RunResult, build_model, train, train_many
 from cce_bench.errors import BudgetTooSmall
 from cce_bench.results import now_timestamp, run_rows
@@ -98,7 +98,7 @@ def group_runs(runs: list[RunConfig], group_size: int = 1) -> list[list[RunConfi
     return groups
 
 
-def train_group(runs: list[RunConfig], data: InteractionData, sweep: str, device: str,
+def train_group(runs: list[RunConfig], data: InteractionData | CriteoData, sweep: str, device: str,
                 observer: RunObserver) -> list[list[dict]]:
     """Train a group of runs on one device in lockstep; one list of rows per run, in order.
 
@@ -126,7 +126,7 @@ def train_group(runs: list[RunConfig], data: InteractionData, sweep: str, device
     return [rows[i] for i in range(len(runs))]
 
 
-def train_one(run: RunConfig, data: InteractionData, sweep: str, device: str,
+def train_one(run: RunConfig, data: InteractionData | CriteoData, sweep: str, device: str,
               observer: RunObserver) -> list[dict]:
     """Train a run and return its rows; a failure becomes a row with its status and error."""
     started = now_timestamp()
@@ -142,14 +142,14 @@ def train_one(run: RunConfig, data: InteractionData, sweep: str, device: str,
 
 
 def execute(task: Task, worker: str, device: str, emit: Callable[[Event], None],
-            datasets: dict[str, InteractionData]) -> Finished:
+            datasets: dict[str, InteractionData | CriteoData]) -> Finished:
     """Run one task where a worker is: load its data (kept in `datasets` for the next task),
     train the group, report through emit. A data problem becomes a `failed` row per run."""
     observer = _Emitter(worker, task.id, emit)
     try:
         if task.dataset not in datasets:
             datasets.clear()  # one dataset in memory per worker
-            datasets[task.dataset] = load_dataset(task.dataset)
+            datasets[task.dataset] = load_training_data(task.dataset, task.runs[0].model)
         data = datasets[task.dataset]
     except Exception as err:  # noqa: BLE001 - the driver records it; the worker goes on
         started = now_timestamp()

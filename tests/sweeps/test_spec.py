@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 
 import pytest
@@ -63,7 +65,14 @@ def test_an_empty_method_list_is_refused(tmp_path):
     ({"seeds": 0}, "field 'seeds': must be at least 1, not 0"),
     ({"epochs": "ten"}, "field 'epochs': expected an integer, got 'ten'"),
     ({"epochs": True}, "field 'epochs': expected an integer, got True"),
-    ({"lr": 0}, "field 'lr': must be positive"),
+    ({"lr": 0}, "field 'lr': must be a positive number, not 0.0"),
+    ({"lr": float("inf")}, "field 'lr': must be a positive number, not inf"),
+    ({"weight_decay": float("nan")}, "field 'weight_decay': must be a number >= 0, not nan"),
+    ({"model": "dlrm"}, "field 'datasets': syn-60-2400 is an interaction dataset; DLRM needs a "
+                        "Criteo dataset"),
+    ({"optimizer": "adam"}, "field 'optimizer': 'adam' is not one of adamw, sgd"),
+    ({"eval_every": -1}, "field 'eval_every': must be at least 0, not -1"),
+    ({"bottom_mlp": "13-64"}, "fields 'bottom_mlp' and 'top_mlp' are DLRM's; GMF has no MLP"),
     ({"cluster_until": 1.5}, "field 'cluster_until': must be in [0, 1]"),
     ({"budget_unit": "bytes"}, "field 'budget_unit': 'bytes' is not one of ppd, params"),
     ({"kmeans": "sklearn"}, "field 'kmeans': 'sklearn' is not one of auto, faiss, torch"),
@@ -74,6 +83,40 @@ def test_bad_values_name_their_field(fields, message):
     with pytest.raises(ConfigError) as err:
         SweepSpec(**({"datasets": TINY_DATASET} | fields))
     assert message in str(err.value)
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"model": "gmf"}, "field 'datasets': criteo-synthetic-100 is a Criteo dataset (dense and "
+                       "categorical features); GMF needs an interaction dataset"),
+    ({"bottom_mlp": "13-64-8"}, "field 'bottom_mlp': bottom_mlp '13-64-8' must run from the 13 "
+                                "dense features to the embedding dim 16, e.g. '13-512-256-16'"),
+    ({"bottom_mlp": "13-x-16"}, "field 'bottom_mlp': bottom_mlp '13-x-16' is not a list of layer "
+                                "widths"),
+    ({"top_mlp": "512-256"}, "field 'top_mlp': top_mlp '512-256' must end in one logit"),
+])
+def test_bad_dlrm_settings_name_their_field(fields, message):
+    with pytest.raises(ConfigError) as err:
+        SweepSpec(**({"datasets": "criteo-synthetic-100", "model": "dlrm"} | fields))
+    assert message in str(err.value)
+
+
+def test_dlrm_defaults_are_dlrm_kaggle_settings():
+    spec = SweepSpec(datasets="criteo-synthetic-100", model="dlrm", methods="cce,full",
+                     budgets=[100])
+    assert (spec.dim, spec.batch_size, spec.lr, spec.weight_decay, spec.optimizer) == \
+        (16, 128, 0.1, 0.0, "sgd")
+    assert (spec.bottom_mlp, spec.top_mlp) == ("13-512-256-64-16", "512-256-1")
+    assert (spec.eval_every, spec.cluster_every, spec.cluster_until) == (50_000, 50_000, 0.05)
+    cce = [r for r in spec.expand() if r.method == "cce"]
+    assert [r.budget for r in cce] == [1600] and cce[0].model == "dlrm"
+    assert cce[0].bottom_mlp == "13-512-256-64-16" and cce[0].optimizer == "sgd"
+    # GMF's run ids are those of the version before DLRM existed: its new fields, at their
+    # GMF values, stay out of the hash, so earlier results files still resume.
+    gmf = SweepSpec(datasets=TINY_DATASET, methods="cce", budgets=[16]).expand()[0]
+    before = {k: v for k, v in gmf.to_dict().items() if k not in
+              ("optimizer", "eval_every", "cluster_every", "bottom_mlp", "top_mlp")}
+    text = json.dumps(before, sort_keys=True, default=str)
+    assert gmf.run_id == hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def test_not_toml_is_one_clear_error(tmp_path):
