@@ -41,6 +41,10 @@ class Format(str, Enum):
     svg = "svg"
 
 
+class Reference(str, Enum):
+    paper = "paper"
+
+
 class CurveX(str, Enum):
     epoch = "epoch"
     step = "step"
@@ -80,6 +84,10 @@ def plot(
     curve_x: Annotated[CurveX, typer.Option(help="curves: x axis.")] = CurveX.epoch,
     results: Annotated[Path, typer.Option(
         help="Folder where sweep names are looked up.")] = Path("results"),
+    reference: Annotated[Optional[Reference], typer.Option(
+        help="compression: also draw the authors' mean curves (paper: their repository's "
+        "results/, shipped with cce-bench), dashed in each method's colour, on the datasets "
+        "they ran.", show_default=False)] = None,
 ) -> None:
     """Draw figures per dataset: best validation BCE / AUC against table size, one line and
     marker per method (mean over seeds, min..max band), the full table and the Bayes-optimal
@@ -93,7 +101,7 @@ def plot(
         formats=[f.value for f in fmt or [Format.png, Format.pdf]],
         curves=CurveSelection(methods=method, budgets=budget, seeds=seed, run_ids=run,
                               x=curve_x.value),
-        methods=method)
+        methods=method, reference=reference.value if reference else None)
     outcome = draw(rows, request, bayes_scores(rows["dataset"].unique()))
     for note in outcome.notes:
         console.print(note, highlight=False)

@@ -11,6 +11,7 @@ from cce_bench.errors import ConfigError
 
 from .figures import (METRICS, X_AXES, Bayes, chunks_figure, compression_figure, criteo_figure,
                       has_chunk_variation)
+from .paper import REFERENCES, paper_notes
 from .style import FORMATS
 from .summary import best_per_run, failed_summary, is_reference
 from .training import CURVE_X, CurveSelection, cost_figure, curves_figure
@@ -27,6 +28,7 @@ class PlotRequest:
     formats: list[str] = field(default_factory=lambda: ["png", "pdf"])
     curves: CurveSelection = field(default_factory=CurveSelection)
     methods: list[str] | None = None  # only these (the full table stays as the reference)
+    reference: str | None = None  # "paper": the authors' curves dashed on the compression figure
 
     def __post_init__(self):
         _check("figure kind", self.kinds, KINDS + ["all"])
@@ -34,6 +36,8 @@ class PlotRequest:
         _check("x axis", [self.x], list(X_AXES))
         _check("format", self.formats, list(FORMATS))
         _check("curve x axis", [self.curves.x], list(CURVE_X))
+        if self.reference is not None:
+            _check("reference", [self.reference], REFERENCES)
 
 
 @dataclass
@@ -58,6 +62,8 @@ def draw(rows: pd.DataFrame, request: PlotRequest, bayes: Bayes | None = None) -
     best = best_per_run(rows)
     everything = "all" in request.kinds
     kinds = KINDS if everything else request.kinds
+    if request.reference and "compression" in kinds:
+        notes += paper_notes(best, request.x)
     out, fmts = request.out_dir, request.formats
     written: list[Path] = []
     for kind in kinds:
@@ -72,7 +78,8 @@ def draw(rows: pd.DataFrame, request: PlotRequest, bayes: Bayes | None = None) -
             continue
         for metric in request.metrics:
             if kind == "compression":
-                written += compression_figure(best, metric, request.x, out, fmts, bayes)
+                written += compression_figure(best, metric, request.x, out, fmts, bayes,
+                                              request.reference)
             elif kind == "chunks":
                 written += chunks_figure(best, metric, request.x, out, fmts, bayes)
             elif kind == "criteo":

@@ -17,14 +17,18 @@ import pandas as pd
 
 from cce_bench.errors import ResultsError
 
-from .style import (BAYES_STYLE, MARKERS, REFERENCE_STYLE, Style, figure_style, legend_outside,
-                    log2_axis, method_styles, save)
-from .summary import PANEL_KEYS, is_reference, main_n_chunks, mean_over_seeds, panels
+from .style import (BAYES_STYLE, MARKERS, PAPER_STYLE, POST_TRAINING_STYLE, REFERENCE_STYLE, Style,
+                    figure_style, legend_outside, log2_axis, method_styles, save)
+from .summary import (PANEL_KEYS, is_post_training, is_reference, main_n_chunks, mean_over_seeds,
+                      panels)
 
 METRICS = {"bce": "best validation BCE (lower is better)",
            "auc": "best validation AUC (higher is better)"}
-X_AXES = {"params": ("params", "parameters per embedding table"),
-          "bytes": ("total_bytes", "model bytes (parameters + index buffers)"),
+# The labels say which size is counted: parameters alone leave out the per-id index that cce,
+# cce_robe and pq keep (vocab x n_chunks int32), which caps their real compression.
+X_AXES = {"params": ("params", "parameters per embedding table (index buffers not counted)"),
+          "bytes": ("total_bytes", "model bytes incl. index buffers (4 per parameter + "
+                    "per-id codes, seeds)"),
           "ppd": ("ppd", "parameters per dimension (budget / dim)")}
 # dataset -> {"auc": value, "bce": value}: the truth model's own validation scores.
 Bayes = Mapping[str, Mapping[str, float]]
@@ -50,12 +54,19 @@ def panel_title(dataset: str, model: str, dim: int, n_chunks: int | None,
 
 def draw_methods(ax, summary: pd.DataFrame, metric: str, x: str, styles: dict[str, Style],
                  bayes: float | None, label_suffix: str = "") -> None:
-    """Mean lines with min..max bands per method, the full table and Bayes-optimal lines."""
+    """Mean lines with min..max bands per method, the full table and Bayes-optimal lines; a
+    post-training method (pq) in the reference style, without a band, in its legend group."""
     column = X_AXES[x][0]
     reference = is_reference(summary)
+    post = is_post_training(summary)
     for method, group in summary[~reference].groupby("method", sort=False):
         group = group.sort_values(column)
         style = styles[method]
+        if post[group.index].all():
+            ax.plot(group[column], group[f"{metric}_mean"], marker=style.marker,
+                    color=style.color, label=f"{method}{label_suffix}", zorder=3,
+                    gid="post-training", **POST_TRAINING_STYLE)
+            continue
         ax.plot(group[column], group[f"{metric}_mean"], marker=style.marker, color=style.color,
                 label=f"{method}{label_suffix}", zorder=3)
         ax.fill_between(group[column], group[f"{metric}_min"], group[f"{metric}_max"],
@@ -81,9 +92,37 @@ def in_registry_order(summary: pd.DataFrame, styles: dict[str, Style]) -> pd.Dat
     return summary.sort_values("method", key=lambda s: s.map(rank), kind="stable")
 
 
+def draw_paper(ax, dataset: str, model: str, epochs: int, methods, metric: str, x: str,
+               styles: dict[str, Style]) -> bool:
+    """The authors' mean curves of `methods`, dashed in each method's colour, their full table
+    as a dashed horizontal line; False where they did not run the dataset (or the axis is
+    bytes, which their results do not give)."""
+    from .paper import AUTHORS_DIM, authors_epochs, authors_summary
+
+    paper_epochs = authors_epochs(dataset, epochs) if model == "gmf" else None
+    if paper_epochs is None or x == "bytes":
+        return False
+    theirs = authors_summary(dataset, paper_epochs)
+    theirs = theirs[theirs["method"].isin(set(methods))]
+    for method, group in theirs.groupby("method", sort=False):
+        style = styles[method]
+        if group["ppd"].isna().all():  # the full table
+            ax.axhline(group[f"paper_{metric}_mean"].mean(), color=style.color,
+                       label=f"{method} table (paper)", gid="paper", **PAPER_STYLE)
+            continue
+        group = group.sort_values("ppd")
+        xs = group["ppd"] * (AUTHORS_DIM if x == "params" else 1)
+        ax.plot(xs, group[f"paper_{metric}_mean"], color=style.color, marker=style.marker,
+                markersize=3, markerfacecolor="none", label=f"{method} (paper)", zorder=2.5,
+                gid="paper", **PAPER_STYLE)
+    return True
+
+
 def compression_figure(best: pd.DataFrame, metric: str, x: str, out_dir: Path,
-                       formats: list[str], bayes: Bayes | None = None) -> list[Path]:
-    """One figure per dataset (model, dim): <stem>_<metric>.<fmt>; returns the files."""
+                       formats: list[str], bayes: Bayes | None = None,
+                       reference: str | None = None) -> list[Path]:
+    """One figure per dataset (model, dim): <stem>_<metric>.<fmt>; returns the files. With
+    reference="paper", the authors' curves are drawn dashed beside ours where they ran."""
     styles = method_styles(best["method"].unique())
     written = []
     for (dataset, model, dim), stem, frame in panels(best):
@@ -93,6 +132,9 @@ def compression_figure(best: pd.DataFrame, metric: str, x: str, out_dir: Path,
         with figure_style():
             fig, ax = plt.subplots(figsize=(6.4, 4.0))
             draw_methods(ax, summary, metric, x, styles, bayes_value(bayes, dataset, metric))
+            if reference == "paper":
+                draw_paper(ax, dataset, model, int(frame["epochs"].max()),
+                           summary["method"].unique(), metric, x, styles)
             ax.set_xlabel(x_label(x, model))
             ax.set_ylabel(METRICS[metric])
             ax.set_title(panel_title(dataset, model, dim, n_chunks, frame["epochs"]))

@@ -92,6 +92,18 @@ def authors_summary(dataset: str, epochs: int) -> pd.DataFrame:
     return out.reset_index()
 
 
+def paper_notes(best: pd.DataFrame, x: str) -> list[str]:
+    """What `plot --reference paper` cannot draw, and why: one line each."""
+    if x == "bytes":
+        return ["no paper curves on the bytes axis: the authors' results give parameters only; "
+                "use --x params or --x ppd"]
+    notes = []
+    for (dataset, model, _), frame in best.groupby(PANEL_KEYS, sort=True):
+        if model != "gmf" or authors_epochs(dataset, int(frame["epochs"].max())) is None:
+            notes.append(f"no paper curves for {dataset}: {NOT_RUN_BY_AUTHORS}")
+    return list(dict.fromkeys(notes))
+
+
 @dataclass
 class PaperSection:
     """One dataset, model and dim of ours against the authors' runs of that dataset."""

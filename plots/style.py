@@ -16,6 +16,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only; never a display
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import (FuncFormatter, LogFormatterSciNotation, LogLocator,  # noqa: E402
                                NullFormatter)
 
@@ -27,6 +28,14 @@ COLOURS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 MARKERS = ["o", "s", "^", "v", "D", "P", "X", "<", ">", "p", "*", "h", "d", "H", "8"]
 BAYES_STYLE = {"color": "#555555", "linestyle": "--", "linewidth": 1.2}
 REFERENCE_STYLE = {"linestyle": ":", "linewidth": 1.6}
+# A post-training method (pq) is a reference, not a competitor: thin, dash-dotted, hollow
+# markers, no band, and its own legend group.
+POST_TRAINING_STYLE = {"linestyle": "-.", "linewidth": 1.0, "markerfacecolor": "none"}
+# The authors' curves (`--reference paper`) beside ours: the method's colour, dashed.
+PAPER_STYLE = {"linestyle": "--", "linewidth": 1.2, "alpha": 0.9}
+# Artists carry one of these gids; the legend lists each group under its title, after the rest.
+LEGEND_GROUPS = {"post-training": "post-training reference",
+                 "paper": "dashed: the authors' results (paper)"}
 
 RC = {
     "font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 8.5,
@@ -92,11 +101,24 @@ def compact_number(value: float) -> str:
 
 
 def legend_outside(ax) -> None:
-    """The legend to the right of the axes, so it never covers data."""
+    """The legend to the right of the axes, so it never covers data; artists whose gid names a
+    LEGEND_GROUPS entry come after the rest, under the group's title in italics."""
     handles, labels = ax.get_legend_handles_labels()
-    if handles:
-        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                  frameon=False, borderaxespad=0.0)
+    if not handles:
+        return
+    grouped: dict = {gid: [] for gid in (None, *LEGEND_GROUPS)}
+    for handle, label in zip(handles, labels):
+        grouped[handle.get_gid() if handle.get_gid() in LEGEND_GROUPS else None].append(
+            (handle, label))
+    entries = grouped[None]
+    for gid, title in LEGEND_GROUPS.items():
+        if grouped[gid]:
+            entries += [(Line2D([], [], linestyle="none"), title)] + grouped[gid]
+    legend = ax.legend(*zip(*entries), loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                       frameon=False, borderaxespad=0.0)
+    for text in legend.get_texts():
+        if text.get_text() in LEGEND_GROUPS.values():
+            text.set_fontstyle("italic")
 
 
 def save(fig, out_dir: Path, stem: str, formats: Iterable[str]) -> list[Path]:

@@ -187,3 +187,81 @@ def test_cli_against_a_dataset_they_never_ran(paper_csv, in_tmp):
     assert result.exit_code == 0, result.output
     assert f"{GMF_DATASET}: not run by the authors" in result.stdout
     assert runner.invoke(app, ["report", "quick.csv", "--against", "thesis"]).exit_code == 2
+
+
+@pytest.fixture
+def captured(monkeypatch):
+    """The figures as drawn, instead of files."""
+    import matplotlib.pyplot as plt
+
+    from cce_bench.plots import figures as figures_module
+
+    kept = {}
+
+    def keep(fig, out_dir, stem, formats):
+        fig.canvas.draw()
+        kept[stem] = fig
+        return []
+
+    monkeypatch.setattr(figures_module, "save", keep)
+    yield kept
+    for fig in kept.values():
+        plt.close(fig)
+
+
+def test_plot_reference_paper_draws_their_curves_dashed_in_our_colours(paper_csv, captured):
+    from cce_bench.plots import PlotRequest, draw, method_styles
+
+    outcome = draw(load_results([str(paper_csv)]), PlotRequest(metrics=["auc"],
+                                                                reference="paper"))
+    assert outcome.notes == [f"no paper curves for {GMF_DATASET}: not run by the authors"]
+    ax = captured[f"{PAPER_DATASET}_auc"].axes[0]
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    styles = method_styles([])
+    for method in ("cce", "hash"):
+        ours, paper = lines[method], lines[f"{method} (paper)"]
+        assert paper.get_linestyle() == "--" and ours.get_linestyle() == "-"
+        assert paper.get_color() == ours.get_color() == styles[method].color
+        summary = authors_summary(PAPER_DATASET, 10)
+        expected = summary[summary["method"] == method].sort_values("ppd")
+        assert list(paper.get_xdata()) == list(expected["ppd"] * 32)  # their params: ppd x dim
+        for ppd, y in zip(expected["ppd"], paper.get_ydata()):
+            assert y == pytest.approx(theirs(PAPER_DATASET, method, int(ppd), "auc").mean())
+    full = lines["full table (paper)"]
+    assert full.get_linestyle() == "--"
+    assert full.get_ydata()[0] == pytest.approx(theirs(PAPER_DATASET, "full", None, "auc").mean())
+    assert "pq (paper)" not in lines  # they never ran it
+    # pq: the post-training reference style, in its own legend group after the methods.
+    assert lines["pq"].get_linestyle() == "-." and lines["pq"].get_markerfacecolor() == "none"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend.index("post-training reference") == legend.index("pq") - 1
+    assert legend.index("dashed: the authors' results (paper)") < legend.index("cce (paper)")
+    assert legend.index("cce") < legend.index("post-training reference")
+    assert ax.get_xlabel() == "parameters per embedding table (index buffers not counted)"
+    # Not their dataset: no paper lines; without --reference: none either.
+    other = captured[f"{GMF_DATASET}_auc"].axes[0]
+    assert not any("(paper)" in line.get_label() for line in other.get_lines())
+    draw(load_results([str(paper_csv)]), PlotRequest(metrics=["auc"]))
+    plain = captured[f"{PAPER_DATASET}_auc"].axes[0]
+    assert not any("(paper)" in line.get_label() for line in plain.get_lines())
+
+
+def test_plot_reference_on_the_bytes_axis_says_why_not(paper_csv, captured):
+    from cce_bench.plots import PlotRequest, draw
+
+    outcome = draw(load_results([str(paper_csv)]), PlotRequest(metrics=["bce"], x="bytes",
+                                                                reference="paper"))
+    assert outcome.notes == ["no paper curves on the bytes axis: the authors' results give "
+                             "parameters only; use --x params or --x ppd"]
+    ax = captured[f"{PAPER_DATASET}_bce"].axes[0]
+    assert ax.get_xlabel().startswith("model bytes incl. index buffers")
+    assert not any("(paper)" in line.get_label() for line in ax.get_lines())
+
+
+def test_cli_plot_reference_paper(paper_csv, in_tmp):
+    result = runner.invoke(app, ["plot", str(paper_csv), "--reference", "paper", "--metric",
+                                 "bce", "--format", "png", "--out", "figs"])
+    assert result.exit_code == 0, result.output
+    assert f"no paper curves for {GMF_DATASET}: not run by the authors" in result.output
+    assert (in_tmp / "figs" / f"{PAPER_DATASET}_bce.png").read_bytes()[:4] == b"\x89PNG"
+    assert runner.invoke(app, ["plot", str(paper_csv), "--reference", "thesis"]).exit_code == 2
