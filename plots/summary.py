@@ -1,8 +1,8 @@
 """From result rows to one best score per run, and to means over seeds.
 
 Everything that draws or tabulates starts here: `load_results` reads one or more CSVs (or sweep
-names), `best_per_run` keeps the best validation score of each run over its epochs, as the paper
-reports, and `mean_over_seeds` gives mean, std, min and max over seeds per method and budget.
+names), `best_per_run` keeps the best validation score of each run over its evaluation points, as the
+paper reports, with the test score at that same point (never the best test score), and `mean_over_seeds` gives mean, std, min and max over seeds per method and budget.
 """
 
 from __future__ import annotations
@@ -62,9 +62,9 @@ def compressed_epochs(rows: pd.DataFrame) -> pd.DataFrame:
     mask = is_post_training(rows)
     if not mask.any():
         return rows
-    clustered = rows[mask & (rows["cluster_s"] > 0)].groupby("run_id")["epoch"].max()
+    clustered = rows[mask & (rows["cluster_s"] > 0)].groupby("run_id")["step"].max()
     last = rows["run_id"].map(clustered).fillna(0)
-    return rows[~mask | (rows["epoch"] > last)]
+    return rows[~mask | (rows["step"] > last)]
 
 
 def best_per_run(rows: pd.DataFrame) -> pd.DataFrame:
@@ -79,6 +79,10 @@ def best_per_run(rows: pd.DataFrame) -> pd.DataFrame:
     best = ok.groupby(["run_id", *RUN_KEYS], as_index=False).agg(
         val_auc=("val_auc", "max"), val_bce=("val_bce", "min"), params=("params", "max"),
         total_bytes=("total_bytes", "max"), epochs=("epoch", "max"), steps=("step", "max"))
+    # The test scores of the point with the best validation BCE (selection on validation only).
+    at_best = ok.loc[ok.groupby("run_id")["val_bce"].idxmin(),
+                     ["run_id", "test_bce", "test_auc", "step"]]
+    best = best.merge(at_best.rename(columns={"step": "best_step"}), on="run_id", how="left")
     # Cost counts every epoch trained, the one that diverged included: its time was spent.
     ran = rows[rows["status"].isin(RESULT_STATUSES)]
     cost = ran.groupby("run_id", as_index=False).agg(

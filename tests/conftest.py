@@ -17,12 +17,25 @@ import torch  # noqa: E402
 TINY_DATASET = "syn-60-2400"
 
 
-@pytest.fixture(autouse=True)
-def data_cache(tmp_path_factory, monkeypatch):
-    """Point the data cache at a folder shared by the session (generation is cached)."""
+@pytest.fixture(scope="session", autouse=True)
+def session_data_cache(tmp_path_factory):
+    """The session's data cache, set before any fixture of a wider scope than a function loads
+    data: no test ever reads or writes the user's real cache."""
     root = tmp_path_factory.getbasetemp() / "data-cache"
-    monkeypatch.setenv("CCE_BENCH_DATA", str(root))
-    return root
+    saved = os.environ.get("CCE_BENCH_DATA")
+    os.environ["CCE_BENCH_DATA"] = str(root)
+    yield root
+    if saved is None:
+        os.environ.pop("CCE_BENCH_DATA", None)
+    else:
+        os.environ["CCE_BENCH_DATA"] = saved
+
+
+@pytest.fixture(autouse=True)
+def data_cache(session_data_cache, monkeypatch):
+    """Point the data cache at a folder shared by the session (generation is cached)."""
+    monkeypatch.setenv("CCE_BENCH_DATA", str(session_data_cache))
+    return session_data_cache
 
 
 @pytest.fixture

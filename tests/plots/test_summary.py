@@ -52,10 +52,33 @@ def test_post_training_methods_are_scored_after_compression_only():
         "run_id": run.run_id, "sweep": "t", "dataset": run.dataset, "model": "gmf",
         "method": "pq", "budget_asked": 256, "params": 256, "total_bytes": 1024, "dim": 32,
         "n_chunks": 4, "seed": 0, "status": "ok", "started_at": now_timestamp(),
-        "train_s": 1.0, "samples_per_s": 1.0, "step": 1}
+        "train_s": 1.0, "samples_per_s": 1.0}
     # The full table scores 0.9 at epoch 2 and compresses then; the codebooks reach 0.7.
-    rows = pd.DataFrame([base | {"epoch": 1, "val_auc": 0.8, "val_bce": 0.4, "cluster_s": 0.1},
-                         base | {"epoch": 2, "val_auc": 0.9, "val_bce": 0.3, "cluster_s": 0.1},
-                         base | {"epoch": 3, "val_auc": 0.7, "val_bce": 0.5, "cluster_s": 0.0}])
+    rows = pd.DataFrame([
+        base | {"epoch": 1, "step": 10, "val_auc": 0.8, "val_bce": 0.4, "cluster_s": 0.1},
+        base | {"epoch": 2, "step": 20, "val_auc": 0.9, "val_bce": 0.3, "cluster_s": 0.1},
+        base | {"epoch": 3, "step": 30, "val_auc": 0.7, "val_bce": 0.5, "cluster_s": 0.0}])
     best = best_per_run(rows)
     assert best["val_auc"].tolist() == [0.7] and best["val_bce"].tolist() == [0.5]
+
+
+def test_test_scores_come_from_the_best_validation_point():
+    from cce_bench.config import RunConfig
+    from cce_bench.plots.summary import best_per_run
+    from cce_bench.results import COLUMNS, now_timestamp
+
+    run = RunConfig("criteo-synthetic-100", "cce", 1600, model="dlrm", dim=16,
+                    bottom_mlp="13-16", top_mlp="16-1")
+    base = {c: None for c in COLUMNS} | {
+        "run_id": run.run_id, "sweep": "t", "dataset": run.dataset, "model": "dlrm",
+        "method": "cce", "budget_asked": 1600, "params": 1600, "total_bytes": 9000, "dim": 16,
+        "n_chunks": 4, "seed": 0, "status": "ok", "started_at": now_timestamp(),
+        "train_s": 1.0, "samples_per_s": 1.0, "cluster_s": 0.0, "epoch": 1}
+    # Evaluation points every 50 steps: validation is best at step 100; the test BCE is best
+    # at step 150, which must not be reported.
+    rows = pd.DataFrame([
+        base | {"step": 50, "val_bce": 0.47, "val_auc": 0.70, "test_bce": 0.471, "test_auc": 0.7},
+        base | {"step": 100, "val_bce": 0.45, "val_auc": 0.72, "test_bce": 0.452, "test_auc": 0.71},
+        base | {"step": 150, "val_bce": 0.46, "val_auc": 0.71, "test_bce": 0.440, "test_auc": 0.73}])
+    best = best_per_run(rows).iloc[0]
+    assert (best["val_bce"], best["test_bce"], best["best_step"]) == (0.45, 0.452, 100)

@@ -1,0 +1,126 @@
+"""DLRM: the dot interaction, shapes, the per-table budget cap, and short runs on Criteo-shaped
+synthetic data through the one engine."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from cce_bench.config import RunConfig
+from cce_bench.data import CriteoData
+from cce_bench.datasets import load_criteo
+from cce_bench.datasets.catalog import CRITEO_KAGGLE_CARDINALITIES
+from cce_bench.engine import train
+from cce_bench.errors import ConfigError
+from cce_bench.models import DLRM, build_model, model_size
+from cce_bench.models.dlrm import check_mlps
+
+TINY_CRITEO = "criteo-synthetic-6000-cap300"
+
+
+@pytest.fixture(scope="module")
+def tiny_criteo():
+    return load_criteo(TINY_CRITEO)
+
+
+def dlrm_run(method: str, budget: int, **fields) -> RunConfig:
+    settings = dict(model="dlrm", dim=8, n_chunks=4, epochs=2, batch_size=64, lr=0.1,
+                    weight_decay=0.0, optimizer="sgd", bottom_mlp="13-32-8", top_mlp="32-1",
+                    early_stop=0)
+    return RunConfig(TINY_CRITEO, method, budget, **(settings | fields))
+
+
+def test_interaction_is_every_pair_once_without_the_diagonal():
+    torch.manual_seed(0)
+    vocabs = [5, 7, 3]
+    model = DLRM(13, vocabs, 4, "13-8-4", "6-1",
+                 lambda vocab: torch.nn.Embedding(vocab, 4))
+    dense, ids = torch.randn(6, 13), torch.stack([torch.randint(0, v, (6,)) for v in vocabs], 1)
+    z0 = model.bottom(dense)
+    vectors = [z0] + [table(ids[:, t]) for t, table in enumerate(model.tables)]
+    pairs = torch.stack([(vectors[a] * vectors[b]).sum(-1)
+                         for a in range(len(vectors)) for b in range(a + 1, len(vectors))], 1)
+    assert pairs.shape == (6, 6)  # 4 vectors: 4 x 3 / 2 pairs
+    expected = model.top(torch.cat([z0, pairs], 1)).squeeze(-1)
+    torch.testing.assert_close(model(dense, ids.int()), expected)
+    assert model(dense, ids).shape == (6,)
+    assert model.top[0].in_features == 4 + 6
+
+
+def test_mlps_must_chain():
+    assert check_mlps("13-512-256-64-16", "512-256-1", 13, 16) == ([13, 512, 256, 64, 16],
+                                                                  [512, 256, 1])
+    with pytest.raises(ConfigError, match="bottom_mlp '13-64-8' must run from the 13 dense "
+                                          "features to the embedding dim 16"):
+        check_mlps("13-64-8", "512-1", 13, 16)
+    with pytest.raises(ConfigError, match="top_mlp '512-2' must end in one logit"):
+        check_mlps("13-16", "512-2", 13, 16)
+    with pytest.raises(ConfigError, match="bottom_mlp '' is not a list of layer widths"):
+        check_mlps("", "512-1", 13, 16)
+
+
+def kaggle_shaped(vocabs: list[int]) -> CriteoData:
+    """A CriteoData with Kaggle's cardinalities and no rows: enough to build the model."""
+    import numpy as np
+
+    empty = np.zeros((0, 13), np.float32), np.zeros((0, 26), np.int32), np.zeros(0, np.uint8)
+    return CriteoData("criteo-kaggle", *empty, {"train": (0, 0), "val": (0, 0), "test": (0, 0)},
+                      vocabs)
+
+
+@pytest.mark.parametrize("method", ["hash", "cce"])
+def test_the_cap_over_kaggles_cardinalities(method):
+    vocabs, dim, cap = list(CRITEO_KAGGLE_CARDINALITIES), 16, 16 * 1000
+    run = RunConfig("criteo-kaggle", method, cap, model="dlrm", dim=dim,
+                    bottom_mlp="13-16", top_mlp="16-1", optimizer="sgd", lr=0.1)
+    model = build_model(run, kaggle_shaped(vocabs))
+    full = [v for v in vocabs if v * dim <= cap]
+    assert sorted(full) == [3, 4, 10, 15, 18, 24, 27, 105, 305, 583, 633]
+    kinds = [type(t).method_name for t in model.tables]
+    assert kinds == ["full" if v * dim <= cap else method for v in vocabs]
+    largest, tables, buffers, total = model_size(model)
+    compressed = [t for t, v in zip(model.tables, vocabs) if v * dim > cap]
+    assert largest == max(t.num_parameters() for t in model.tables) <= cap
+    assert tables == sum(full) * dim + sum(t.num_parameters() for t in compressed)
+    assert all(t.num_parameters() <= cap for t in compressed)
+    assert buffers == sum(t.num_buffer_bytes() for t in model.tables)
+    if method == "cce":  # the per-id index of every compressed table: vocab x 4 int32
+        assert buffers >= sum(v * 4 * 4 for v in vocabs if v * dim > cap)
+    mlp = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("tables"))
+    assert total == 4 * (tables + mlp) + buffers
+    # The full method ignores the cap: every table whole.
+    whole = build_model(RunConfig("criteo-kaggle", "full", 0, model="dlrm", dim=dim,
+                                  bottom_mlp="13-16", top_mlp="16-1"), kaggle_shaped(vocabs))
+    assert model_size(whole)[1] == sum(vocabs) * dim == 33_762_577 * 16
+
+
+def test_gmf_and_dlrm_refuse_each_others_data(tiny_criteo):
+    with pytest.raises(ConfigError, match="is a Criteo dataset; GMF needs an interaction"):
+        build_model(RunConfig(TINY_CRITEO, "hash", 256), tiny_criteo)
+
+
+def test_a_short_run_learns_and_records_every_evaluation_point(tiny_criteo):
+    steps = math.ceil(tiny_criteo.split_sizes["train"] / 64)
+    run = dlrm_run("cce", 8 * 20, eval_every=30, cluster_every=30, cluster_until=0.3)
+    result = train(run, tiny_criteo, "cpu")
+    assert result.status == "ok"
+    points = [30 * k for k in range(1, 2 * steps // 30 + 1) if 30 * k not in (steps, 2 * steps)]
+    assert sorted([r.step for r in result.epochs]) == sorted(points + [steps, 2 * steps])
+    assert [r.step for r in result.epochs] == sorted(r.step for r in result.epochs)
+    # The epoch column is the epoch each point falls in; epoch ends close their epoch.
+    assert all(r.epoch == (1 if r.step <= steps else 2) for r in result.epochs)
+    # Clustering every 30 steps while step <= 0.3 of all steps, never at the very end.
+    clustered = [r.step for r in result.epochs if r.cluster_s > 0]
+    assert clustered == [s for s in (30, 60, 90) if s <= 0.3 * 2 * steps]
+    assert all(r.test_bce is not None and r.test_auc is not None for r in result.epochs)
+    assert max(r.val_auc for r in result.epochs) > 0.6
+    assert result.epochs[-1].train_bce < result.epochs[0].train_bce
+
+
+def test_cluster_rounds_count_the_step_schedule():
+    run = dlrm_run("pq", 160, cluster_every=50, cluster_until=0.5, epochs=2)
+    # 2 epochs of 120 steps: clusters at 50, 100 (<= 120), never after the last step.
+    assert run.cluster_rounds(120) == 2
+    assert dlrm_run("pq", 160, cluster_every=0, epochs=3).cluster_rounds(10) == 2
