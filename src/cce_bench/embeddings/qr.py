@@ -16,8 +16,17 @@ Stores nothing besides the two tables (m is a constant).
 Shape: ids (*S) -> (*S, dim).
 
 Departures: the paper fixes m (the number of collisions per remainder) and reports the size;
-here the budget fixes m. Initial scale: for "mult" both tables start N(0, sqrt(s)), s the common
-output scale, so the product of two independent zero-mean terms has standard deviation s.
+here the budget fixes m.
+
+Init: for "mult" the quotient table starts at ones and the remainder table N(0, s^2), s the
+common output scale, so the product has standard deviation s and, at the start, each id's vector
+is a plain table's row (that of its remainder) times a gain of one: the remainder table learns at
+a plain table's pace and the quotient table as a per-coordinate gain. An earlier version drew
+both tables N(0, s) (std sqrt(s) each, the product std s): each factor's gradient was then the
+other factor, sqrt(s) = 0.13 at dim 32, and GMF's logit a product of four such factors, so
+training sat at BCE ln 2 for three to four epochs on syn-1000-300000 and for nine of ten on
+ML-100k at 4,096 ppd (issue 11; docs/init.md). "sum" starts both N(0, s^2 / 2), "concat"
+both N(0, s^2).
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
 
 from ..errors import BudgetTooSmall, ConfigError
 from .base import CompressedEmbedding, lookup, normal_init
@@ -95,10 +105,13 @@ class QREmbedding(CompressedEmbedding):
             raise BudgetTooSmall("qr", num_params, minimum_rows(vocab) * width,
                                  f"vocab {vocab}, tables {width} wide")
         self.m, self.quotients = m, -(-vocab // m)
-        std = {"mult": math.sqrt(self.output_std), "sum": self.output_std / math.sqrt(2),
-               "concat": self.output_std}[combine]
-        self.quotient_table = normal_init((self.quotients, width), std, self.generator)
-        self.remainder_table = normal_init((m, width), std, self.generator)
+        if combine == "mult":  # a gain of one times a plain table (see the docstring)
+            self.quotient_table = nn.Parameter(torch.ones(self.quotients, width))
+            self.remainder_table = normal_init((m, width), self.output_std, self.generator)
+        else:
+            std = self.output_std / math.sqrt(2) if combine == "sum" else self.output_std
+            self.quotient_table = normal_init((self.quotients, width), std, self.generator)
+            self.remainder_table = normal_init((m, width), std, self.generator)
 
     def indices(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(i // m, i % m) for ids (N,)."""

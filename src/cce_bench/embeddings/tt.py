@@ -24,9 +24,17 @@ largest rank with params(R) <= num_params, capped where a larger uniform rank ad
 bond). The smallest budget is params(1) = a_1 + ... + a_c. With n_chunks = 1 the train is one
 core, the plain vocab x dim table.
 Stores nothing besides the cores: the digits are computed from the id.
-Init: every core entry is N(0, s^2) with s^(2c) R^(c-1) = output_std^2, so each entry of the
-implied table, a sum of R^(c-1) products of c independent entries, has the target variance
-(TT-Rec's Gaussian initialisation of the cores).
+Init (a departure from TT-Rec's Gaussian cores): an entry of the implied table is
+g^T M h, g a row of the first core (1 x R), M the product of the inner cores' R x R matrices,
+h a column of the last core (R x 1). Inner cores start I + N(0, eps^2) with eps^2 = 1 / (4R),
+the last core N(0, 1 / R) and the first N(0, a^2), a = output_std / (1 + R eps^2)^((c-2)/2),
+so that E[(g^T M h)^2] = a^2 (1 + R eps^2)^(c-2) = output_std^2 (c = 2: the first core
+N(0, output_std^2), the last N(0, 1 / R); c = 1: the plain table). The first core then learns
+at a plain table's pace (its gradient is M h, of norm about one) and the others as gains near
+one. TT-Rec's init, every entry N(0, sigma^2) with sigma^(2c) R^(c-1) = output_std^2 (sigma =
+0.2 for c = 4, R = 4, dim 32), made each core's gradient a product of c - 1 small factors, and
+training sat at BCE ln 2 for three to four epochs on syn-1000-300000 at 16 and 64 ppd (issue 11;
+docs/init.md).
 Departures: none in the decomposition. TT-Rec also caches frequent rows; not done here, since
 the cache is a speed device that changes nothing the budget counts.
 Shape: ids (*S) -> (*S, dim).
@@ -95,6 +103,25 @@ def useful_rank(layout: list[tuple[int, int]]) -> int:
     return max(bonds, default=1)
 
 
+def initial_cores(layout: list[tuple[int, int]], rank: int, output_std: float,
+                  generator: torch.Generator) -> list[nn.Parameter]:
+    """Cores (n_k, R_{k-1}, d_k, R_k) whose implied table has entries of std output_std: the
+    first carries the scale, the inner ones start near the identity (see the docstring)."""
+    c = len(layout)
+    if c == 1:
+        (n, d), = layout
+        return [nn.Parameter(torch.randn((n, 1, d, 1), generator=generator) * output_std)]
+    eps = 0.5 / math.sqrt(rank)  # R eps^2 = 1/4
+    first_std = output_std / (1 + rank * eps ** 2) ** ((c - 2) / 2)
+    (n1, d1), *inner, (nc, dc) = layout
+    cores = [torch.randn((n1, 1, d1, rank), generator=generator) * first_std]
+    for n, d in inner:
+        noise = torch.randn((n, rank, d, rank), generator=generator) * eps
+        cores.append(torch.eye(rank).unsqueeze(1) + noise)  # (R, 1, R) broadcast over n and d
+    cores.append(torch.randn((nc, rank, dc, 1), generator=generator) / math.sqrt(rank))
+    return [nn.Parameter(core) for core in cores]
+
+
 @register("tt", "tensor-train", "the table as a tensor train of n_chunks cores, largest rank that fits",
           "Yin et al., MLSys 2021 (arXiv:2101.11714)")
 class TensorTrainEmbedding(CompressedEmbedding):
@@ -112,13 +139,8 @@ class TensorTrainEmbedding(CompressedEmbedding):
         while rank < cap and tt_params(self.layout, rank + 1) <= num_params:
             rank += 1
         self.rank = rank
-        ranks = [1] + [rank] * (n_chunks - 1) + [1]
-        # Each implied table entry sums rank^(c-1) products of c core entries (see docstring).
-        std = (self.output_std ** 2 / rank ** (n_chunks - 1)) ** (1 / (2 * n_chunks))
-        self.cores = nn.ParameterList(
-            nn.Parameter(torch.randn((n, ranks[k], d, ranks[k + 1]), generator=self.generator) * std)
-            for k, (n, d) in enumerate(self.layout)
-        )
+        self.cores = nn.ParameterList(initial_cores(self.layout, rank, self.output_std,
+                                                    self.generator))
         # The train is read as two halves that meet in the middle (see embed()).
         self.split = (n_chunks + 1) // 2
         self.left_rows = math.prod(n for n, _ in self.layout[:self.split])
