@@ -20,6 +20,7 @@ from torch import nn
 from . import metrics
 from .config import RunConfig
 from .data import CriteoData, InteractionData
+from .embeddings.sparse_update import enable_sparse_sgd
 from .errors import ConfigError
 from .models import build_model, model_size
 from .steps import PlainEpoch, Split, StaticEpoch, capture_steps, reset_optimizer_state
@@ -170,6 +171,11 @@ class _RunState:
         self.train_split, self.val_split, self.test_split = splits
         torch.manual_seed(run.seed)
         self.model = build_model(run, data).to(device)
+        if run.optimizer == "sgd" and run.weight_decay == 0:
+            # Plain SGD: lookups update the rows they read in their backward pass, so a step
+            # never touches a whole table (see embeddings/sparse_update.py).
+            for table in self.model.embeddings():
+                enable_sparse_sgd(table, run.lr)
         self.result = RunResult("ok", 0, 0, 0, device=str(device))
         self.result.set_sizes(self.model)
         self.optimizer = make_optimizer(self.model, run, device)

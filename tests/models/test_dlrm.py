@@ -78,22 +78,44 @@ def test_the_cap_over_kaggles_cardinalities(method):
     model = build_model(run, kaggle_shaped(vocabs))
     full = [v for v in vocabs if v * dim <= cap]
     assert sorted(full) == [3, 4, 10, 15, 18, 24, 27, 105, 305, 583, 633]
-    kinds = [type(t).method_name for t in model.tables]
-    assert kinds == ["full" if v * dim <= cap else method for v in vocabs]
+    # The tables that fit stay full, concatenated into one; the rest get the method at the cap.
+    assert model.full.vocabs == [v for v in vocabs if v * dim <= cap]
+    assert model.full.table.shape == (sum(full), dim)
+    compressed = list(model.tables)
+    assert [type(t).method_name for t in compressed] == [method] * (26 - len(full))
+    assert [t.vocab for t in compressed] == [v for v in vocabs if v * dim > cap]
     largest, tables, buffers, total = model_size(model)
-    compressed = [t for t, v in zip(model.tables, vocabs) if v * dim > cap]
-    assert largest == max(t.num_parameters() for t in model.tables) <= cap
+    assert largest == max(t.num_parameters() for t in compressed) <= cap
     assert tables == sum(full) * dim + sum(t.num_parameters() for t in compressed)
     assert all(t.num_parameters() <= cap for t in compressed)
-    assert buffers == sum(t.num_buffer_bytes() for t in model.tables)
+    assert buffers == sum(t.num_buffer_bytes() for t in compressed)
+    assert [p for p, _ in model.table_sizes()] == [
+        v * dim if v * dim <= cap else compressed[[t.vocab for t in compressed].index(v)]
+        .num_parameters() for v in vocabs]
     if method == "cce":  # the per-id index of every compressed table: vocab x 4 int32
         assert buffers >= sum(v * 4 * 4 for v in vocabs if v * dim > cap)
-    mlp = sum(p.numel() for name, p in model.named_parameters() if not name.startswith("tables"))
+    mlp = sum(p.numel() for name, p in model.named_parameters()
+              if not name.startswith(("tables.", "full.")))
     assert total == 4 * (tables + mlp) + buffers
     # The full method ignores the cap: every table whole.
     whole = build_model(RunConfig("criteo-kaggle", "full", 0, model="dlrm", dim=dim,
                                   bottom_mlp="13-16", top_mlp="16-1"), kaggle_shaped(vocabs))
     assert model_size(whole)[1] == sum(vocabs) * dim == 33_762_577 * 16
+
+
+def test_concatenated_full_tables_equal_separate_tables():
+    torch.manual_seed(3)
+    vocabs = [5, 9, 4]
+    from cce_bench.embeddings import make_embedding
+
+    model = DLRM(13, vocabs, 4, "13-8-4", "6-1",
+                 lambda vocab: make_embedding(vocab, vocab * 4, 4, "full", 1))
+    assert model.full is not None and len(model.tables) == 0
+    separate = [model.full.table[o:o + v] for o, v in zip([0, 5, 14], vocabs)]
+    ids = torch.stack([torch.randint(0, v, (7,)) for v in vocabs], 1)
+    got = model.full(ids)
+    for t in range(3):
+        torch.testing.assert_close(got[:, t], separate[t][ids[:, t]])
 
 
 def test_gmf_and_dlrm_refuse_each_others_data(tiny_criteo):

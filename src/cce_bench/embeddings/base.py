@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
+from .sparse_update import SparseSGDLookup, sparse_sgd_target
 
 
 def make_generator(seed: int | None) -> tuple[int, torch.Generator]:
@@ -128,8 +129,12 @@ def lookup(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     torch's embedding backward on CUDA sorts the indices (about ten kernels); summing the
     gradient rows with one atomic index_add_ is a single kernel, which is what decides the
     speed of small steps. Atomic float sums are not bitwise reproducible, so with
-    torch.use_deterministic_algorithms(True) the sorted path is used.
+    torch.use_deterministic_algorithms(True) the sorted path is used. Where the engine trains
+    with plain SGD, the backward updates the rows read in place instead (sparse_update.py).
     """
+    target = sparse_sgd_target(table)
+    if target is not None:
+        return SparseSGDLookup.apply(table, rows, *target)
     if rows.is_cuda and not torch.are_deterministic_algorithms_enabled():
         return _IndexAddLookup.apply(table, rows)
     return nn.functional.embedding(rows, table)

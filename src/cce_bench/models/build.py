@@ -74,8 +74,7 @@ def _full_table_options() -> set[str]:
 def model_size(model: nn.Module) -> tuple[int, int, int, int]:
     """(params of the largest table, params of all tables, buffer bytes of all tables, total
     bytes: every trainable parameter at 4 bytes plus the buffers)."""
-    tables = model.embeddings()
-    sizes = [t.num_parameters() for t in tables]
-    buffers = sum(t.num_buffer_bytes() for t in tables)
+    sizes = model.table_sizes()
+    buffers = sum(b for _, b in sizes)
     total = 4 * sum(p.numel() for p in model.parameters()) + buffers
-    return max(sizes), sum(sizes), buffers, total
+    return max(p for p, _ in sizes), sum(p for p, _ in sizes), buffers, total

@@ -13,6 +13,11 @@ fan_out))), biases N(0, sqrt(1 / fan_out)); the embedding tables initialise them
 MLP sizes are written as DLRM's flags write them: bottom "13-512-256-64-16" names every layer
 width from the dense input to the embedding dim; top "512-256-1" names the output widths, its
 input width D + (F + 1) F / 2 following from the interaction.
+
+Tables that are plain full tables (every table under a method's budget cap, all of them for
+"full") are concatenated into one (`FullTables`), so their lookup is one gather and their
+update one scatter for all features instead of one each; the values are those of separate
+tables. The compressed tables stay one module each.
 """
 
 from __future__ import annotations
@@ -23,6 +28,8 @@ from typing import Callable
 import torch
 from torch import nn
 
+from ..embeddings.base import lookup
+from ..embeddings.full import FullEmbedding
 from ..errors import ConfigError
 
 EmbeddingFactory = Callable[[int], nn.Module]  # vocab -> module mapping (*S) ids to (*S, dim)
@@ -69,6 +76,22 @@ def pair_indices(n: int, device: torch.device | None = None) -> tuple[torch.Tens
     return torch.triu_indices(n, n, offset=1, device=device).unbind(0)
 
 
+class FullTables(nn.Module):
+    """Several full tables as one (rows of all, dim) table with a row offset per table."""
+
+    def __init__(self, tables: list[FullEmbedding]):
+        super().__init__()
+        self.table = nn.Parameter(torch.cat([t.table.detach() for t in tables]))
+        self.vocabs = [t.vocab for t in tables]
+        starts = torch.tensor([0] + self.vocabs[:-1]).cumsum(0)
+        self.register_buffer("offsets", starts, persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T), column t an id of table t -> (B, T, dim)."""
+        rows = (ids + self.offsets).reshape(-1)
+        return lookup(self.table, rows).reshape(*ids.shape, self.table.shape[1])
+
+
 class DLRM(nn.Module):
     def __init__(self, n_dense: int, table_sizes: list[int], dim: int, bottom_mlp: str,
                  top_mlp: str, embedding_factory: EmbeddingFactory):
@@ -76,7 +99,17 @@ class DLRM(nn.Module):
         bottom, top = check_mlps(bottom_mlp, top_mlp, n_dense, dim)
         self.dim, self.n_features = dim, len(table_sizes)
         self.bottom = mlp(bottom, last_relu=True)
-        self.tables = nn.ModuleList(embedding_factory(vocab) for vocab in table_sizes)
+        made = [embedding_factory(vocab) for vocab in table_sizes]
+        full = [t for t, table in enumerate(made) if isinstance(table, FullEmbedding)]
+        rest = [t for t in range(len(made)) if t not in full]
+        self.full = FullTables([made[t] for t in full]) if full else None
+        self.tables = nn.ModuleList(made[t] for t in rest)
+        self.full_features, self.other_features = full, rest
+        self.register_buffer("full_columns", torch.tensor(full, dtype=torch.int64),
+                             persistent=False)
+        # Vectors are computed full tables first; this puts them back in feature order.
+        order = [0] + [1 + (full + rest).index(t) for t in range(len(made))]
+        self.register_buffer("order", torch.tensor(order), persistent=False)
         n_vectors = self.n_features + 1
         self.top = mlp([dim + n_vectors * (n_vectors - 1) // 2, *top], last_relu=False)
         a, b = pair_indices(n_vectors)
@@ -87,11 +120,26 @@ class DLRM(nn.Module):
         """Logits (B,) for dense features (B, F_d) and categorical ids (B, F)."""
         z0 = self.bottom(dense)  # (B, D)
         ids = categorical.long()
-        vectors = [z0] + [table(ids[:, t]) for t, table in enumerate(self.tables)]
-        stacked = torch.stack(vectors, dim=1)  # (B, F + 1, D)
+        parts = [z0.unsqueeze(1)]
+        if self.full is not None:
+            parts.append(self.full(ids.index_select(1, self.full_columns)))  # (B, F_full, D)
+        parts += [table(ids[:, t]).unsqueeze(1) for t, table in zip(self.other_features,
+                                                                    self.tables)]
+        stacked = torch.cat(parts, dim=1).index_select(1, self.order)  # (B, F + 1, D)
         gram = torch.bmm(stacked, stacked.transpose(1, 2))  # (B, F + 1, F + 1)
         pairs = gram[:, self.pair_a, self.pair_b]  # (B, (F + 1) F / 2)
         return self.top(torch.cat([z0, pairs], dim=1)).squeeze(-1)
 
     def embeddings(self) -> list[nn.Module]:
-        return list(self.tables)
+        """The embedding modules: the concatenated full tables and each compressed table."""
+        return ([self.full] if self.full is not None else []) + list(self.tables)
+
+    def table_sizes(self) -> list[tuple[int, int]]:
+        """(trainable parameters, buffer bytes) of each feature's table, in feature order."""
+        return [
+            (self.full.vocabs[self.full_features.index(t)] * self.dim, 0)
+            if t in self.full_features else
+            (self.tables[self.other_features.index(t)].num_parameters(),
+             self.tables[self.other_features.index(t)].num_buffer_bytes())
+            for t in range(self.n_features)
+        ]

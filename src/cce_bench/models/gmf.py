@@ -26,3 +26,7 @@ class GMF(nn.Module):
 
     def embeddings(self) -> list[nn.Module]:
         return [self.user, self.item]
+
+    def table_sizes(self) -> list[tuple[int, int]]:
+        """(trainable parameters, buffer bytes) of the user and the item table."""
+        return [(t.num_parameters(), t.num_buffer_bytes()) for t in self.embeddings()]
