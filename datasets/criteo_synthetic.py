@@ -33,7 +33,7 @@ from cce_bench.errors import ConfigError
 
 from . import cache
 from .catalog import CRITEO_KAGGLE_CARDINALITIES
-from .criteo import N_CAT, N_DENSE, day_sizes
+from .criteo import N_CAT, N_DENSE, _ordered, day_sizes, default_workers
 
 VERSION = 1
 LATENT = 4
@@ -146,8 +146,21 @@ def _calibrate_bias(model: _Model) -> float:
     return (low + high) / 2
 
 
-def generate(spec: CriteoSyntheticSpec, folder: Path) -> dict:
-    """Write dense.npy, categorical.npy, labels.npy into folder; return the meta dict."""
+def _draw_block(task: tuple[_Model, int, int, int]):
+    """One block of rows: (dense, ids, click probabilities, labels)."""
+    model, index, _, rows = task
+    rng = np.random.default_rng([model.seed, 1, index])
+    x, ids, logits = _block(model, rows, rng)
+    probs = 1.0 / (1.0 + np.exp(-(logits + model.bias)))
+    y = (rng.random(rows) < probs).astype(np.uint8)
+    return x, ids, probs, y
+
+
+def generate(spec: CriteoSyntheticSpec, folder: Path, workers: int | None = None) -> dict:
+    """Write dense.npy, categorical.npy, labels.npy into folder; return the meta dict.
+
+    workers: processes drawing blocks (default: up to 8 of this machine's cores); Kaggle's
+    size, 45.8M rows, takes about 8 s per million rows on one core."""
     model = _model(spec)
     model.bias = _calibrate_bias(model)
     days = day_sizes(spec.rows)
@@ -155,15 +168,16 @@ def generate(spec: CriteoSyntheticSpec, folder: Path) -> dict:
     val_start = train + test
     val_probs, val_labels = [], []
     train_clicks = 0
+    tasks = [(model, index, start, min(BLOCK_ROWS, spec.rows - start))
+             for index, start in enumerate(range(0, spec.rows, BLOCK_ROWS))]
+    # Blocks are independent (a seed each), so workers draw them side by side and they are
+    # written in order: the same files whatever the worker count.
+    workers = min(workers or default_workers(), len(tasks))
     with cache.NpyWriter(folder / "labels.npy", np.uint8) as labels, \
             cache.NpyWriter(folder / "dense.npy", np.float32, (N_DENSE,)) as dense, \
             cache.NpyWriter(folder / "categorical.npy", np.int32, (N_CAT,)) as cats:
-        for index, start in enumerate(range(0, spec.rows, BLOCK_ROWS)):
-            rows = min(BLOCK_ROWS, spec.rows - start)
-            rng = np.random.default_rng([spec.seed, 1, index])
-            x, ids, logits = _block(model, rows, rng)
-            probs = 1.0 / (1.0 + np.exp(-(logits + model.bias)))
-            y = (rng.random(rows) < probs).astype(np.uint8)
+        for (_, _, start, rows), (x, ids, probs, y) in zip(tasks, _ordered(_draw_block, tasks,
+                                                                            workers)):
             train_clicks += int(y[:max(0, train - start)].sum())
             in_val = slice(max(0, val_start - start), rows)
             val_probs.append(probs[in_val])
