@@ -56,7 +56,8 @@ class Section:
             label = self.row_label(row.method, row.n_chunks)
             if label not in labels:
                 labels.append(label)
-            values[(label, row.ppd)] = (getattr(row, f"{metric}_mean"), getattr(row, f"{metric}_std"),
+            values[(label, row.ppd)] = (getattr(row, f"{metric}_mean"),
+                                        getattr(row, f"{metric}_std"),
                                         getattr(row, f"best_{metric}", False), row.seeds)
         return labels, budgets, values
 

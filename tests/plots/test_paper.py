@@ -103,7 +103,8 @@ def test_verdict_bounds_are_their_min_max_widened_by_their_rounding():
 
 
 def test_method_verdict_is_one_phrase_over_the_budgets():
-    assert method_verdict(["within", "within"]) == "within their seed spread (within at 2 of 2 budgets)"
+    assert method_verdict(["within", "within"]) == ("within their seed spread (within at 2 of 2 "
+                                                    "budgets)")
     assert method_verdict(["above", "within", ""]) == ("above their seed spread (above at 1, "
                                                        "within at 1 of 2 budgets)")
     assert method_verdict(["below"]) == "below their seed spread (below at 1 of 1 budget)"
@@ -155,7 +156,8 @@ def test_markdown_tables_groups_and_notes(comparison):
     assert "| cce | 8192 |" not in text  # listed in the verdict line instead
     auc_table = text.split("Best val AUC")[1].split("Best val BCE")[0]
     assert auc_table.index("| *post-training reference* |") < auc_table.index("| pq | 16 |")
-    assert "BCE overstates by about 2%" in text and "within = our mean inside their min..max" in text
+    assert "BCE overstates by about 2%" in text
+    assert "within = our mean inside their min..max" in text
     assert "- pq (post-training reference): not run by the authors" in text
 
 
