@@ -36,9 +36,25 @@ def bench(
     json_out: Annotated[Optional[Path], typer.Option(
         "--json", help="Also write the numbers, device, torch version and git revision here.")]
         = None,
+    model: Annotated[str, typer.Option(
+        help="gmf (the options above) or dlrm: DLRM on Kaggle-shaped data, what each speed-up "
+        "buys, every method of the paper's Kaggle grid and that grid's estimated GPU-hours.")]
+        = "gmf",
+    steps: Annotated[int, typer.Option(help="dlrm: timed steps per configuration.", min=1)]
+        = 2000,
+    rows: Annotated[Optional[int], typer.Option(
+        help="dlrm: training rows drawn on the device. Default: Kaggle's 39,291,958.",
+        show_default=False, min=1)] = None,
 ) -> None:
     """Measure steps/s, epoch, eval and cluster() times, GPU memory and a small sweep's wall
-    time, each against a reference loop that syncs the host every step."""
+    time, each against a reference loop that syncs the host every step (--model dlrm: DLRM's
+    step on Kaggle's shape and the paper grid's cost)."""
+    if model not in ("gmf", "dlrm"):
+        from cce_bench.errors import ConfigError
+        raise ConfigError(f"unknown model '{model}'; choose from: gmf, dlrm")
+    if model == "dlrm":
+        _bench_dlrm(method, device, steps, rows, json_out)
+        return
     from cce_bench.sweeps.bench import run_bench
 
     methods = method or method_names()
@@ -91,4 +107,60 @@ def _methods_table(report) -> Table:
         table.add_row(t.method, str(t.ppd), f"{1e3 * t.epoch_s:.1f}", f"{1e3 * t.ref_epoch_s:.1f}",
                       f"{t.speedup:.1f}x", f"{t.steps_per_s:,.0f}", f"{t.samples_per_s:,.0f}",
                       f"{1e3 * t.eval_s:.1f}", f"{1e3 * t.ref_eval_s:.1f}", peak)
+    return table
+
+
+def _progress_printer(status):
+    def progress(text: str) -> None:
+        # In a terminal a status line; in a log (CI, a remote GPU) one plain line per step.
+        if console.is_terminal:
+            status.update(f"benchmarking: {text}")
+        else:
+            console.print(text, highlight=False)
+    return progress
+
+
+def _bench_dlrm(methods: list[str] | None, device: str, steps: int, rows: int | None,
+                json_out: Path | None) -> None:
+    from cce_bench.sweeps.bench_dlrm import KAGGLE_TRAIN, run_dlrm_bench
+
+    for name in methods or []:
+        get_method(name)
+    with console.status("benchmarking") as status:
+        report = run_dlrm_bench(device, rows or KAGGLE_TRAIN, steps, methods,
+                                progress=_progress_printer(status))
+    title = (f"DLRM, Kaggle-shaped ({report.train_rows:,} train rows) on {report.device_name}, "
+             f"torch {report.torch_version}")
+    for heading, timings in (("full table, one change at a time", report.variants),
+                             ("every method", report.methods),
+                             ("large batches", report.large_batch)):
+        if timings:
+            console.print(_dlrm_table(f"{title}: {heading}", timings))
+    for reason in report.skipped:
+        console.print(f"not timed: {reason}", highlight=False)
+    grid = report.grid
+    if grid.get("runs"):
+        console.print(f"paper Kaggle grid ({grid['runs']} runs x {grid['epochs']} epochs, "
+                      f"{grid['steps_per_epoch']:,} steps each, {grid['evaluations_per_epoch']} "
+                      f"evaluations per epoch): {grid['gpu_hours']:.2f} GPU-hours estimated",
+                      highlight=False)
+    if json_out:
+        json_out.write_text(json.dumps(report.to_dict(), indent=2))
+        console.print(f"wrote {json_out}")
+
+
+def _dlrm_table(title: str, timings) -> Table:
+    table = Table(box=box.SIMPLE, title=title)
+    for column in ("configuration", "cap", "batch", "ms/step", "epoch s", "samples/s",
+                   "eval s", "cluster s", "table params", "MiB"):
+        table.add_column(column, justify="left" if column == "configuration" else "right",
+                         no_wrap=True)
+    for t in timings:
+        def seconds(value):
+            return "-" if value is None else f"{value:.2f}"
+
+        peak = f"{t.peak_mem_bytes / 2**20:,.0f}" if t.peak_mem_bytes else "-"
+        table.add_row(t.label, f"{t.cap:,}" if t.cap else "-", f"{t.batch_size:,}",
+                      f"{1e3 * t.step_s:.3f}", f"{t.epoch_s:,.1f}", f"{t.samples_per_s:,.0f}",
+                      seconds(t.eval_s), seconds(t.cluster_s), f"{t.table_params:,}", peak)
     return table

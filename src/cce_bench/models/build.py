@@ -40,8 +40,10 @@ def method_options(run: RunConfig, data: InteractionData | CriteoData) -> dict:
     return opts
 
 
-def build_model(run: RunConfig, data: InteractionData | CriteoData) -> nn.Module:
-    """The run's model with its embedding method (raises BudgetTooSmall for a tiny budget)."""
+def build_model(run: RunConfig, data: InteractionData | CriteoData,
+                concat_full: bool = True) -> nn.Module:
+    """The run's model with its embedding method (raises BudgetTooSmall for a tiny budget).
+    concat_full: DLRM's full tables as one module (False only to measure what that buys)."""
     opts = method_options(run, data)
     if run.model == "gmf":
         if not isinstance(data, InteractionData):
@@ -62,7 +64,8 @@ def build_model(run: RunConfig, data: InteractionData | CriteoData) -> nn.Module
             return make_embedding(vocab, vocab * run.dim, run.dim, "full", 1, **full_opts)
         return make_embedding(vocab, run.budget, run.dim, run.method, run.n_chunks, **opts)
 
-    return DLRM(N_DENSE, data.vocab_sizes, run.dim, run.bottom_mlp, run.top_mlp, capped)
+    return DLRM(N_DENSE, data.vocab_sizes, run.dim, run.bottom_mlp, run.top_mlp, capped,
+                concat_full)
 
 
 def _full_table_options() -> set[str]:

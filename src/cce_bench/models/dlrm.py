@@ -94,13 +94,15 @@ class FullTables(nn.Module):
 
 class DLRM(nn.Module):
     def __init__(self, n_dense: int, table_sizes: list[int], dim: int, bottom_mlp: str,
-                 top_mlp: str, embedding_factory: EmbeddingFactory):
+                 top_mlp: str, embedding_factory: EmbeddingFactory, concat_full: bool = True):
+        """concat_full=False keeps every table its own module (for the speed benchmark)."""
         super().__init__()
         bottom, top = check_mlps(bottom_mlp, top_mlp, n_dense, dim)
         self.dim, self.n_features = dim, len(table_sizes)
         self.bottom = mlp(bottom, last_relu=True)
         made = [embedding_factory(vocab) for vocab in table_sizes]
-        full = [t for t, table in enumerate(made) if isinstance(table, FullEmbedding)]
+        full = [t for t, table in enumerate(made)
+                if concat_full and isinstance(table, FullEmbedding)]
         rest = [t for t in range(len(made)) if t not in full]
         self.full = FullTables([made[t] for t in full]) if full else None
         self.tables = nn.ModuleList(made[t] for t in rest)

@@ -1,0 +1,238 @@
+"""`cce-bench bench --model dlrm`: how fast DLRM trains on Criteo Kaggle's shape, and what the
+paper's Kaggle grid would cost on this machine.
+
+The data are random rows with Kaggle's shape, drawn on the device: 13 dense features, 26
+categorical features with Kaggle's cardinalities and power-law ids (as criteo-synthetic draws
+them), 39.3M training rows. Speed depends on shapes and on how ids repeat, not on the labels.
+Each configuration builds the model as a sweep would, trains `steps` steps after a warm-up,
+and is timed on the device clock; an epoch is extrapolated from the measured step time
+(steps per epoch x seconds per step), evaluation timed once on the validation and test halves.
+
+`variants` times the full-table model four ways, each adding one change to the one before,
+to say what each buys: the plain loop over 26 separate tables with a dense SGD update; the
+update fused into the lookup's backward (rows touched only); the full tables concatenated into
+one; the step captured in a CUDA graph (the engine's default).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from cce_bench.config import RunConfig
+from cce_bench.data import CriteoData, TabularSplit
+from cce_bench.datasets.catalog import CRITEO_KAGGLE_CARDINALITIES
+from cce_bench.datasets.criteo import day_sizes
+from cce_bench.embeddings.sparse_update import enable_sparse_sgd
+from cce_bench.engine import (cluster_all, device_clock, evaluate, make_optimizer, make_stepper,
+                              resolve_device)
+from cce_bench.errors import BudgetTooSmall
+from cce_bench.models import build_model
+from cce_bench.results import git_revision
+
+KAGGLE_ROWS = 45_840_617
+KAGGLE_TRAIN = sum(day_sizes(KAGGLE_ROWS)[:-1])  # days 1-6
+KAGGLE_EVAL = day_sizes(KAGGLE_ROWS)[-1]  # day 7: test and validation halves together
+KAGGLE_VOCABS = list(CRITEO_KAGGLE_CARDINALITIES)
+# The paper's Kaggle caps: 16 x {100, 220, ..., 50000} parameters in one table.
+PAPER_CAPS = [16 * k for k in (100, 220, 500, 1000, 2200, 5000, 10000, 22000, 50000)]
+PAPER_METHODS = ["full", "cce", "ce", "hash", "dhe", "pq"]
+TIMED_CAPS = [PAPER_CAPS[0], PAPER_CAPS[4], PAPER_CAPS[-1]]  # others interpolated
+EXPONENTS = np.linspace(1.05, 1.5, 26)  # criteo-synthetic's power laws, P(rank r) ~ (r + 1)^-s
+
+
+def kaggle_shaped(rows: int, device: torch.device, vocabs: list[int] = KAGGLE_VOCABS,
+                  seed: int = 0) -> TabularSplit:
+    """Random rows with Kaggle's shape (or other cardinalities), drawn on the device in blocks."""
+    gen = torch.Generator(device=device).manual_seed(seed)
+    cards = torch.tensor(vocabs, device=device, dtype=torch.float64)
+    s = torch.tensor(EXPONENTS, device=device)
+    dense = torch.empty(rows, 13, device=device)
+    ids = torch.empty(rows, 26, device=device, dtype=torch.int32)
+    for start in range(0, rows, 1 << 22):
+        n = min(1 << 22, rows - start)
+        u = torch.rand(n, 26, generator=gen, device=device, dtype=torch.float64)
+        # Inverse CDF of the continuous power law on [1, card + 1), floored to a rank.
+        top = (cards + 1) ** (1 - s)
+        rank = ((1 - u * (1 - top)) ** (1 / (1 - s))).floor() - 1
+        # Scatter ranks over the id range (popular ids are not neighbours in the table).
+        ids[start:start + n] = ((rank.long() * 2654435761) % cards.long()).int()
+        dense[start:start + n] = torch.log1p(torch.rand(n, 13, generator=gen, device=device) * 50)
+    labels = (torch.rand(rows, generator=gen, device=device) < 0.25).float()
+    return TabularSplit(dense, ids, labels)
+
+
+def shape_only(vocabs: list[int] = KAGGLE_VOCABS) -> CriteoData:
+    """A CriteoData that carries Kaggle's cardinalities and sizes, for building models."""
+    empty = (np.zeros((0, 13), np.float32), np.zeros((0, 26), np.int32), np.zeros(0, np.uint8))
+    return CriteoData("kaggle-shaped", *empty, {"train": (0, KAGGLE_TRAIN),
+                                                 "val": (0, 0), "test": (0, 0)}, vocabs)
+
+
+@dataclass
+class StepTiming:
+    label: str
+    method: str
+    cap: int
+    batch_size: int
+    step_s: float
+    epoch_s: float  # steps per epoch x step_s
+    samples_per_s: float
+    eval_s: float | None = None  # validation and test halves once
+    cluster_s: float | None = None  # one cluster() of every table
+    table_params: int | None = None
+    peak_mem_bytes: int | None = None
+
+
+@dataclass
+class DlrmBenchReport:
+    device: str
+    device_name: str
+    torch_version: str
+    git_rev: str
+    train_rows: int
+    variants: list[StepTiming] = field(default_factory=list)
+    methods: list[StepTiming] = field(default_factory=list)
+    large_batch: list[StepTiming] = field(default_factory=list)
+    grid: dict = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def dlrm_run(method: str, cap: int, batch_size: int = 128) -> RunConfig:
+    # DLRM's Kaggle settings (the sweep's defaults for --model dlrm).
+    return RunConfig("kaggle-shaped", method, cap, model="dlrm", dim=16, n_chunks=4,
+                     batch_size=batch_size, lr=0.1, weight_decay=0.0, optimizer="sgd",
+                     bottom_mlp="13-512-256-64-16", top_mlp="512-256-1", eval_every=50_000,
+                     cluster_every=50_000, cluster_until=0.05, kmeans="torch")
+
+
+def time_steps(run: RunConfig, train: TabularSplit, device: torch.device, steps: int,
+               label: str = "", stepper: str = "auto", sparse: bool = True,
+               concat_full: bool = True, evaluate_on: TabularSplit | None = None,
+               cluster: bool = False, vocabs: list[int] = KAGGLE_VOCABS) -> StepTiming:
+    """Seconds per training step of one run (cluster: also time its cluster() first; pq is
+    always clustered until it has compressed, as it would be for most of its run)."""
+    torch.manual_seed(0)
+    model = build_model(run, shape_only(vocabs), concat_full).to(device)
+    if sparse:
+        for table in model.embeddings():
+            enable_sparse_sgd(table, run.lr)
+    optimizer = make_optimizer(model, run, device)
+    cluster_s = (_time_cluster(model, optimizer, device, run)
+                 if cluster or run.method == "pq" else None)
+    epoch = make_stepper(stepper, model, optimizer, train, run.batch_size, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    epoch.prepare(torch.Generator(device=device).manual_seed(0))
+    for _ in range(min(20, steps)):  # warm-up: graph capture, allocator, cuBLAS
+        epoch.step()
+    start = device_clock(device)
+    for _ in range(steps):
+        epoch.step()
+    step_s = (device_clock(device) - start) / steps
+    eval_s = None
+    if evaluate_on is not None:
+        start = device_clock(device)
+        evaluate(model, evaluate_on)
+        evaluate(model, evaluate_on)  # validation and test halves
+        eval_s = device_clock(device) - start
+    per_epoch = math.ceil(KAGGLE_TRAIN / run.batch_size)
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
+    return StepTiming(label or run.method, run.method, run.budget, run.batch_size, step_s,
+                      per_epoch * step_s, run.batch_size / step_s, eval_s, cluster_s,
+                      sum(p for p, _ in model.table_sizes()), peak)
+
+
+def _time_cluster(model, optimizer, device, run) -> float:
+    """One round of cluster() over every table (pq: every round, so it is compressed after)."""
+    rounds = max(1, run.cluster_rounds(math.ceil(KAGGLE_TRAIN / run.batch_size)))
+    post = any(getattr(m, "post_training", False) for m in model.modules())
+    start = device_clock(device)
+    for _ in range(rounds if post else 1):
+        cluster_all(model, optimizer)
+    return (device_clock(device) - start) / (rounds if post else 1)
+
+
+def grid_estimate(timings: list[StepTiming], epochs: int = 10) -> dict:
+    """GPU-hours of the paper's Kaggle grid (PAPER_METHODS x PAPER_CAPS x epochs, one seed),
+    from measured step, evaluation and clustering times; caps not timed are interpolated in
+    log(cap) between the timed ones."""
+    run = dlrm_run("cce", PAPER_CAPS[0])
+    steps = math.ceil(KAGGLE_TRAIN / run.batch_size)
+    evals_per_epoch = steps // run.eval_every + 1
+    clusters = run.cluster_rounds(steps)
+    runs, seconds = [], 0.0
+    for method in PAPER_METHODS:
+        mine = sorted((t for t in timings if t.method == method), key=lambda t: t.cap)
+        if not mine:
+            continue
+        caps = [0] if method == "full" else PAPER_CAPS
+        for cap in caps:
+            step_s = _interpolate(cap, [(t.cap, t.step_s) for t in mine])
+            eval_s = _interpolate(cap, [(t.cap, t.eval_s or 0.0) for t in mine])
+            cluster_s = _interpolate(cap, [(t.cap, t.cluster_s or 0.0) for t in mine])
+            run_s = epochs * (steps * step_s + evals_per_epoch * eval_s) + clusters * cluster_s
+            runs.append({"method": method, "cap": cap, "seconds": run_s})
+            seconds += run_s
+    return {"runs": len(runs), "epochs": epochs, "steps_per_epoch": steps,
+            "evaluations_per_epoch": evals_per_epoch, "cluster_rounds": clusters,
+            "seconds": seconds, "gpu_hours": seconds / 3600, "per_run": runs}
+
+
+def _interpolate(cap: int, points: list[tuple[int, float]]) -> float:
+    if len(points) == 1 or cap <= points[0][0]:
+        return points[0][1]
+    for (c0, v0), (c1, v1) in zip(points, points[1:]):
+        if cap <= c1:
+            w = (math.log(cap) - math.log(c0)) / (math.log(c1) - math.log(c0))
+            return v0 + w * (v1 - v0)
+    return points[-1][1]
+
+
+def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: int = 2000,
+                   methods: list[str] | None = None, caps: list[int] | None = None,
+                   variants: bool = True, large_batch: int = 16384,
+                   vocabs: list[int] = KAGGLE_VOCABS, progress=lambda text: None) -> DlrmBenchReport:
+    """Every timing of the module docstring; vocabs other than Kaggle's only for tests."""
+    dev = resolve_device(device)
+    name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
+    report = DlrmBenchReport(str(dev), name, torch.__version__, git_revision(), train_rows)
+    progress(f"drawing {train_rows:,} Kaggle-shaped rows")
+    train = kaggle_shaped(train_rows, dev, vocabs)
+    held_out = kaggle_shaped(min(KAGGLE_EVAL // 2, train_rows), dev, vocabs, seed=1)
+    full = dlrm_run("full", 0)
+    if variants:
+        few = max(10, steps // 10)  # the slow variants need fewer steps for a stable mean
+        for label, kwargs, n in [
+                ("plain loop, 26 tables, dense SGD", dict(stepper="plain", sparse=False,
+                                                          concat_full=False), few),
+                ("+ SGD fused into the lookup", dict(stepper="plain", concat_full=False), few),
+                ("+ full tables as one", dict(stepper="plain"), steps),
+                ("+ CUDA graph (the engine)", dict(stepper="auto"), steps)]:
+            progress(f"full table: {label}")
+            report.variants.append(time_steps(full, train, dev, n, label, vocabs=vocabs,
+                                              **kwargs))
+    for method in methods or PAPER_METHODS:
+        for cap in [0] if method == "full" else (caps or TIMED_CAPS):
+            progress(f"{method} cap={cap:,}")
+            try:
+                report.methods.append(time_steps(dlrm_run(method, cap), train, dev, steps,
+                                                 evaluate_on=held_out, cluster=method == "cce",
+                                                 vocabs=vocabs))
+            except BudgetTooSmall as err:
+                report.skipped.append(str(err))
+    if large_batch:
+        for method in ("full", "cce"):
+            progress(f"{method} at batch {large_batch:,}")
+            run = dlrm_run(method, 0 if method == "full" else 16_000, large_batch)
+            report.large_batch.append(time_steps(run, train, dev, max(20, steps // 20),
+                                                 vocabs=vocabs))
+    report.grid = grid_estimate(report.methods)
+    return report
+

@@ -1,0 +1,57 @@
+"""`cce-bench bench --model dlrm` on a CPU with small tables: every timing is there, and the
+grid estimate adds up from the timings."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cce_bench.sweeps.bench_dlrm import (KAGGLE_TRAIN, PAPER_CAPS, StepTiming, _interpolate,
+                                        grid_estimate, kaggle_shaped, run_dlrm_bench)
+
+SMALL = [min(v, 200) for v in (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145,
+                               5683, 8351593, 3194, 27, 14992, 5461306, 10, 5652, 2173, 4,
+                               7046547, 18, 15, 286181, 105, 142572)]
+
+
+def test_kaggle_shaped_rows_respect_the_cardinalities():
+    import torch
+
+    split = kaggle_shaped(3000, torch.device("cpu"), SMALL)
+    assert split.dense.shape == (3000, 13) and split.categorical.shape == (3000, 26)
+    assert (split.categorical >= 0).all()
+    assert (split.categorical < torch.tensor(SMALL)).all()
+    # Power-law ids: the most frequent id of a 200-id feature takes far more than 1/200.
+    counts = torch.bincount(split.categorical[:, 2].long())
+    assert counts.max() > 3000 * 5 / 200
+
+
+def test_the_benchmark_times_every_configuration_on_a_cpu():
+    report = run_dlrm_bench("cpu", train_rows=2000, steps=2, methods=["full", "hash"],
+                            caps=[1600], large_batch=256, vocabs=SMALL)
+    assert [t.label for t in report.variants] == [
+        "plain loop, 26 tables, dense SGD", "+ SGD fused into the lookup",
+        "+ full tables as one", "+ CUDA graph (the engine)"]
+    assert [(t.method, t.cap) for t in report.methods] == [("full", 0), ("hash", 1600)]
+    assert all(t.step_s > 0 and t.eval_s > 0 for t in report.methods)
+    steps = math.ceil(KAGGLE_TRAIN / 128)
+    assert all(t.epoch_s == pytest.approx(steps * t.step_s) for t in report.methods)
+    assert [t.batch_size for t in report.large_batch] == [256, 256]
+    # full once and hash at 9 caps, 10 epochs.
+    assert report.grid["runs"] == 10 and report.grid["steps_per_epoch"] == steps
+
+
+def test_grid_estimate_adds_step_evaluation_and_clustering_time():
+    timings = [StepTiming("cce", "cce", PAPER_CAPS[0], 128, 1e-4, 0.0, 0.0, 2.0, 5.0),
+               StepTiming("cce", "cce", PAPER_CAPS[-1], 128, 3e-4, 0.0, 0.0, 4.0, 7.0)]
+    grid = grid_estimate(timings, epochs=10)
+    steps, evals, clusters = (grid["steps_per_epoch"], grid["evaluations_per_epoch"],
+                              grid["cluster_rounds"])
+    assert (evals, clusters) == (steps // 50_000 + 1, 3)
+    first, last = grid["per_run"][0], grid["per_run"][-1]
+    assert first["seconds"] == pytest.approx(10 * (steps * 1e-4 + evals * 2.0) + 3 * 5.0)
+    assert last["seconds"] == pytest.approx(10 * (steps * 3e-4 + evals * 4.0) + 3 * 7.0)
+    assert grid["runs"] == 9
+    assert _interpolate(PAPER_CAPS[4], [(1600, 1.0), (800_000, 2.0)]) == pytest.approx(
+        1 + math.log(35_200 / 1600) / math.log(500))
