@@ -7,6 +7,11 @@ QUICK_RESULTS ?= results/quick
 # reproduce-quick: a tiny synthetic stand-in for every paper dataset, two budgets, one seed and
 # two epochs (so clustering runs once); every method and n_chunks value of each spec stays.
 QUICK_FLAGS ?= --datasets syn-60-2400 --budgets 8,64 --seeds 1 --epochs 2
+# The Criteo specs on a tiny criteo-synthetic (7,000 rows, ids capped at 300) with small MLPs:
+# two caps, evaluation and clustering every 20 steps through the first half, two epochs.
+QUICK_DLRM_FLAGS ?= --datasets criteo-synthetic-7000-cap300 --budgets 320,1280 --budget-unit \
+  params --seeds 1 --epochs 2 --dim 16 --bottom-mlp 13-32-16 --top-mlp 32-1 --batch-size 128 \
+  --eval-every 20 --cluster-every 20 --cluster-until 0.5
 QUICK_JOBS ?= 2
 # Extra flags for every sweep of `make reproduce`, e.g. REPRODUCE_FLAGS="--workers-per-gpu 4".
 REPRODUCE_FLAGS ?=
@@ -71,6 +76,10 @@ reproduce-spec/%:
 quick-spec/%: export OMP_NUM_THREADS = 1
 quick-spec/%:
 	$(call paper_spec,$*,$(QUICK_RESULTS),$(QUICK_FLAGS))
+
+quick-spec/criteo-%: export OMP_NUM_THREADS = 1
+quick-spec/criteo-%:
+	$(call paper_spec,criteo-$*,$(QUICK_RESULTS),$(QUICK_DLRM_FLAGS))
 
 clean:
 	rm -rf build dist *.egg-info src/*.egg-info .pytest_cache

@@ -20,7 +20,9 @@ def bench(
     method: Annotated[Optional[list[str]], typer.Option(
         "--method", "-m", help="Method to time (repeatable). Default: every method.")] = None,
     budget: Annotated[Optional[list[int]], typer.Option(
-        "--budget", "-b", help="Params per dimension (repeatable). Default: 16 and 256.")] = None,
+        "--budget", "-b", help="Params per dimension (repeatable). Default: 16 and 256. "
+        "With --model dlrm: caps in parameters per table; default 1,600, 35,200, 800,000.")]
+        = None,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
     dataset: Annotated[Optional[str], typer.Option(
         help="Dataset to time on. Default: random data shaped like MovieLens-1M.")] = None,
@@ -53,7 +55,7 @@ def bench(
         from cce_bench.errors import ConfigError
         raise ConfigError(f"unknown model '{model}'; choose from: gmf, dlrm")
     if model == "dlrm":
-        _bench_dlrm(method, device, steps, rows, json_out)
+        _bench_dlrm(method, budget, device, steps, rows, json_out)
         return
     from cce_bench.sweeps.bench import run_bench
 
@@ -120,14 +122,14 @@ def _progress_printer(status):
     return progress
 
 
-def _bench_dlrm(methods: list[str] | None, device: str, steps: int, rows: int | None,
-                json_out: Path | None) -> None:
+def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, steps: int,
+                rows: int | None, json_out: Path | None) -> None:
     from cce_bench.sweeps.bench_dlrm import KAGGLE_TRAIN, run_dlrm_bench
 
     for name in methods or []:
         get_method(name)
     with console.status("benchmarking") as status:
-        report = run_dlrm_bench(device, rows or KAGGLE_TRAIN, steps, methods,
+        report = run_dlrm_bench(device, rows or KAGGLE_TRAIN, steps, methods, caps,
                                 progress=_progress_printer(status))
     title = (f"DLRM, Kaggle-shaped ({report.train_rows:,} train rows) on {report.device_name}, "
              f"torch {report.torch_version}")

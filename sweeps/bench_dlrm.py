@@ -159,6 +159,15 @@ def _time_cluster(model, optimizer, device, run) -> float:
     return (device_clock(device) - start) / (rounds if post else 1)
 
 
+def describe(t: StepTiming) -> str:
+    """One line per timing, printed as it completes (a long benchmark stopped early keeps
+    what it measured)."""
+    extra = "".join(f", {name} {value:.2f} s" for name, value in
+                    (("eval", t.eval_s), ("cluster", t.cluster_s)) if value is not None)
+    return (f"{t.label} cap {t.cap:,} batch {t.batch_size:,}: {1e3 * t.step_s:.3f} ms/step, "
+            f"epoch {t.epoch_s:,.1f} s, {t.samples_per_s:,.0f} samples/s{extra}")
+
+
 def grid_estimate(timings: list[StepTiming], epochs: int = 10) -> dict:
     """GPU-hours of the paper's Kaggle grid (PAPER_METHODS x PAPER_CAPS x epochs, one seed),
     from measured step, evaluation and clustering times; caps not timed are interpolated in
@@ -218,6 +227,7 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
             progress(f"full table: {label}")
             report.variants.append(time_steps(full, train, dev, n, label, vocabs=vocabs,
                                               **kwargs))
+            progress(describe(report.variants[-1]))
     for method in methods or PAPER_METHODS:
         for cap in [0] if method == "full" else (caps or TIMED_CAPS):
             progress(f"{method} cap={cap:,}")
@@ -225,6 +235,7 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
                 report.methods.append(time_steps(dlrm_run(method, cap), train, dev, steps,
                                                  evaluate_on=held_out, cluster=method == "cce",
                                                  vocabs=vocabs))
+                progress(describe(report.methods[-1]))
             except BudgetTooSmall as err:
                 report.skipped.append(str(err))
     if large_batch:
@@ -233,6 +244,7 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
             run = dlrm_run(method, 0 if method == "full" else 16_000, large_batch)
             report.large_batch.append(time_steps(run, train, dev, max(20, steps // 20),
                                                  vocabs=vocabs))
+            progress(describe(report.large_batch[-1]))
     report.grid = grid_estimate(report.methods)
     return report
 
