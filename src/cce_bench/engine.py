@@ -24,6 +24,7 @@ from .embeddings.sparse_update import enable_sparse_sgd
 from .errors import ConfigError
 from .models import build_model, model_size
 from .steps import PlainEpoch, Split, StaticEpoch, capture_steps, reset_optimizer_state
+from .streaming import HostSplit, StreamingEpoch, fits_on_device
 
 EVAL_BATCH = 1 << 16
 
@@ -72,6 +73,7 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
 
 
 STEPPERS = ["auto", "plain", "static", "graph"]
+INPUTS = ["auto", "device", "stream"]
 
 
 def make_optimizer(model: nn.Module, run: RunConfig, device: torch.device) -> torch.optim.Optimizer:
@@ -86,10 +88,14 @@ def make_optimizer(model: nn.Module, run: RunConfig, device: torch.device) -> to
 
 
 def make_stepper(stepper: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 split: Split, batch_size: int, device: torch.device):
-    """auto: a CUDA graph of static steps on CUDA, the plain loop elsewhere."""
+                 split: Split | HostSplit, batch_size: int, device: torch.device):
+    """auto: a CUDA graph of static steps on CUDA, the plain loop elsewhere; static steps
+    streamed through a device window when the split is in host memory."""
     if stepper not in STEPPERS:
         raise ConfigError(f"unknown stepper '{stepper}'; choose from: {', '.join(STEPPERS)}")
+    if isinstance(split, HostSplit):
+        graph = device.type == "cuda" and stepper in ("auto", "graph")
+        return StreamingEpoch(model, optimizer, split, batch_size, graph, device)
     if stepper == "auto":
         stepper = "graph" if device.type == "cuda" else "plain"
     if stepper == "plain":
@@ -99,22 +105,35 @@ def make_stepper(stepper: str, model: nn.Module, optimizer: torch.optim.Optimize
     return StaticEpoch(model, optimizer, split, batch_size, use_graph=stepper == "graph")
 
 
-def device_splits(data: Data, device: torch.device) -> list[Split | None]:
-    """[train, val, test] on the device (test None where the dataset has none)."""
+def device_splits(data: Data, device: torch.device, input: str = "auto") -> list:
+    """[train, val, test] on the device (test None where the dataset has none). input: where
+    the training rows live: on the device, or streamed from host memory ("stream"; "auto"
+    streams a Criteo dataset that would not fit in half the device's free memory)."""
+    if input not in INPUTS:
+        raise ConfigError(f"unknown input '{input}'; choose from: {', '.join(INPUTS)}")
     if isinstance(data, CriteoData):
-        return [data.tensors(name).to(device) for name in ("train", "val", "test")]
+        held_out = [data.tensors(name).to(device) for name in ("val", "test")]
+        if input == "stream" or (input == "auto" and not fits_on_device(data, device)):
+            return [HostSplit.of(data, "train"), *held_out]
+        return [data.tensors("train").to(device), *held_out]
+    if input == "stream":
+        raise ConfigError("input 'stream' is for Criteo datasets; interaction data always "
+                          "fits on the device")
     return [data.train.to(device), data.val.to(device),
             data.test.to(device) if data.test is not None else None]
 
 
 def train(run: RunConfig, data: Data, device: str | torch.device = "auto",
-          on_epoch: EpochCallback | None = None, stepper: str = "auto") -> RunResult:
-    """Train and evaluate one run. `stepper` changes how steps are launched, never the result."""
-    return train_many([run], data, device, on_epoch, stepper)[0]
+          on_epoch: EpochCallback | None = None, stepper: str = "auto",
+          input: str = "auto") -> RunResult:
+    """Train and evaluate one run. `stepper` (how steps are launched) and `input` (where the
+    training rows live) change the speed, never the result."""
+    return train_many([run], data, device, on_epoch, stepper, input)[0]
 
 
 def train_many(runs: list[RunConfig], data: Data, device: str | torch.device = "auto",
-               on_epoch: EpochCallback | None = None, stepper: str = "auto") -> list[RunResult]:
+               on_epoch: EpochCallback | None = None, stepper: str = "auto",
+               input: str = "auto") -> list[RunResult]:
     """Train several runs of one dataset and batch size in lockstep, each as if alone.
 
     On CUDA one step of every run is captured in one graph, each run on its own branch, so
@@ -126,7 +145,7 @@ def train_many(runs: list[RunConfig], data: Data, device: str | torch.device = "
     device = resolve_device(device)
     if len({(r.dataset, r.batch_size, r.model) for r in runs}) > 1:
         raise ConfigError("runs trained together need the same dataset, model and batch size")
-    splits = device_splits(data, device)
+    splits = device_splits(data, device, input)
     # Several runs on CUDA: their steps are captured together in one graph (see capture_steps).
     grouped = device.type == "cuda" and len(runs) > 1 and stepper in ("auto", "graph")
     states = [_RunState(run, data, splits, device, "static" if grouped else stepper)
@@ -146,6 +165,8 @@ def train_many(runs: list[RunConfig], data: Data, device: str | torch.device = "
                 graph, captured = capture_steps([s.epochs for s in active]), list(active)
             for _ in range(stop - position):
                 if graph is not None:
+                    for state in active:
+                        state.epochs.feed()
                     graph.replay()
                 else:
                     for state in active:
@@ -156,6 +177,7 @@ def train_many(runs: list[RunConfig], data: Data, device: str | torch.device = "
             active = [state for state in active if not state.done]
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     for state in states:
+        state.epochs.close()
         state.result.peak_mem_bytes = peak
         # Sizes of the trained model: a post-training method (pq) shrinks when it compresses.
         state.result.set_sizes(state.model)

@@ -36,6 +36,12 @@ class _Epoch:
     def step(self) -> None:
         raise NotImplementedError
 
+    def feed(self) -> None:
+        """Bring in the next step's batch where it is not on the device yet (streaming)."""
+
+    def close(self) -> None:
+        """Release what the epoch holds besides tensors (streaming: its input thread)."""
+
     def loss_total(self) -> torch.Tensor:
         """The epoch's summed loss, a device tensor (reading it is the epoch's one sync)."""
         return self.loss_sum
@@ -105,9 +111,15 @@ class StaticEpoch(_Epoch):
         self.graph: torch.cuda.CUDAGraph | None = None
         self.pointers: list[int] = []
 
+    def _slot(self) -> torch.Tensor:
+        """The buffer row that holds this step's batch (a device tensor: no host sync)."""
+        return self.cursor
+
     def _step(self) -> None:
+        slot = self._slot()
+
         def batch(table: torch.Tensor) -> torch.Tensor:
-            return table.index_select(0, self.cursor)[0]  # (B,)
+            return table.index_select(0, slot)[0]  # (B, ...)
 
         weight = batch(self.weight)
         count = weight.sum()
