@@ -110,6 +110,10 @@ def sweep(
     gpus_per_run: Annotated[Optional[float], typer.Option(
         help="ray: GPUs per run; fractions share a GPU (0.25: four runs on one). "
         "Default: 1 if the cluster has GPUs, else 0.", show_default=False)] = None,
+    ddp: Annotated[int, typer.Option(
+        help="Train each run data-parallel over N processes with torch.distributed: one per "
+        "visible GPU (NCCL), or CPU processes (gloo) with --device cpu; the batch size is the "
+        "global batch. 0: off.", min=0)] = 0,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Run again the runs recorded as failed or oom.")] = False,
     download: Annotated[bool, typer.Option(
@@ -140,7 +144,8 @@ def sweep(
     if group_size is None:
         group_size = 16 if torch.cuda.is_available() and device != "cpu" else 1
     execution = Execution(backend=backend, workers=workers, workers_per_gpu=workers_per_gpu,
-                          group_size=group_size, address=address, gpus_per_run=gpus_per_run)
+                          group_size=1 if ddp else group_size, address=address,
+                          gpus_per_run=gpus_per_run, ddp=ddp)
     if dry_run:
         _print_plan(sweeps, execution, retry_failed)
         return

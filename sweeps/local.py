@@ -82,14 +82,15 @@ def plan_slots(device: str, workers: int | None, workers_per_gpu: int) -> list[S
 class InlineBackend:
     """Train in the driver process, one task after another."""
 
-    def __init__(self, device: str):
-        self.device = device
-        self.workers = ["main"]
+    def __init__(self, device: str, ddp: int = 0):
+        self.device, self.ddp = device, ddp
+        self.workers = ["main"] if not ddp else [f"ddp x{ddp}"]
         self._datasets: dict = {}
 
     def execute(self, tasks: list[Task], handle: Callable[[Event], None]) -> None:
         for task in tasks:
-            handle(execute(task, "main", self.device, handle, self._datasets))
+            handle(execute(task, self.workers[0], self.device, handle, self._datasets,
+                           self.ddp))
 
 
 class LocalPool:

@@ -55,6 +55,9 @@ class Execution:
     address: str | None = None  # ray: the cluster; None starts a local Ray instance
     gpus_per_run: float | None = None  # ray: GPUs per task (fractions share); None: 1 if any
     cpus_per_run: float = 1.0  # ray: CPUs per task
+    # local: train each run data-parallel over this many processes (one per visible GPU, or
+    # gloo CPU processes with --device cpu); 0: each run on one device.
+    ddp: int = 0
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -68,6 +71,10 @@ class Execution:
         if self.backend == "ray" and self.workers is not None:
             raise ConfigError("--workers is for --backend local; Ray runs as many tasks at once "
                               "as the cluster's CPUs and GPUs allow (see --gpus-per-run)")
+        if self.ddp < 0 or self.ddp == 1:
+            raise ConfigError(f"--ddp needs 2 or more processes, not {self.ddp} (0: off)")
+        if self.ddp and self.backend != "local":
+            raise ConfigError("--ddp is for --backend local")
         if self.backend != "ray":
             for name in ("address", "gpus_per_run"):
                 if getattr(self, name) is not None:
@@ -79,6 +86,8 @@ class Execution:
             from .ray_backend import RayBackend
             return RayBackend(self.address, self.gpus_per_run, self.cpus_per_run, device)
         from .local import InlineBackend, LocalPool, plan_slots
+        if self.ddp:
+            return InlineBackend(device, self.ddp)  # the run's processes are spawned per run
         slots = plan_slots(device, self.workers, self.workers_per_gpu)
         return LocalPool(slots) if slots else InlineBackend(device)
 

@@ -22,6 +22,7 @@ import torch
 from cce_bench.config import RunConfig
 from cce_bench.data import CriteoData, InteractionData
 from cce_bench.datasets import load_training_data
+from cce_bench.distributed import train_distributed
 from cce_bench.engine import EpochRecord, RunResult, build_model, train, train_many
 from cce_bench.errors import BudgetTooSmall
 from cce_bench.results import now_timestamp, run_rows
@@ -99,15 +100,18 @@ def group_runs(runs: list[RunConfig], group_size: int = 1) -> list[list[RunConfi
 
 
 def train_group(runs: list[RunConfig], data: InteractionData | CriteoData, sweep: str, device: str,
-                observer: RunObserver) -> list[list[dict]]:
+                observer: RunObserver, ddp: int = 0) -> list[list[dict]]:
     """Train a group of runs on one device in lockstep; one list of rows per run, in order.
 
     Runs whose budget is too small are recorded as such before training; if the rest cannot
     train together (out of memory, an error in one run), they are trained one by one instead,
     so each gets its own status."""
-    if len(runs) == 1:
-        observer.run_started(runs[0])
-        return [train_one(runs[0], data, sweep, device, observer)]
+    if len(runs) == 1 or ddp:
+        rows = []
+        for run in runs:
+            observer.run_started(run)
+            rows.append(train_one(run, data, sweep, device, observer, ddp))
+        return rows
     started = now_timestamp()
     rows: dict[int, list[dict]] = {}
     for i, run in enumerate(runs):  # too-small budgets are known before training
@@ -127,11 +131,18 @@ def train_group(runs: list[RunConfig], data: InteractionData | CriteoData, sweep
 
 
 def train_one(run: RunConfig, data: InteractionData | CriteoData, sweep: str, device: str,
-              observer: RunObserver) -> list[dict]:
-    """Train a run and return its rows; a failure becomes a row with its status and error."""
+              observer: RunObserver, ddp: int = 0) -> list[dict]:
+    """Train a run and return its rows; a failure becomes a row with its status and error.
+    ddp: train it data-parallel over that many processes (distributed.py)."""
     started = now_timestamp()
     try:
-        result: RunResult = train(run, data, device, on_epoch=observer.epoch_done)
+        if ddp:
+            build_model(run, data)  # a budget too small is known before any process starts
+            kind = "cpu" if device == "cpu" else "cuda"
+            result: RunResult = train_distributed(run, run.dataset, ddp, kind,
+                                                  on_epoch=observer.epoch_done)
+        else:
+            result = train(run, data, device, on_epoch=observer.epoch_done)
     except BudgetTooSmall as err:
         return run_rows(run, sweep, None, started, "too_small", str(err))
     except torch.cuda.OutOfMemoryError as err:
@@ -142,7 +153,7 @@ def train_one(run: RunConfig, data: InteractionData | CriteoData, sweep: str, de
 
 
 def execute(task: Task, worker: str, device: str, emit: Callable[[Event], None],
-            datasets: dict[str, InteractionData | CriteoData]) -> Finished:
+            datasets: dict[str, InteractionData | CriteoData], ddp: int = 0) -> Finished:
     """Run one task where a worker is: load its data (kept in `datasets` for the next task),
     train the group, report through emit. A data problem becomes a `failed` row per run."""
     observer = _Emitter(worker, task.id, emit)
@@ -157,7 +168,8 @@ def execute(task: Task, worker: str, device: str, emit: Callable[[Event], None],
         return Finished(worker, task.id,
                         [run_rows(run, task.sweep, None, started, "failed", reason)
                          for run in task.runs])
-    return Finished(worker, task.id, train_group(task.runs, data, task.sweep, device, observer))
+    return Finished(worker, task.id, train_group(task.runs, data, task.sweep, device, observer,
+                                                 ddp))
 
 
 def crash_if_asked(task: Task) -> None:

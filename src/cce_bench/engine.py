@@ -20,6 +20,7 @@ from torch import nn
 from . import metrics
 from .config import RunConfig
 from .data import CriteoData, InteractionData
+from . import distributed
 from .embeddings.sparse_update import enable_sparse_sgd
 from .errors import ConfigError
 from .models import build_model, model_size
@@ -98,6 +99,8 @@ def make_stepper(stepper: str, model: nn.Module, optimizer: torch.optim.Optimize
         return StreamingEpoch(model, optimizer, split, batch_size, graph, device)
     if stepper == "auto":
         stepper = "graph" if device.type == "cuda" else "plain"
+    if stepper == "plain" and distributed.shard() is not None:
+        stepper = "static"  # shards of a global batch need its static shape
     if stepper == "plain":
         return PlainEpoch(model, optimizer, split, batch_size)
     if stepper == "graph" and device.type != "cuda":
@@ -193,6 +196,8 @@ class _RunState:
         self.train_split, self.val_split, self.test_split = splits
         torch.manual_seed(run.seed)
         self.model = build_model(run, data).to(device)
+        if distributed.shard() is not None:
+            distributed.broadcast_module(self.model)  # replicas start equal whatever the device
         if run.optimizer == "sgd" and run.weight_decay == 0:
             # Plain SGD: lookups update the rows they read in their backward pass, so a step
             # never touches a whole table (see embeddings/sparse_update.py).
@@ -251,6 +256,10 @@ class _RunState:
         test_bce, test_auc = (evaluate(self.model, self.test_split) if self.test_split is not None
                               else (None, None))
         loss = self.epochs.loss_total()
+        if distributed.shard() is not None:
+            distributed.sum_value(loss)  # each process summed its shards
+            # Process 0's metrics everywhere: every process stops at the same point.
+            val_bce, val_auc = distributed.broadcast_values([val_bce, val_auc], device)
         train_bce = float(loss) / max(segment_rows, 1)  # the one sync per evaluation
         loss.zero_()
         eval_s = device_clock(device) - start
@@ -283,6 +292,8 @@ class _RunState:
         """cluster() every table that has it; returns the seconds it took."""
         start = device_clock(self.device)
         cluster_all(self.model, self.optimizer)
+        if distributed.shard() is not None:
+            distributed.broadcast_module(self.model)  # k-means on several devices may differ
         self.epochs.invalidate()
         return device_clock(self.device) - start
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .data import InteractionSplit, TabularSplit
+from .distributed import shard, sum_gradients
 
 Split = InteractionSplit | TabularSplit  # anything with .features, .labels and len()
 
@@ -110,6 +111,12 @@ class StaticEpoch(_Epoch):
         self.loss_sum = torch.zeros((), device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.pointers: list[int] = []
+        self.set_shard()
+
+    def set_shard(self) -> None:
+        """Under --ddp this process trains its shard of every global batch (distributed.py)."""
+        place = shard()
+        self.bounds = place.bounds(self.batch_size) if place is not None else None
 
     def _slot(self) -> torch.Tensor:
         """The buffer row that holds this step's batch (a device tensor: no host sync)."""
@@ -119,14 +126,17 @@ class StaticEpoch(_Epoch):
         slot = self._slot()
 
         def batch(table: torch.Tensor) -> torch.Tensor:
-            return table.index_select(0, slot)[0]  # (B, ...)
+            rows = table.index_select(0, slot)[0]  # (B, ...)
+            return rows if self.bounds is None else rows[self.bounds[0]:self.bounds[1]]
 
+        count = self.weight.index_select(0, slot)[0].sum()  # the global batch's real rows
         weight = batch(self.weight)
-        count = weight.sum()
         logits = self.model(*(batch(column) for column in self.inputs))
         losses = F.binary_cross_entropy_with_logits(logits, batch(self.labels), reduction="none")
         loss = (losses * weight).sum() / count
         loss.backward()
+        if self.bounds is not None:
+            sum_gradients(self.model)
         self.optimizer.step()
         self.loss_sum += loss.detach() * count
         self.cursor += 1

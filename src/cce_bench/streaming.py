@@ -64,6 +64,7 @@ class StreamingEpoch(StaticEpoch):
         self.order = np.empty(0, dtype=np.int64)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cce-bench-input")
         self.pending: Future | None = None
+        self.set_shard()
 
     def _slot(self) -> torch.Tensor:
         return self.cursor % self.window

@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..distributed import gather_rows, shard
+
 _ATTRIBUTE = "_sparse_sgd_lr"
 
 
@@ -57,6 +59,8 @@ class SparseSGDLookup(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (rows,) = ctx.saved_tensors
+        if shard() is not None:  # --ddp: every replica applies every shard's rows
+            rows, grad = gather_rows(rows, grad)
         with torch.no_grad():
             ctx.leaf.view(ctx.shape).index_add_(0, rows, grad.to(ctx.leaf.dtype), alpha=-ctx.lr)
         return None, None, None, None
