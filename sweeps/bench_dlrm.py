@@ -114,12 +114,12 @@ def dlrm_run(method: str, cap: int, batch_size: int = 128) -> RunConfig:
 
 def time_steps(run: RunConfig, train: TabularSplit, device: torch.device, steps: int,
                label: str = "", stepper: str = "auto", sparse: bool = True,
-               concat_full: bool = True, evaluate_on: TabularSplit | None = None,
+               batch_tables: bool = True, evaluate_on: TabularSplit | None = None,
                cluster: bool = False, vocabs: list[int] = KAGGLE_VOCABS) -> StepTiming:
     """Seconds per training step of one run (cluster: also time its cluster() first; pq is
     always clustered until it has compressed, as it would be for most of its run)."""
     torch.manual_seed(0)
-    model = build_model(run, shape_only(vocabs), concat_full).to(device)
+    model = build_model(run, shape_only(vocabs), batch_tables).to(device)
     if sparse:
         for table in model.embeddings():
             enable_sparse_sgd(table, run.lr)
@@ -220,9 +220,9 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
         few = max(10, steps // 10)  # the slow variants need fewer steps for a stable mean
         for label, kwargs, n in [
                 ("plain loop, 26 tables, dense SGD", dict(stepper="plain", sparse=False,
-                                                          concat_full=False), few),
-                ("+ SGD fused into the lookup", dict(stepper="plain", concat_full=False), few),
-                ("+ full tables as one", dict(stepper="plain"), steps),
+                                                          batch_tables=False), few),
+                ("+ SGD fused into the lookup", dict(stepper="plain", batch_tables=False), few),
+                ("+ tables of one kind as one", dict(stepper="plain"), steps),
                 ("+ CUDA graph (the engine)", dict(stepper="auto"), steps)]:
             progress(f"full table: {label}")
             report.variants.append(time_steps(full, train, dev, n, label, vocabs=vocabs,

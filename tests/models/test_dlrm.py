@@ -81,21 +81,22 @@ def test_the_cap_over_kaggles_cardinalities(method):
     # The tables that fit stay full, concatenated into one; the rest get the method at the cap.
     assert model.full.vocabs == [v for v in vocabs if v * dim <= cap]
     assert model.full.table.shape == (sum(full), dim)
-    compressed = list(model.tables)
-    assert [type(t).method_name for t in compressed] == [method] * (26 - len(full))
-    assert [t.vocab for t in compressed] == [v for v in vocabs if v * dim > cap]
+    # The rest, one method, batched into one module.
+    members = model.hashed.members
+    assert [type(t).method_name for t in members] == [method] * (26 - len(full))
+    assert [t.vocab for t in members] == [v for v in vocabs if v * dim > cap]
+    # Each compressed table at the cap, as the method's budget rule says.
+    params = {"hash": cap // dim * dim, "cce": 2 * (cap // (2 * dim)) * dim}[method]
+    def buffer_bytes(vocab):  # hash: one function (4 int64); cce: index, 4 functions, rounds
+        return 32 if method == "hash" else vocab * 4 * 4 + 4 * 32 + 8
+    expected = [(v * dim, 0) if v * dim <= cap else (params, buffer_bytes(v)) for v in vocabs]
+    assert model.table_sizes() == expected
     largest, tables, buffers, total = model_size(model)
-    assert largest == max(t.num_parameters() for t in compressed) <= cap
-    assert tables == sum(full) * dim + sum(t.num_parameters() for t in compressed)
-    assert all(t.num_parameters() <= cap for t in compressed)
-    assert buffers == sum(t.num_buffer_bytes() for t in compressed)
-    assert [p for p, _ in model.table_sizes()] == [
-        v * dim if v * dim <= cap else compressed[[t.vocab for t in compressed].index(v)]
-        .num_parameters() for v in vocabs]
-    if method == "cce":  # the per-id index of every compressed table: vocab x 4 int32
-        assert buffers >= sum(v * 4 * 4 for v in vocabs if v * dim > cap)
+    assert largest == params <= cap
+    assert tables == sum(full) * dim + params * len(members)
+    assert buffers == sum(b for _, b in expected)
     mlp = sum(p.numel() for name, p in model.named_parameters()
-              if not name.startswith(("tables.", "full.")))
+              if not name.startswith(("tables.", "full.", "hashed.")))
     assert total == 4 * (tables + mlp) + buffers
     # The full method ignores the cap: every table whole.
     whole = build_model(RunConfig("criteo-kaggle", "full", 0, model="dlrm", dim=dim,
@@ -116,6 +117,42 @@ def test_concatenated_full_tables_equal_separate_tables():
     got = model.full(ids)
     for t in range(3):
         torch.testing.assert_close(got[:, t], separate[t][ids[:, t]])
+
+
+@pytest.mark.parametrize("method", ["hash", "ce", "cce"])
+def test_batched_tables_train_as_separate_tables(tiny_criteo, method):
+    """The same run with its compressed tables batched into one module and as 26 modules:
+    the same numbers at every evaluation point, clustering included."""
+    from cce_bench.engine import make_optimizer, make_stepper
+    from cce_bench.models.build import build_model
+
+    run = dlrm_run(method, 8 * 20, epochs=1, eval_every=30, cluster_every=30,
+                   cluster_until=0.5)
+    results = []
+    for batch in (True, False):
+        torch.manual_seed(0)
+        model = build_model(run, tiny_criteo, batch_tables=batch)
+        assert (model.hashed is not None) == batch
+        from cce_bench.embeddings.sparse_update import enable_sparse_sgd
+        from cce_bench.engine import cluster_all, evaluate
+
+        for table in model.embeddings():
+            enable_sparse_sgd(table, run.lr)
+        optimizer = make_optimizer(model, run, torch.device("cpu"))
+        train_split = tiny_criteo.tensors("train")
+        epoch = make_stepper("static", model, optimizer, train_split, 64, torch.device("cpu"))
+        epoch.prepare(torch.Generator().manual_seed(1))
+        trace = []
+        for step in range(1, epoch.steps + 1):
+            epoch.step()
+            if step % 30 == 0:
+                cluster_all(model, optimizer)
+                trace.append(evaluate(model, tiny_criteo.tensors("val")))
+        results.append(trace)
+    batched, separate = results
+    assert len(batched) >= 2
+    for (b_bce, b_auc), (s_bce, s_auc) in zip(batched, separate):
+        assert b_bce == pytest.approx(s_bce, abs=1e-6) and b_auc == pytest.approx(s_auc, abs=1e-6)
 
 
 def test_gmf_and_dlrm_refuse_each_others_data(tiny_criteo):

@@ -32,7 +32,7 @@ def test_the_benchmark_times_every_configuration_on_a_cpu():
                             caps=[1600], large_batch=256, vocabs=SMALL)
     assert [t.label for t in report.variants] == [
         "plain loop, 26 tables, dense SGD", "+ SGD fused into the lookup",
-        "+ full tables as one", "+ CUDA graph (the engine)"]
+        "+ tables of one kind as one", "+ CUDA graph (the engine)"]
     assert [(t.method, t.cap) for t in report.methods] == [("full", 0), ("hash", 1600)]
     assert all(t.step_s > 0 and t.eval_s > 0 for t in report.methods)
     steps = math.ceil(KAGGLE_TRAIN / 128)

@@ -41,9 +41,10 @@ def method_options(run: RunConfig, data: InteractionData | CriteoData) -> dict:
 
 
 def build_model(run: RunConfig, data: InteractionData | CriteoData,
-                concat_full: bool = True) -> nn.Module:
+                batch_tables: bool = True) -> nn.Module:
     """The run's model with its embedding method (raises BudgetTooSmall for a tiny budget).
-    concat_full: DLRM's full tables as one module (False only to measure what that buys)."""
+    batch_tables: DLRM's tables of one kind as one module (False only to measure what that
+    buys)."""
     opts = method_options(run, data)
     if run.model == "gmf":
         if not isinstance(data, InteractionData):
@@ -65,7 +66,7 @@ def build_model(run: RunConfig, data: InteractionData | CriteoData,
         return make_embedding(vocab, run.budget, run.dim, run.method, run.n_chunks, **opts)
 
     return DLRM(N_DENSE, data.vocab_sizes, run.dim, run.bottom_mlp, run.top_mlp, capped,
-                concat_full)
+                batch_tables)
 
 
 def _full_table_options() -> set[str]:

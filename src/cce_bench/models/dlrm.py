@@ -14,10 +14,11 @@ MLP sizes are written as DLRM's flags write them: bottom "13-512-256-64-16" name
 width from the dense input to the embedding dim; top "512-256-1" names the output widths, its
 input width D + (F + 1) F / 2 following from the interaction.
 
-Tables that are plain full tables (every table under a method's budget cap, all of them for
-"full") are concatenated into one (`FullTables`), so their lookup is one gather and their
-update one scatter for all features instead of one each; the values are those of separate
-tables. The compressed tables stay one module each.
+The tables of one kind are batched into one module (tables.py): every full table (each one
+under the method's cap, all of them for "full") in `FullTables`, the compressed tables of a
+hashed method (hash, ce, cce) in `HashedTables`, so a stage is one gather and one scatter for all
+features instead of one per feature; the values are those of separate tables. Other methods'
+tables stay one module each.
 """
 
 from __future__ import annotations
@@ -28,9 +29,9 @@ from typing import Callable
 import torch
 from torch import nn
 
-from ..embeddings.base import lookup
 from ..embeddings.full import FullEmbedding
 from ..errors import ConfigError
+from .tables import FullTables, HashedTables, batchable
 
 EmbeddingFactory = Callable[[int], nn.Module]  # vocab -> module mapping (*S) ids to (*S, dim)
 
@@ -76,41 +77,33 @@ def pair_indices(n: int, device: torch.device | None = None) -> tuple[torch.Tens
     return torch.triu_indices(n, n, offset=1, device=device).unbind(0)
 
 
-class FullTables(nn.Module):
-    """Several full tables as one (rows of all, dim) table with a row offset per table."""
-
-    def __init__(self, tables: list[FullEmbedding]):
-        super().__init__()
-        self.table = nn.Parameter(torch.cat([t.table.detach() for t in tables]))
-        self.vocabs = [t.vocab for t in tables]
-        starts = torch.tensor([0] + self.vocabs[:-1]).cumsum(0)
-        self.register_buffer("offsets", starts, persistent=False)
-
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        """ids (B, T), column t an id of table t -> (B, T, dim)."""
-        rows = (ids + self.offsets).reshape(-1)
-        return lookup(self.table, rows).reshape(*ids.shape, self.table.shape[1])
-
-
 class DLRM(nn.Module):
     def __init__(self, n_dense: int, table_sizes: list[int], dim: int, bottom_mlp: str,
-                 top_mlp: str, embedding_factory: EmbeddingFactory, concat_full: bool = True):
-        """concat_full=False keeps every table its own module (for the speed benchmark)."""
+                 top_mlp: str, embedding_factory: EmbeddingFactory, batch_tables: bool = True):
+        """batch_tables=False keeps every table its own module (for the speed benchmark)."""
         super().__init__()
         bottom, top = check_mlps(bottom_mlp, top_mlp, n_dense, dim)
         self.dim, self.n_features = dim, len(table_sizes)
         self.bottom = mlp(bottom, last_relu=True)
         made = [embedding_factory(vocab) for vocab in table_sizes]
         full = [t for t, table in enumerate(made)
-                if concat_full and isinstance(table, FullEmbedding)]
-        rest = [t for t in range(len(made)) if t not in full]
+                if batch_tables and isinstance(table, FullEmbedding)]
+        hashed = [t for t, table in enumerate(made)
+                  if batch_tables and t not in full and batchable(table)]
+        hashed = [t for t in hashed if type(made[t]) is type(made[hashed[0]])]  # one method
+        rest = [t for t in range(len(made)) if t not in full and t not in hashed]
+        self._sizes = [table_size(t) for t in made]
         self.full = FullTables([made[t] for t in full]) if full else None
+        self.hashed = HashedTables([made[t] for t in hashed]) if hashed else None
         self.tables = nn.ModuleList(made[t] for t in rest)
-        self.full_features, self.other_features = full, rest
+        self.full_features, self.hashed_features, self.other_features = full, hashed, rest
         self.register_buffer("full_columns", torch.tensor(full, dtype=torch.int64),
                              persistent=False)
-        # Vectors are computed full tables first; this puts them back in feature order.
-        order = [0] + [1 + (full + rest).index(t) for t in range(len(made))]
+        self.register_buffer("hashed_columns", torch.tensor(hashed, dtype=torch.int64),
+                             persistent=False)
+        # Vectors are computed full, hashed, then other tables; this puts them in feature order.
+        computed = full + hashed + rest
+        order = [0] + [1 + computed.index(t) for t in range(len(made))]
         self.register_buffer("order", torch.tensor(order), persistent=False)
         n_vectors = self.n_features + 1
         self.top = mlp([dim + n_vectors * (n_vectors - 1) // 2, *top], last_relu=False)
@@ -125,6 +118,8 @@ class DLRM(nn.Module):
         parts = [z0.unsqueeze(1)]
         if self.full is not None:
             parts.append(self.full(ids.index_select(1, self.full_columns)))  # (B, F_full, D)
+        if self.hashed is not None:
+            parts.append(self.hashed(ids.index_select(1, self.hashed_columns)))
         parts += [table(ids[:, t]).unsqueeze(1) for t, table in zip(self.other_features,
                                                                     self.tables)]
         stacked = torch.cat(parts, dim=1).index_select(1, self.order)  # (B, F + 1, D)
@@ -133,15 +128,22 @@ class DLRM(nn.Module):
         return self.top(torch.cat([z0, pairs], dim=1)).squeeze(-1)
 
     def embeddings(self) -> list[nn.Module]:
-        """The embedding modules: the concatenated full tables and each compressed table."""
-        return ([self.full] if self.full is not None else []) + list(self.tables)
+        """The embedding modules: the batched tables and each table of its own."""
+        batches = [b for b in (self.full, self.hashed) if b is not None]
+        return batches + list(self.tables)
 
     def table_sizes(self) -> list[tuple[int, int]]:
-        """(trainable parameters, buffer bytes) of each feature's table, in feature order."""
-        return [
-            (self.full.vocabs[self.full_features.index(t)] * self.dim, 0)
-            if t in self.full_features else
-            (self.tables[self.other_features.index(t)].num_parameters(),
-             self.tables[self.other_features.index(t)].num_buffer_bytes())
-            for t in range(self.n_features)
-        ]
+        """(trainable parameters, buffer bytes) of each feature's table, in feature order.
+        Batched tables keep their sizes; a table of its own is asked (pq shrinks)."""
+        sizes = list(self._sizes)
+        for t, table in zip(self.other_features, self.tables):
+            sizes[t] = table_size(table)
+        return sizes
+
+
+def table_size(table: nn.Module) -> tuple[int, int]:
+    """(trainable parameters, buffer bytes) of an embedding module, ours or torch's."""
+    if hasattr(table, "num_buffer_bytes"):
+        return table.num_parameters(), table.num_buffer_bytes()
+    return (sum(p.numel() for p in table.parameters()),
+            sum(b.numel() * b.element_size() for b in table.buffers()))

@@ -1,0 +1,153 @@
+"""DLRM's tables of one method batched into one module: one gather (and one scatter) per stage
+for all features instead of one per feature.
+
+A Criteo step at batch 128 is a few microseconds of arithmetic per table; launching each of 26
+tables' kernels one by one is what costs (BENCHMARKS.md). Two batches:
+
+- `FullTables`: plain tables as one (sum of rows, dim) table with a row offset per table.
+- `HashedTables`: tables of one hashed method (hash, ce, cce). Each reads rows of c chunk tables
+  of width w and sums its terms: hash is one term with c = 1, w = dim (T[h(i)]), ce one term of
+  c hashed chunks, cce two (T0[index[i, j]] + T1[h_j(i)]). All tables' chunk tables of a term are
+  concatenated into one (rows, w) parameter; the hashes of all features are computed in one
+  pass with per-table coefficients and ranges, and the stored indices are concatenated with an
+  id offset per table. The values are those of the separate modules, bit for bit.
+
+The separate modules stay the owners of their algorithms: clustering calls each one's cluster()
+with its tensors re-pointed at slices of the batched ones, so CCE's k-means, index and hash
+redraws write straight into the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..embeddings.base import lookup
+from ..embeddings.cce import CCEmbedding
+from ..embeddings.ce import CompositionalEmbedding
+from ..embeddings.full import FullEmbedding
+from ..embeddings.hash import HashEmbedding
+from ..embeddings.hashing import PRIME, _PIECES, _shift_right, mix
+
+
+class FullTables(nn.Module):
+    """Several full tables as one (rows of all, dim) table with a row offset per table."""
+
+    def __init__(self, tables: list[FullEmbedding]):
+        super().__init__()
+        self.table = nn.Parameter(torch.cat([t.table.detach() for t in tables]))
+        self.vocabs = [t.vocab for t in tables]
+        starts = torch.tensor([0] + self.vocabs[:-1]).cumsum(0)
+        self.register_buffer("offsets", starts, persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T), column t an id of table t -> (B, T, dim)."""
+        rows = (ids + self.offsets).reshape(-1)
+        return lookup(self.table, rows).reshape(*ids.shape, self.table.shape[1])
+
+
+def _terms(table: nn.Module) -> list[tuple[str, str, str]]:
+    """(parameter, row source, source attribute) per summed term of a batchable table."""
+    if type(table) is HashEmbedding:
+        return [("table", "hash", "hash")]
+    if type(table) is CompositionalEmbedding:
+        return [("table", "hash", "hash")]
+    if type(table) is CCEmbedding:
+        return [("table0", "index", "index"), ("table1", "hash", "hash1")]
+    raise TypeError(f"{type(table).__name__} cannot be batched")
+
+
+def batchable(table: nn.Module) -> bool:
+    return type(table) in (HashEmbedding, CompositionalEmbedding, CCEmbedding)
+
+
+class HashedTables(nn.Module):
+    """Tables of one hashed method (hash, ce or cce) as one module (see the module docstring)."""
+
+    def __init__(self, tables: list[nn.Module]):
+        super().__init__()
+        if len({type(t) for t in tables}) != 1 or not batchable(tables[0]):
+            raise TypeError("HashedTables takes tables of one method: hash, ce or cce")
+        self.kind = _terms(tables[0])
+        self.members = tables  # a plain list: the members' tensors are re-pointed, not owned
+        self.sizes = [(t.num_parameters(), t.num_buffer_bytes()) for t in tables]
+        self.dim = tables[0].dim
+        shapes = [self._chunk_tables(t, self.kind[0][0]).shape for t in tables]
+        self.chunks, self.width = shapes[0][0], shapes[0][2]
+        self.rows = [s[1] for s in shapes]  # rows of each chunk table, per member
+        sizes = [self.chunks * r for r in self.rows]
+        self.register_buffer("row_offsets", torch.tensor([0] + sizes[:-1]).cumsum(0),
+                             persistent=False)
+        self.register_buffer("chunk_rows", torch.tensor(self.rows), persistent=False)
+        for k, (param, source, attribute) in enumerate(self.kind):
+            flat = torch.cat([self._chunk_tables(t, param).detach().reshape(-1, self.width)
+                              for t in tables])
+            self.register_parameter(f"table{k}", nn.Parameter(flat))
+            if source == "hash":
+                coefficients = torch.stack([getattr(t, attribute).coefficients for t in tables])
+                self.register_buffer(f"coefficients{k}", coefficients)  # (T, c, 4)
+                self.register_buffer(f"moduli{k}", torch.tensor(
+                    [getattr(t, attribute).m for t in tables]), persistent=False)
+            else:
+                vocabs = [t.vocab for t in tables]
+                self.register_buffer(f"index{k}", torch.cat([getattr(t, attribute)
+                                                             for t in tables]))
+                self.register_buffer(f"id_offsets{k}", torch.tensor([0] + vocabs[:-1]).cumsum(0),
+                                     persistent=False)
+        self.repoint()
+
+    def _chunk_tables(self, table: nn.Module, param: str) -> torch.Tensor:
+        value = getattr(table, param)
+        return value.unsqueeze(0) if value.dim() == 2 else value  # hash: (rows, dim) -> (1, ...)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T), column t an id of member t -> (B, T, dim)."""
+        chunk = torch.arange(self.chunks, device=ids.device)
+        base = self.row_offsets + chunk.view(-1, 1) * self.chunk_rows  # (c, T)
+        out = 0
+        for k, (_, source, _) in enumerate(self.kind):
+            slots = (self._hash(ids, k) if source == "hash"
+                     else getattr(self, f"index{k}")[ids + getattr(self, f"id_offsets{k}")]
+                     .to(torch.int64))  # (B, T, c)
+            rows = slots + base.T  # (B, T, c)
+            out = out + lookup(getattr(self, f"table{k}"), rows.reshape(-1))
+        return out.reshape(*ids.shape, self.dim)
+
+    def _hash(self, ids: torch.Tensor, k: int) -> torch.Tensor:
+        """Each member's hash functions on its column: (B, T) -> (B, T, c), as hashing.py."""
+        coefficients = getattr(self, f"coefficients{k}")  # (T, c, 4)
+        z = mix(ids).unsqueeze(-1)  # (B, T, 1)
+        h = coefficients[..., 3]
+        for j, (shift, bits) in enumerate(_PIECES):
+            h = h + coefficients[..., j] * (_shift_right(z, shift) & ((1 << bits) - 1))
+        return (h % PRIME) % getattr(self, f"moduli{k}").unsqueeze(-1)
+
+    def repoint(self) -> None:
+        """Point every member's tensors at its slices of the batched ones (after a move)."""
+        for t, member in enumerate(self.members):
+            start, rows = int(self.row_offsets[t]), self.rows[t]
+            for k, (param, source, attribute) in enumerate(self.kind):
+                flat = getattr(self, f"table{k}").data
+                view = flat[start:start + self.chunks * rows].view(self.chunks, rows, self.width)
+                member._parameters.pop(param, None)
+                object.__setattr__(member, param, view if self.chunks > 1 or
+                                   type(member) is not HashEmbedding else view[0])
+                if source == "hash":
+                    getattr(member, attribute)._buffers["coefficients"] = \
+                        getattr(self, f"coefficients{k}")[t]
+                else:
+                    first = int(getattr(self, f"id_offsets{k}")[t])
+                    member._buffers[attribute] = \
+                        getattr(self, f"index{k}")[first:first + member.vocab]
+
+    @torch.no_grad()
+    def cluster(self) -> list[nn.Parameter]:
+        """Every member's cluster(), writing into the batch; the batched tables whose optimizer
+        state a member asked to reset."""
+        if not hasattr(self.members[0], "cluster"):
+            return []
+        self.repoint()
+        reset = False
+        for member in self.members:
+            reset = bool(member.cluster()) or reset
+        return [getattr(self, f"table{k}") for k in range(len(self.kind))] if reset else []
