@@ -118,7 +118,7 @@ def rich_tables(built: Report) -> list[Table]:
         if not section.post.empty:
             groups.append((True, section.post_line()))
         for post, caption in groups:
-            for metric in ("bce", "auc"):
+            for metric in section.metrics:
                 labels, budgets, values = section.grid(metric, post)
                 if not labels:
                     continue
@@ -129,7 +129,7 @@ def rich_tables(built: Report) -> list[Table]:
                               title_justify="left")
                 table.add_column("method")
                 for b in budgets:
-                    table.add_column(f"{b:g} ppd", justify="right")
+                    table.add_column(section.budget_label(b), justify="right")
                 for label in labels:
                     table.add_row(label, *row_cells(values, label, budgets,
                                                     lambda text: f"[bold]{text} *[/bold]"))

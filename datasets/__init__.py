@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from cce_bench.data import CriteoData, InteractionData, InteractionSplit
-from cce_bench.errors import ConfigError
+from cce_bench.errors import ConfigError, DatasetError
 
 from . import cache
 from .catalog import DEFAULT_DATASET, DatasetInfo, SourceFile, catalog, info
@@ -59,9 +59,16 @@ def load_criteo(name: str = "criteo-synthetic", download: bool = False,
     folder = require(name, download=download, reporter=reporter, **options)
     meta = cache.read_meta(folder)
     ranges = {split: tuple(bounds) for split, bounds in meta["split_ranges"].items()}
-    return CriteoData(name, cache.load_array(folder, "dense"),
-                      cache.load_array(folder, "categorical"), cache.load_array(folder, "labels"),
-                      ranges, list(meta["vocab_sizes"]), meta)
+    arrays = {key: cache.load_array(folder, key) for key in ("dense", "categorical", "labels")}
+    rows = max(stop for _, stop in ranges.values())
+    shapes = {"dense": (rows, 13), "categorical": (rows, 26), "labels": (rows,)}
+    for key, array in arrays.items():
+        if array.shape != shapes[key]:
+            raise DatasetError(f"{folder / key}.npy holds {array.shape}, not the {shapes[key]} "
+                               f"its meta.json says; rebuild the dataset with `cce-bench "
+                               f"download {name} --force`")
+    return CriteoData(name, arrays["dense"], arrays["categorical"], arrays["labels"], ranges,
+                      list(meta["vocab_sizes"]), meta)
 
 
 def load_training_data(name: str, model: str = "gmf", download: bool = False,

@@ -121,8 +121,15 @@ def save_array(folder: Path, name: str, array: np.ndarray) -> None:
 
 
 def load_array(folder: Path, name: str) -> np.ndarray:
-    """A memory-mapped array of an entry."""
-    return np.load(folder / f"{name}.npy", mmap_mode="r")
+    """A memory-mapped array of an entry; a missing, truncated or unreadable file is a
+    DatasetError that names it and the command that rebuilds the entry."""
+    path = folder / f"{name}.npy"
+    try:
+        return np.load(path, mmap_mode="r")
+    except (OSError, ValueError) as err:
+        reason = "missing" if isinstance(err, FileNotFoundError) else " ".join(str(err).split())
+        raise DatasetError(f"{path} is damaged ({reason}); rebuild the dataset with "
+                           f"`cce-bench download {folder.parent.name} --force`") from None
 
 
 def downloads_dir() -> Path:

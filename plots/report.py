@@ -22,7 +22,8 @@ from .summary import PANEL_KEYS, is_post_training, is_reference, mean_over_seeds
 
 FORMATS = ["table", "markdown", "csv", "latex"]
 DEFAULT_TOLERANCE = 0.001  # BCE; the paper's parity threshold
-METRIC_NAMES = {"bce": "val BCE (lower is better)", "auc": "val AUC (higher is better)"}
+METRIC_NAMES = {"bce": "val BCE (lower is better)", "auc": "val AUC (higher is better)",
+                "test": "test BCE at the best val BCE point (lower is better)"}
 
 
 @dataclass
@@ -40,6 +41,18 @@ class Section:
     @property
     def title(self) -> str:
         return f"{self.dataset} ({self.model.upper()}, dim {self.dim})"
+
+    @property
+    def metrics(self) -> tuple[str, ...]:
+        """The tables to show: validation BCE and AUC, and test BCE where a test split exists
+        (read at each run's best validation point, never its best test value)."""
+        has_test = not self.cells.empty and self.cells["test_mean"].notna().any()
+        return ("bce", "auc", "test") if has_test else ("bce", "auc")
+
+    def budget_label(self, ppd: float) -> str:
+        """A budget as its sweep gave it: parameters per dimension for GMF, parameters per
+        table (the cap) for DLRM, the paper's axis for each."""
+        return f"{ppd * self.dim:,.0f} params" if self.model == "dlrm" else f"{ppd:g} ppd"
 
     def row_label(self, method: str, n_chunks: int) -> str:
         both = pd.concat([self.cells, self.post])
@@ -68,8 +81,10 @@ class Section:
         return (f"{ref['method']} table: {int(ref['params']):,} params "
                 f"({int(ref['total_bytes']):,} bytes), "
                 f"val BCE {cell_text(ref['bce_mean'], ref['bce_std'], ref['seeds'])}, "
-                f"val AUC {cell_text(ref['auc_mean'], ref['auc_std'], ref['seeds'])} "
-                f"({int(ref['seeds'])} seed{'s' if ref['seeds'] > 1 else ''})")
+                f"val AUC {cell_text(ref['auc_mean'], ref['auc_std'], ref['seeds'])}"
+                + (f", test BCE {cell_text(ref['test_mean'], ref['test_std'], ref['seeds'])}"
+                   if pd.notna(ref.get("test_mean")) else "")
+                + f" ({int(ref['seeds'])} seed{'s' if ref['seeds'] > 1 else ''})")
 
     @property
     def peak_params(self) -> int | None:
@@ -108,7 +123,8 @@ class Report:
             frame["peak_train_params"] = float("nan")
         return frame[["dataset", "model", "dim", "method", "n_chunks", "ppd", "budget_asked",
                       "params", "total_bytes", "seeds", "auc_mean", "auc_std", "bce_mean",
-                      "bce_std", "best_auc", "best_bce", "post_training", "peak_train_params",
+                      "bce_std", "best_auc", "best_bce", "test_mean", "test_std",
+                      "post_training", "peak_train_params",
                       *PARITY_COLUMNS]]
 
 
@@ -126,6 +142,7 @@ def build_report(best: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> Re
         by_budget = cells.groupby("budget_asked")
         cells["best_bce"] = cells["bce_mean"] == by_budget["bce_mean"].transform("min")
         cells["best_auc"] = cells["auc_mean"] == by_budget["auc_mean"].transform("max")
+        cells["best_test"] = cells["test_mean"] == by_budget["test_mean"].transform("min")
         sections.append(Section(dataset, model, int(dim), cells.reset_index(drop=True),
                                 reference.reset_index(drop=True),
                                 _parity(pd.concat([cells, post]), reference, tolerance),
@@ -171,9 +188,9 @@ def parity_rows(section: Section) -> list[tuple[str, ...]]:
         elif pd.isna(row.parity_ppd):
             out.append((label, "not reached", "—", "—", "—", "—"))
         else:
-            out.append((label, f"{row.parity_ppd:g} ppd", f"{int(row.parity_params):,}",
-                        f"{row.ratio:,.1f}×", f"{int(row.parity_bytes):,}",
-                        f"{row.ratio_bytes:,.1f}×"))
+            out.append((label, section.budget_label(row.parity_ppd),
+                        f"{int(row.parity_params):,}", f"{row.ratio:,.1f}×",
+                        f"{int(row.parity_bytes):,}", f"{row.ratio_bytes:,.1f}×"))
     return out
 
 
@@ -204,13 +221,19 @@ def seeds_note(section: Section) -> str:
     return "1 seed (no spread)"
 
 
+def _unit_note(section: Section) -> str:
+    if section.model == "dlrm":
+        return "params: the cap on parameters per table"
+    return "ppd = parameters per dimension"
+
+
 def to_csv(report: Report) -> str:
     return report.long_frame().to_csv(index=False, float_format="%.6g")
 
 
 def _markdown_grid(section: Section, metric: str, post: bool) -> list[str]:
     labels, budgets, values = section.grid(metric, post)
-    lines = ["| method | " + " | ".join(f"{b:g} ppd" for b in budgets) + " |",
+    lines = ["| method | " + " | ".join(section.budget_label(b) for b in budgets) + " |",
              "| --- |" + " ---: |" * len(budgets)]
     for label in labels:
         cells = row_cells(values, label, budgets, lambda text: f"**{text}**")
@@ -222,10 +245,11 @@ def to_markdown(report: Report) -> str:
     lines = []
     for section in report.sections:
         lines += [f"### {section.title}", "", section.reference_line() + ".", ""]
-        for metric in ("bce", "auc"):
+        for metric in section.metrics:
             if not section.cells.empty:
                 lines.append(f"Best {METRIC_NAMES[metric]}, {seeds_note(section)}; **bold**: "
-                             "best method at that budget (ppd = parameters per dimension).")
+                             "best method at that budget ("
+                             f"{_unit_note(section)}).")
                 lines.append("")
                 lines += _markdown_grid(section, metric, post=False)
         if not section.post.empty:
@@ -252,7 +276,7 @@ def to_latex(report: Report) -> str:
     out = []
     bold = lambda text: f"\\textbf{{{text}}}"  # noqa: E731
     for section in report.sections:
-        for metric in ("bce", "auc"):
+        for metric in section.metrics:
             labels, budgets, values = section.grid(metric)
             post_labels, post_budgets, post_values = section.grid(metric, post=True)
             budgets = sorted(set(budgets) | set(post_budgets))
@@ -263,7 +287,7 @@ def to_latex(report: Report) -> str:
                 caption += f" {section.post_line()}."
             out.append(f"\\caption{{{_tex(caption)}}}")
             out.append("\\begin{tabular}{l" + "r" * len(budgets) + "}\n\\toprule")
-            out.append("method & " + " & ".join(f"{b:g} ppd" for b in budgets) + " \\\\\n\\midrule")
+            out.append("method & " + " & ".join(section.budget_label(b) for b in budgets) + " \\\\\n\\midrule")
             for label in labels:
                 cells = row_cells(values, label, budgets, bold, pm="$\\pm$", dash="--")
                 out.append(f"{_tex(label)} & " + " & ".join(cells) + " \\\\")

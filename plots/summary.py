@@ -104,11 +104,12 @@ def mean_over_seeds(best: pd.DataFrame) -> pd.DataFrame:
         auc_min=("val_auc", "min"), auc_max=("val_auc", "max"),
         bce_mean=("val_bce", "mean"), bce_std=("val_bce", "std"),
         bce_min=("val_bce", "min"), bce_max=("val_bce", "max"),
+        test_mean=("test_bce", "mean"), test_std=("test_bce", "std"),
         fit_s_mean=("fit_s", "mean"), fit_s_min=("fit_s", "min"), fit_s_max=("fit_s", "max"),
         samples_per_s_mean=("samples_per_s", "mean"), samples_per_s_min=("samples_per_s", "min"),
         samples_per_s_max=("samples_per_s", "max"))
     # One seed has no spread: std 0, not NaN, so tables print a number.
-    return out.fillna({"auc_std": 0.0, "bce_std": 0.0})
+    return out.fillna({"auc_std": 0.0, "bce_std": 0.0, "test_std": 0.0})
 
 
 def failed_runs(rows: pd.DataFrame) -> pd.DataFrame:

@@ -51,3 +51,30 @@ def test_names_and_options():
         load_criteo("criteo-synthetic-10")
     with pytest.raises(ConfigError, match="takes no preprocessing options"):
         load_criteo(NAME, threshold=2)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "missing", "reshaped"])
+def test_a_damaged_criteo_entry_is_one_clear_error(tmp_path, monkeypatch, damage):
+    import numpy as np
+
+    from cce_bench.datasets import entry_path, load_criteo
+    from cce_bench.errors import DatasetError
+
+    monkeypatch.setenv("CCE_BENCH_DATA", str(tmp_path))  # not the session's shared cache
+    load_criteo("criteo-synthetic-700")
+    folder = entry_path("criteo-synthetic-700")
+    array = folder / "categorical.npy"
+    if damage == "truncated":
+        array.write_bytes(array.read_bytes()[:-500])
+        expected = f"{array} is damaged ("
+    elif damage == "missing":
+        array.unlink()
+        expected = f"{array} is damaged (missing)"
+    else:
+        np.save(array, np.zeros((699, 26), np.int32))
+        expected = f"{array} holds (699, 26), not the (700, 26) its meta.json says"
+    with pytest.raises(DatasetError) as err:
+        load_criteo("criteo-synthetic-700")
+    assert str(err.value).startswith(expected)
+    assert str(err.value).endswith("rebuild the dataset with `cce-bench download "
+                                   "criteo-synthetic-700 --force`")

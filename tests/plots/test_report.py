@@ -176,3 +176,27 @@ def test_one_seed_shows_the_value_without_a_spread(results_csv):
     text = to_markdown(report)
     assert "± 0.0000" not in text and "±" not in text.split("Compression at parity")[0]
     assert "1 seed (no spread)" in text and "(1 seed)." in text
+
+
+def test_dlrm_budgets_read_as_caps_with_test_bce_at_the_best_validation_point(results_csv):
+    from .conftest import DLRM_DATASET
+
+    rows = load_results([str(results_csv)])
+    dlrm = rows[rows["dataset"] == DLRM_DATASET].copy()
+    # A test split: at the best validation point (epoch 2) 0.1 above val, elsewhere far lower,
+    # so reading the best test value instead would show.
+    best_epoch = dlrm.groupby("run_id")["val_bce"].transform("min") == dlrm["val_bce"]
+    dlrm["test_bce"] = dlrm["val_bce"].where(~best_epoch, dlrm["val_bce"] + 0.1) - 0.05
+    dlrm.loc[best_epoch, "test_bce"] = dlrm.loc[best_epoch, "val_bce"] + 0.1
+    report = build_report(best_per_run(dlrm))
+    section = report.sections[0]
+    assert section.model == "dlrm" and section.metrics == ("bce", "auc", "test")
+    text = to_markdown(report)
+    assert "| method | 32 params | 128 params | 512 params |" in text  # caps, not ppd
+    assert "Best test BCE at the best val BCE point (lower is better)" in text
+    hash16 = section.cells[(section.cells["method"] == "hash") & (section.cells["ppd"] == 16)]
+    expected = dlrm[best_epoch & (dlrm["method"] == "hash") & (dlrm["budget_asked"] == 16 * DIM)]
+    assert hash16["test_mean"].iloc[0] == pytest.approx(expected["test_bce"].mean())
+    # GMF rows have no test split: no test table.
+    gmf = build_report(best_per_run(rows[rows["dataset"] == GMF_DATASET]))
+    assert gmf.sections[0].metrics == ("bce", "auc") and "test BCE" not in to_markdown(gmf)
