@@ -94,7 +94,8 @@ def bench(
                       f"too small), {p['epochs']} epochs, groups of {p['group_size']}: "
                       f"{p['seconds']:.1f} s")
     if json_out:
-        json_out.write_text(json.dumps(report.to_dict(), indent=2))
+        from cce_bench.results import write_atomically
+        write_atomically(json_out, json.dumps(report.to_dict(), indent=2))
         console.print(f"wrote {json_out}")
 
 
@@ -147,7 +148,8 @@ def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, 
                       f"evaluations per epoch): {grid['gpu_hours']:.2f} GPU-hours estimated",
                       highlight=False)
     if json_out:
-        json_out.write_text(json.dumps(report.to_dict(), indent=2))
+        from cce_bench.results import write_atomically
+        write_atomically(json_out, json.dumps(report.to_dict(), indent=2))
         console.print(f"wrote {json_out}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import traceback
+import warnings
 from typing import Callable
 
 import typer
@@ -14,6 +15,14 @@ from cce_bench.errors import CceBenchError
 console = Console()
 err_console = Console(stderr=True)
 state = {"debug": False}
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Our warnings (a skipped results line, ...) as one yellow line, not Python's format."""
+    err_console.print(f"[yellow]warning:[/yellow] {message}", highlight=False, soft_wrap=True)
+
+
+warnings.showwarning = _show_warning
 
 
 def friendly_errors(command: Callable) -> Callable:

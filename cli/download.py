@@ -10,6 +10,8 @@ import typer
 from cce_bench.datasets import RichReporter, info, prepare, status
 from cce_bench.datasets.cache import read_meta
 
+from cce_bench.errors import ConfigError
+
 from .common import console, err_console, friendly_errors
 
 
@@ -43,6 +45,8 @@ def download(
     An interrupted download resumes on the next call; nothing incomplete is ever left looking
     complete.
     """
+    _check_mirror(mirror)
+    _check_device(device)
     options = {"max_ind_range": max_ind_range, "threshold": threshold}
     options = {key: value for key, value in options.items() if value is not None}
     was = status(name, **options)
@@ -57,3 +61,21 @@ def download(
     verb = "already in the cache" if was == "ready" and not force and from_ is None else "ready"
     console.print(f"{name} {verb}: {splits} rows ({info(name).kind}); {folder}", highlight=False,
                   soft_wrap=True)
+
+
+def _check_mirror(mirror: str | None) -> None:
+    from urllib.parse import urlparse
+
+    if mirror is not None and (urlparse(mirror).scheme not in ("http", "https", "file")
+                               or not (urlparse(mirror).netloc or urlparse(mirror).path)):
+        raise ConfigError(f"--mirror '{mirror}' is not a URL; give the base URL the files are "
+                          "under, e.g. https://mirror.example/movielens")
+
+
+def _check_device(device: str) -> None:
+    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
+        raise ConfigError(f"--device '{device}' is not cpu or cuda")
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: no CUDA device is visible; use --device cpu")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated, Optional
 
 import torch
@@ -10,7 +9,7 @@ import typer
 from rich.table import Table
 
 from cce_bench.datasets import DEFAULT_DATASET, RichReporter
-from cce_bench.errors import ConfigError
+from cce_bench.errors import CceBenchError, ConfigError
 from cce_bench.sweeps import (DEFAULT_BUDGETS, Execution, SweepSpec, load_spec, plan_sweeps,
                               run_sweeps)
 from cce_bench.sweeps.estimate import estimate
@@ -23,6 +22,10 @@ DRY_RUN_ROWS = 20
 
 class BudgetTooSmallForAll(ConfigError):
     """Every run of the sweep had a budget below its method's minimum."""
+
+
+class EveryRunFailed(CceBenchError, RuntimeError):
+    """Nothing of the sweep trained: the exit code says so to scripts and schedulers."""
 
 
 @friendly_errors
@@ -91,7 +94,7 @@ def sweep(
     device: Annotated[Optional[str], typer.Option(
         help="auto, cpu, cuda (every visible GPU) or cuda:N. Default: auto.",
         show_default=False)] = None,
-    out: Annotated[Optional[Path], typer.Option(
+    out: Annotated[Optional[str], typer.Option(  # text: an empty --out "" is refused, not "."
         help="Results folder. Default: results.", show_default=False)] = None,
     backend: Annotated[str, typer.Option(
         help="local (worker processes on this machine) or ray.")] = "local",
@@ -156,6 +159,11 @@ def sweep(
     if ran and summary.statuses.get("too_small") == ran:
         # Nothing trained: say why, as an error, instead of a table of too_small rows.
         raise BudgetTooSmallForAll(summary.first_errors["too_small"])
+    broken = sum(summary.statuses.get(status, 0) for status in ("failed", "oom"))
+    if ran and broken == ran:
+        first = summary.first_errors.get("failed") or summary.first_errors.get("oom", "")
+        raise EveryRunFailed(f"every run of the sweep failed ({broken} of {ran}); the first: "
+                             f"{first}")
     for status in ("too_small", "failed", "oom"):
         if status in summary.first_errors:
             console.print(f"[yellow]{summary.statuses[status]} runs {status}[/yellow], "

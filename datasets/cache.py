@@ -41,8 +41,30 @@ def entry_dir(name: str, version: int, options: dict) -> Path:
     return cache_root() / name / entry_key(version, options)
 
 
+def problem(path: Path) -> str | None:
+    """Why an entry cannot be used (None: it can): not built, a damaged meta.json, or one of
+    the arrays its meta.json lists missing or cut short."""
+    meta_path = path / META_FILE
+    if not meta_path.is_file():
+        return "not built"
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as err:  # ValueError: bad JSON or bytes that are not UTF-8
+        return f"{meta_path} is damaged ({type(err).__name__})"
+    for array in meta.get("arrays", []):  # entries built before arrays were listed: unchecked
+        file = path / array
+        try:
+            np.load(file, mmap_mode="r")
+        except FileNotFoundError:
+            return f"{file} is missing"
+        except (OSError, ValueError):
+            return f"{file} is damaged"
+    return None
+
+
 def is_ready(path: Path) -> bool:
-    return (path / META_FILE).is_file()
+    """A whole entry: a damaged one is not ready, so the next build replaces it."""
+    return problem(path) is None
 
 
 @contextlib.contextmanager
@@ -80,7 +102,8 @@ def build_entry(name: str, version: int, options: dict,
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building-"))
         try:
             meta = build(tmp)
-            meta |= {"name": name, "version": version, "options": options}
+            meta |= {"name": name, "version": version, "options": options,
+                     "arrays": sorted(p.name for p in tmp.glob("*.npy"))}
             write_json(tmp / META_FILE, meta)
             if final.exists():  # a rebuild, or an entry without meta.json (abandoned)
                 old = final.with_name(f".{final.name}.old-{os.getpid()}")
@@ -112,8 +135,12 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def read_meta(path: Path) -> dict:
-    with open(path / META_FILE) as f:
-        return json.load(f)
+    try:
+        with open(path / META_FILE) as f:
+            return json.load(f)
+    except (OSError, ValueError) as err:
+        raise DatasetError(f"{path / META_FILE} is damaged ({type(err).__name__}); rebuild the "
+                           f"dataset with `cce-bench download {path.parent.name} --force`") from None
 
 
 def save_array(folder: Path, name: str, array: np.ndarray) -> None:

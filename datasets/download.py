@@ -126,6 +126,7 @@ def download(url: str, dest: Path, size: int | None, md5: str | None,
 
 def _fetch(url: str, part: Path, size: int | None, timeout: float, reporter: Reporter) -> None:
     """One attempt: request what part lacks and append it. Transient errors propagate."""
+    _drop_link(part)  # never append through a link to a file outside the cache
     have = part.stat().st_size if part.exists() else 0
     if size is not None and have > size:  # not a prefix of this file: start over
         part.unlink()
@@ -156,7 +157,7 @@ def _fetch(url: str, part: Path, size: int | None, timeout: float, reporter: Rep
         expected = have + int(length) if length is not None else size
         reporter.start(part.name.removesuffix(".part"), size or expected, have)
         got = have
-        with open(part, "ab" if have else "wb") as out:
+        with _open_for_writing(part, append=bool(have)) as out:
             while True:
                 block = response.read(CHUNK)
                 if not block:
@@ -210,9 +211,22 @@ def file_digest(path: Path, algorithm: str, reporter: Reporter | None = None,
     return hasher.hexdigest()
 
 
+def _drop_link(path: Path) -> None:
+    """Remove path if it is a symbolic link (the link only, never what it points at)."""
+    if path.is_symlink():
+        path.unlink()
+
+
+def _open_for_writing(path: Path, append: bool):
+    """path opened for (appending or fresh) binary writing, refusing to follow a link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | (os.O_APPEND if append else os.O_TRUNC)
+    return os.fdopen(os.open(path, flags, 0o644), "ab" if append else "wb")
+
+
 @contextlib.contextmanager
 def _file_lock(path: Path) -> Iterator[None]:
-    with open(path, "w") as handle:
+    _drop_link(path)
+    with _open_for_writing(path, append=True) as handle:
         fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield

@@ -63,10 +63,14 @@ def entry_path(name: str, **options) -> Path:
 
 
 def status(name: str, **options) -> str:
-    """ready (preprocessed, default options) | downloaded (source files here) | missing."""
+    """ready (preprocessed, default options) | damaged (it says why) | downloaded (source files
+    here) | missing."""
     info = dataset_info(name)
-    if cache.is_ready(entry_path(name, **options)):
+    why = cache.problem(entry_path(name, **options))
+    if why is None:
         return "ready"
+    if why != "not built":
+        return f"damaged: {why}"
     if info.files and all((cache.downloads_dir() / f.name).is_file() for f in info.files):
         return "downloaded"
     return "missing"
@@ -79,10 +83,14 @@ def require(name: str, download: bool = False, reporter: Reporter | None = None,
     command to run."""
     info = dataset_info(name)
     path = entry_path(name, **options)
-    if cache.is_ready(path):
+    why = cache.problem(path)
+    if why is None:
         return path
     if info.kind in GENERATED or download:
         return prepare(name, reporter=reporter, device=device, **options)
+    if why != "not built":
+        raise DatasetError(f"dataset {name} is damaged in the data cache: {why}; run "
+                           f"`cce-bench download {name}` to rebuild it")
     raise DatasetError(f"dataset {name} is not in the data cache ({cache.cache_root()}); run "
                        f"`cce-bench download {name}` first, or pass --download")
 

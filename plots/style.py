@@ -8,6 +8,7 @@ know (rows from an older checkout) take the styles after the registered ones.
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -127,7 +128,14 @@ def save(fig, out_dir: Path, stem: str, formats: Iterable[str]) -> list[Path]:
     written = []
     for fmt in formats:
         path = out_dir / f"{stem}.{fmt}"
-        fig.savefig(path, format=fmt, dpi=PNG_DPI if fmt == "png" else None)
+        # A temporary name, then a rename: a killed plot never leaves a truncated figure
+        # under the final name, and a link there is replaced, not written through.
+        tmp = out_dir / f".{stem}.{fmt}.{os.getpid()}.tmp"
+        try:
+            fig.savefig(tmp, format=fmt, dpi=PNG_DPI if fmt == "png" else None)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
         written.append(path)
     plt.close(fig)
     return written

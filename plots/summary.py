@@ -74,8 +74,10 @@ def best_per_run(rows: pd.DataFrame) -> pd.DataFrame:
         raise ResultsError("the results file holds no rows yet; run `cce-bench sweep` first")
     ok = compressed_epochs(result_rows(rows))
     if ok.empty:
-        raise ResultsError(f"the results hold no successful runs to summarise "
-                           f"({count_failed(rows)} failed); see the error column of the CSV")
+        per_run = rows.drop_duplicates("run_id", keep="last")["status"].value_counts()
+        counts = ", ".join(f"{n} {status}" for status, n in per_run.items())
+        raise ResultsError(f"the results hold no run with a validation score to summarise "
+                           f"({counts}); see the status and error columns of the CSV")
     best = ok.groupby(["run_id", *RUN_KEYS], as_index=False).agg(
         val_auc=("val_auc", "max"), val_bce=("val_bce", "min"), params=("params", "max"),
         total_bytes=("total_bytes", "max"), epochs=("epoch", "max"), steps=("step", "max"))

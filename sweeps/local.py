@@ -29,9 +29,11 @@ import torch
 
 from cce_bench.errors import CceBenchError, ConfigError
 
-from .work import Event, Finished, Lost, Task, crash_if_asked, execute, set_threads
+from .work import (Event, Finished, Lost, Task, crash_at_start_if_asked, crash_if_asked, execute,
+                   set_threads)
 
 _SHUTDOWN_S = 5.0  # how long a worker may take to exit before it is killed
+_START_TRIES = 3  # workers killed while starting, in a row, before the sweep gives up
 _READY = "ready"  # a worker's first message
 
 
@@ -102,6 +104,7 @@ class LocalPool:
         self.slots = slots
         self.workers = [s.name for s in slots]
         self._context = mp.get_context("spawn")
+        self._failed_starts = 0  # workers in a row that died before they were ready
 
     def execute(self, tasks: list[Task], handle: Callable[[Event], None]) -> None:
         pending = deque(tasks)
@@ -159,11 +162,23 @@ class LocalPool:
             worker.process.kill()
             worker.process.join()
         if not worker.ready:
-            # Not the run's fault: no worker can start here (its error is on stderr).
-            raise WorkerError(f"a worker process could not start: it {how_it_ended(worker.process)}"
-                              "; see the error above. In a script, start the sweep under "
-                              "`if __name__ == \"__main__\":` (workers start with the spawn "
-                              "method), or use --workers 0")
+            self._failed_starts += 1
+            code = worker.process.exitcode
+            if code is not None and code >= 0:
+                # It exited on its own before it was ready: no worker can start here (its
+                # error is on stderr), which in a script is most often the spawn method.
+                raise WorkerError(f"a worker process could not start: it "
+                                  f"{how_it_ended(worker.process)}; see the error above. In a "
+                                  "script, start the sweep under `if __name__ == \"__main__\":` "
+                                  "(workers start with the spawn method), or use --workers 0")
+            if self._failed_starts >= _START_TRIES:
+                raise WorkerError(f"worker processes keep dying as they start ({_START_TRIES} in "
+                                  f"a row; the last {how_it_ended(worker.process)}); check the "
+                                  "machine's memory, or use --workers 0")
+            # Killed from outside while starting: like any lost worker, its run becomes a
+            # failed row and a fresh worker takes the slot.
+        else:
+            self._failed_starts = 0
         if worker.task is not None:
             handle(Lost(worker.slot.name, worker.task.id, death_reason(worker.process)))
         worker.conn.close()
@@ -213,6 +228,7 @@ def _worker_main(conn: Connection, name: str, device: str, workers: int, parent:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent(parent)
     set_threads(workers)
+    crash_at_start_if_asked()
     datasets: dict = {}
     try:
         conn.send(_READY)

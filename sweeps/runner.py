@@ -9,6 +9,8 @@ most the runs in flight, never a line. A worker that dies makes its runs `failed
 
 from __future__ import annotations
 
+import contextlib
+
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -112,8 +114,19 @@ class SweepPlan:
         return len(self.runs) - len(self.todo)
 
 
+def check_device(device: str) -> None:
+    """A CUDA device asked for where none is visible: one line, before anything is written
+    (a dry run included)."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device {device}: no CUDA device is visible; use --device cpu or auto")
+
+
 def plan_sweeps(specs: list[SweepSpec], retry_failed: bool = False) -> SweepPlan:
     """Expand the specs and leave out runs their results files already hold."""
+    for spec in specs:
+        check_device(spec.device)
     runs, todo = [], []
     names = [spec.results_path.resolve() for spec in specs]
     if len(set(names)) != len(names):
@@ -162,13 +175,25 @@ def run_sweeps(specs: list[SweepSpec], observer: SweepObserver | None = None,
     if len(devices) > 1:
         raise ConfigError(f"the sweeps ask for different devices ({', '.join(sorted(devices))}); "
                           "run them separately or set --device")
-    plan = plan_sweeps(specs, retry_failed)
     logs = {spec.results_path: ResultsLog(spec.results_path) for spec in specs}
     for log in logs.values():
         log.ensure()
+    with contextlib.ExitStack() as held:
+        for log in logs.values():
+            held.enter_context(log.exclusive())
+        return _run_locked(specs, logs, observer, execution, devices.pop(), retry_failed,
+                           download, reporter)
+
+
+def _run_locked(specs: list[SweepSpec], logs: dict, observer: SweepObserver,
+                execution: Execution, device: str, retry_failed: bool, download: bool,
+                reporter: Reporter | None) -> SweepSummary:
+    """run_sweeps once every results file is held: plan (what is done is read under the
+    lock), then train."""
+    plan = plan_sweeps(specs, retry_failed)
     summary = SweepSummary(", ".join(str(spec.results_path) for spec in specs),
                            len(plan.runs), plan.skipped)
-    backend = execution.make_backend(devices.pop())
+    backend = execution.make_backend(device)
     tasks, by_id = [], {}
     for spec in specs:
         mine = [run for owner, run in plan.todo if owner is spec]

@@ -144,7 +144,8 @@ class SweepSpec:
         if not _DEVICE.match(self.device):
             raise ConfigError(f"field 'device': '{self.device}' is not auto, cpu, cuda or cuda:N")
         if not isinstance(self.out, (str, Path)) or not str(self.out):
-            raise ConfigError(f"field 'out': expected a folder path, got {self.out!r}")
+            raise ConfigError(f"field 'out': expected a folder path, got {self.out!r} (the "
+                              "current folder is '.')")
         self.out = Path(self.out)
 
     def _check_mlps(self) -> None:

@@ -54,6 +54,9 @@ def read_spec_file(source: str | Path) -> dict:
             fields = tomllib.load(f)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path} is not a text file; a spec is TOML (see "
+                          "sweeps/paper/*.toml)") from None
     except OSError as err:
         raise ConfigError(f"cannot read spec {path}: {err.strerror}") from None
     fields.setdefault("name", path.stem)

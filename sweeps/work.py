@@ -147,6 +147,14 @@ def train_one(run: RunConfig, data: InteractionData | CriteoData, sweep: str, de
         return run_rows(run, sweep, None, started, "too_small", str(err))
     except torch.cuda.OutOfMemoryError as err:
         return run_rows(run, sweep, None, started, "oom", one_line(err))
+    except (MemoryError, RuntimeError) as err:
+        if not isinstance(err, MemoryError) and "allocate" not in str(err):
+            return run_rows(run, sweep, None, started, "failed",
+                            f"{type(err).__name__}: {one_line(err)}")
+        # The host allocator's own text is long and names no setting: say which one.
+        return run_rows(run, sweep, None, started, "oom",
+                        f"budget {run.budget:,} of {run.method} does not fit in host memory; "
+                        f"use a smaller budget ({one_line(err)[:160]})")
     except Exception as err:  # noqa: BLE001 - any run failure is recorded, the sweep goes on
         return run_rows(run, sweep, None, started, "failed", f"{type(err).__name__}: {one_line(err)}")
     return run_rows(run, sweep, result, started)
@@ -170,6 +178,21 @@ def execute(task: Task, worker: str, device: str, emit: Callable[[Event], None],
                          for run in task.runs])
     return Finished(worker, task.id, train_group(task.runs, data, task.sweep, device, observer,
                                                  ddp))
+
+
+# Test-only: a file path; the first worker to start while it does not exist creates it and
+# kills itself (SIGKILL) before it is ready, as a worker killed during its start-up.
+CRASH_AT_START_ENV = "CCE_BENCH_TEST_CRASH_AT_START"
+
+
+def crash_at_start_if_asked() -> None:
+    marker = os.environ.get(CRASH_AT_START_ENV)
+    if marker:
+        try:
+            os.close(os.open(marker, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def crash_if_asked(task: Task) -> None:

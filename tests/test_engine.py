@@ -74,7 +74,9 @@ def test_clustering_schedule():
 
 @pytest.mark.parametrize("field,value,message", [
     ("epochs", 0, "epochs must be at least 1"),
-    ("lr", -1.0, "lr must be positive"),
+    ("lr", -1.0, "lr must be a positive number, not -1.0"),
+    ("lr", float("inf"), "lr must be a positive number, not inf"),
+    ("weight_decay", float("nan"), "weight_decay must be a number >= 0, not nan"),
     ("cluster_until", 2.0, "cluster_until must be in"),
     ("model", "mlp", "unknown model 'mlp'"),
 ])

@@ -4,8 +4,16 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .embeddings import make_embedding, methods
 from .errors import BudgetTooSmall, CceBenchError, ConfigError, DatasetError, ResultsError, UnknownName
+
+
+def __getattr__(name: str):
+    # The embeddings import torch: load them when first used, so `import cce_bench` (and the
+    # CLI's start) stays light.
+    if name in ("make_embedding", "methods"):
+        from . import embeddings
+        return getattr(embeddings, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 try:
     __version__ = version("cce-bench")

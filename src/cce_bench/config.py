@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 from .errors import ConfigError
@@ -57,8 +58,10 @@ class RunConfig:
                 raise ConfigError(f"{name} must be at least 1, not {getattr(self, name)}")
         if self.budget < 0:
             raise ConfigError(f"budget must be non-negative, not {self.budget}")
-        if not self.lr > 0:
-            raise ConfigError(f"lr must be positive, not {self.lr}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise ConfigError(f"lr must be a positive number, not {self.lr}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise ConfigError(f"weight_decay must be a number >= 0, not {self.weight_decay}")
         if not 0 <= self.cluster_until <= 1:
             raise ConfigError(f"cluster_until must be in [0, 1], not {self.cluster_until}")
         if self.early_stop < 0:

@@ -34,3 +34,7 @@ class DatasetError(CceBenchError, RuntimeError):
 
 class ResultsError(CceBenchError, OSError):
     """A results file or folder that cannot be read or written."""
+
+
+class IdError(CceBenchError, IndexError):
+    """Ids an embedding cannot look up: not integers, or outside [0, vocab)."""

@@ -1,22 +1,29 @@
 """The results log: one tidy CSV row per run per evaluation point.
 
-Rows are appended, never rewritten. All rows of a run go out in one write() on an O_APPEND
-descriptor followed by fsync, so a run appears whole or not at all; a reader also drops any
-line that does not parse completely (a write cut by a kill), and the next append starts on a
-fresh line, so one torn line can never damage another.
+Rows are appended, never rewritten. All rows of a run go out as one record on an O_APPEND
+descriptor followed by fsync; a short write (a full disk) is cut back off, so a run appears whole
+or not at all. A row is always one line (no field holds a newline), and the reader parses each
+line on its own: a torn, non-UTF-8 or malformed line is skipped with a warning naming it and can
+never swallow the next one. A sweep holds the file's lock while it runs, so two sweeps never
+train and record the same runs twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import os
 import subprocess
 import tempfile
+import warnings
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
@@ -81,55 +88,150 @@ class ResultsLog:
         try:
             self.runs_dir.mkdir(parents=True, exist_ok=True)
             if not self.path.exists():
-                _atomic_write(self.path, ",".join(COLUMNS) + "\n")
+                write_atomically(self.path, ",".join(COLUMNS) + "\n")
         except OSError as err:
             raise ResultsError(f"cannot write results to {self.path.parent}: {err.strerror}") from err
         self.columns = file_columns(self.path)
 
+    @contextlib.contextmanager
+    def exclusive(self) -> Iterator[None]:
+        """Hold the file for one sweep: a second sweep on the same file refuses at once
+        instead of training the same runs again (the lock file beside it names the holder)."""
+        lock = self.path.with_name(self.path.name + ".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+        except OSError as err:
+            raise ResultsError(f"cannot lock {self.path}: {err.strerror} ({lock})") from err
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ResultsError(f"another sweep (process {holder}) is writing {self.path}; wait "
+                               "for it to finish, or give this one another --name") from None
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
+
     def completed_run_ids(self, include_failed: bool = True) -> set[str]:
-        """Runs that have finished (any status, or only the non-failed ones)."""
+        """Runs that have finished (any status, or only the non-failed ones) and whose last
+        record is whole: as many rows as its config file says were written (a record cut by a
+        crash is redone). Runs written before records were counted count when present."""
         if not self.path.exists():
             return set()
         frame = read_rows(self.path)
         if not include_failed:
             frame = frame[~frame["status"].isin(["failed", "oom"])]
-        return set(frame["run_id"])
+        done = set()
+        for run_id, rows in frame.groupby("run_id"):
+            recorded = self._recorded(run_id)
+            if recorded is None or (rows["started_at"] == recorded[0]).sum() >= recorded[1]:
+                done.add(run_id)
+        return done
+
+    def _recorded(self, run_id: str) -> tuple[str, int] | None:
+        """(started_at, rows) of the run's last record, from its config file, if it says."""
+        try:
+            saved = json.loads((self.runs_dir / f"{run_id}.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if "recorded_rows" not in saved:
+            return None
+        return saved["recorded_started_at"], saved["recorded_rows"]
 
     def append(self, rows: list[dict], config: RunConfig | None = None) -> None:
+        """Append one run's rows as one record: all of them or none. A short write (a full
+        disk) is rolled back to the file's size before it and raised, so a torn run never
+        looks done."""
         self.ensure()
-        if config is not None:
-            _atomic_write(self.runs_dir / f"{config.run_id}.json",
-                          json.dumps(config.to_dict(), indent=2, sort_keys=True))
         buffer = io.StringIO()
         writer = csv.DictWriter(buffer, self.columns, lineterminator="\n", extrasaction="ignore")
         writer.writerows({k: _cell(v) for k, v in row.items()} for row in rows)
         data = buffer.getvalue().encode()
         try:
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
-            try:
-                if not _ends_with_newline(self.path):
-                    data = b"\n" + data  # a torn line from a killed writer stays on its own line
-                os.write(fd, data)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_NOFOLLOW)
         except OSError as err:
             raise ResultsError(f"cannot append to {self.path}: {err.strerror}") from err
+        try:
+            size = os.fstat(fd).st_size
+            if not _ends_with_newline(self.path):
+                data = b"\n" + data  # a torn line from a killed writer stays on its own line
+            if _write_all(fd, data) != len(data):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            os.fsync(fd)
+        except OSError as err:
+            _roll_back(fd, size)
+            raise ResultsError(f"cannot append to {self.path}: {err.strerror or err}; nothing of "
+                               "this run was kept (free space, then run the same command again)"
+                               ) from err
+        finally:
+            os.close(fd)
+        if config is not None:
+            # After the rows: the config file says how many rows the record holds, so a record
+            # cut short (a crash between the two) is known and its run trained again.
+            saved = config.to_dict() | {"recorded_started_at": rows[0].get("started_at"),
+                                        "recorded_rows": len(rows)}
+            write_atomically(self.runs_dir / f"{config.run_id}.json",
+                             json.dumps(saved, indent=2, sort_keys=True, default=str))
+
+
+def _write_all(fd: int, data: bytes) -> int:
+    """os.write until everything is written or the disk takes no more; the bytes written."""
+    done = 0
+    while done < len(data):
+        count = os.write(fd, data[done:])
+        if count <= 0:
+            break
+        done += count
+    return done
+
+
+def _roll_back(fd: int, size: int) -> None:
+    """Cut the file back to `size`, so a partial record never stays behind."""
+    try:
+        os.ftruncate(fd, size)
+        os.fsync(fd)
+    except OSError:
+        pass
+
+
+class ResultsWarning(UserWarning):
+    """A line of a results file that was skipped (the CLI prints it as one line)."""
 
 
 def read_rows(path: str | Path) -> pd.DataFrame:
-    """Every complete row of a results file (torn or malformed lines are dropped)."""
+    """Every complete row of a results file. The file is read line by line: a line that is not
+    UTF-8, does not parse on its own, has the wrong number of fields or is torn is skipped
+    with one warning naming the file and its line numbers, and never affects another line."""
     path = Path(path)
     try:
-        text = path.read_text()
+        raw = path.read_bytes()
     except FileNotFoundError:
         raise ResultsError(f"no results file at {path}; run `cce-bench sweep` first") from None
     except OSError as err:
         raise ResultsError(f"cannot read {path}: {err.strerror}") from err
-    lines = text.splitlines(keepends=True)
-    columns = _known_header(lines[0] if lines else "", path)
-    good = [row for row in csv.reader(line for line in lines[1:] if line.endswith("\n"))
-            if _complete(row, columns)]
+    lines = raw.split(b"\n")
+    columns = _known_header(lines[0].decode("utf-8", "replace") if raw else "", path)
+    good, bad = [], []
+    # The last line when the file does not end in a newline: a killed writer's, not a row yet.
+    last = len(lines) if not raw.endswith(b"\n") else None
+    for number, line in enumerate(lines[1:], start=2):
+        if not line or number == last:
+            continue
+        row = _parse_line(line, columns)
+        if row is None:
+            bad.append(number)
+        else:
+            good.append(row)
+    if bad:
+        shown = ", ".join(map(str, bad[:5])) + (f" and {len(bad) - 5} more" if len(bad) > 5
+                                                else "")
+        warnings.warn(ResultsWarning(f"{path}: skipped {len(bad)} damaged line"
+                                     f"{'s' if len(bad) > 1 else ''} (line {shown})"))
     frame = pd.DataFrame(good, columns=columns).reindex(columns=COLUMNS)
     for column in COLUMNS:
         if column not in TEXT_COLUMNS:
@@ -137,10 +239,21 @@ def read_rows(path: str | Path) -> pd.DataFrame:
     return frame
 
 
+def _parse_line(line: bytes, columns: list[str]) -> list[str] | None:
+    """One row from one line, or None when the line is damaged."""
+    try:
+        rows = list(csv.reader([line.decode("utf-8")], strict=True))
+    except (UnicodeDecodeError, csv.Error):
+        return None
+    if len(rows) != 1 or not _complete(rows[0], columns):
+        return None
+    return rows[0]
+
+
 def file_columns(path: Path) -> list[str]:
     """The columns of an existing results file (the current ones or an earlier version's)."""
-    with open(path, newline="") as f:
-        return _known_header(f.readline(), path)
+    with open(path, "rb") as f:
+        return _known_header(f.readline().decode("utf-8", "replace"), path)
 
 
 def _known_header(line: str, path: Path) -> list[str]:
@@ -159,6 +272,8 @@ def _complete(row: list[str], columns: list[str]) -> bool:
 def _cell(value: object) -> object:
     if value is None:
         return ""
+    if isinstance(value, str):
+        return " ".join(value.splitlines())  # a row is one line, whatever an error said
     if isinstance(value, (float, np.floating)):
         return repr(float(value))  # numpy's repr would write "np.float64(...)"
     if isinstance(value, np.integer):
@@ -175,7 +290,7 @@ def _ends_with_newline(path: Path) -> bool:
         return f.read(1) == b"\n"
 
 
-def _atomic_write(path: Path, text: str) -> None:
+def write_atomically(path: Path, text: str) -> None:
     """Write to a temporary file beside path, fsync, rename: readers see all or nothing."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")

@@ -114,3 +114,26 @@ def test_report_of_a_foreign_csv(in_tmp):
 def test_a_criteo_dataset_in_a_gmf_sweep_is_refused(in_tmp):
     assert_one_line_error(invoke("sweep", "-d", "criteo-kaggle"), 1,
                           "GMF needs an interaction dataset")
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line(monkeypatch, capsys):
+    import pytest
+
+    import cce_bench.cli as cli
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "build_app", interrupted)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    assert exit_.value.code == 130 and capsys.readouterr().err == "interrupted\n"
+
+
+def test_the_cli_module_loads_without_torch():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", "import sys, cce_bench.cli; "
+                          "print('torch' in sys.modules)"], capture_output=True, text=True)
+    assert out.stdout.strip() == "False"

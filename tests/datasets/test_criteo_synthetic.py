@@ -54,27 +54,37 @@ def test_names_and_options():
 
 
 @pytest.mark.parametrize("damage", ["truncated", "missing", "reshaped"])
-def test_a_damaged_criteo_entry_is_one_clear_error(tmp_path, monkeypatch, damage):
+def test_a_damaged_criteo_entry_is_named_and_rebuilt(tmp_path, monkeypatch, damage):
     import numpy as np
 
-    from cce_bench.datasets import entry_path, load_criteo
+    from cce_bench.datasets import cache, entry_path, load_criteo
     from cce_bench.errors import DatasetError
 
     monkeypatch.setenv("CCE_BENCH_DATA", str(tmp_path))  # not the session's shared cache
-    load_criteo("criteo-synthetic-700")
+    whole = np.array(load_criteo("criteo-synthetic-700").categorical)
     folder = entry_path("criteo-synthetic-700")
     array = folder / "categorical.npy"
     if damage == "truncated":
         array.write_bytes(array.read_bytes()[:-500])
-        expected = f"{array} is damaged ("
+        why, error = f"{array} is damaged", f"{array} is damaged ("
     elif damage == "missing":
         array.unlink()
-        expected = f"{array} is damaged (missing)"
+        why = error = f"{array} is missing"
+        error = f"{array} is damaged (missing)"
     else:
         np.save(array, np.zeros((699, 26), np.int32))
-        expected = f"{array} holds (699, 26), not the (700, 26) its meta.json says"
-    with pytest.raises(DatasetError) as err:
-        load_criteo("criteo-synthetic-700")
-    assert str(err.value).startswith(expected)
-    assert str(err.value).endswith("rebuild the dataset with `cce-bench download "
-                                   "criteo-synthetic-700 --force`")
+        why = None  # a whole array of another shape: only loading can tell
+        error = f"{array} holds (699, 26), not the (700, 26) its meta.json says"
+    if why is not None:
+        assert status("criteo-synthetic-700") == f"damaged: {why}"
+        with pytest.raises(DatasetError) as err:
+            cache.load_array(folder, "categorical")
+        assert str(err.value).startswith(error)
+        assert str(err.value).endswith("rebuild the dataset with `cce-bench download "
+                                       "criteo-synthetic-700 --force`")
+        # Generated data is rebuilt on its next use, the same rows as before.
+        np.testing.assert_array_equal(load_criteo("criteo-synthetic-700").categorical, whole)
+    else:
+        with pytest.raises(DatasetError) as err:
+            load_criteo("criteo-synthetic-700")
+        assert str(err.value).startswith(error)

@@ -173,3 +173,40 @@ def test_cpu_and_cuda_give_the_same_output_for_the_same_state(method):
     on_cpu = emb(ids)
     on_cuda = emb.to("cuda")(ids.to("cuda")).cpu()
     assert torch.allclose(on_cpu, on_cuda, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", ALL)
+def test_bad_ids_are_one_clear_error_for_every_method(method):
+    from cce_bench.errors import IdError
+
+    emb = build(method)
+    for ids, message in [(torch.tensor([-1]), f"{method}: ids must be in [0, {VOCAB}), got -1"),
+                         (torch.tensor([VOCAB]), f"ids must be in [0, {VOCAB}), got {VOCAB}"),
+                         (torch.tensor([1.0]), "ids must be an integer tensor, not torch.float32"),
+                         (torch.tensor([True]), "ids must be an integer tensor, not torch.bool")]:
+        with pytest.raises(IdError) as err:
+            emb(ids)
+        assert message in str(err.value)
+    assert isinstance(IdError("x"), IndexError)  # caught where torch.nn.Embedding's errors are
+    assert emb(torch.zeros(0, dtype=torch.int64)).shape == (0, DIM)  # empty: empty, tt too
+    assert emb(torch.tensor([0, VOCAB - 1], dtype=torch.int32)).shape == (2, DIM)
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("vocab", 10.5, "vocab must be an integer, not 10.5"),
+    ("num_params", "64", "num_params must be an integer, not '64'"),
+])
+def test_sizes_must_be_integers(option, value, message):
+    from cce_bench.errors import ConfigError
+
+    args = {"vocab": VOCAB, "num_params": BUDGET, "dim": DIM} | {option: value}
+    with pytest.raises(ConfigError, match=message):
+        make_embedding(args["vocab"], args["num_params"], args["dim"], "hash")
+
+
+@pytest.mark.parametrize("method", ["cce", "pq", "cce_robe"])
+def test_an_unknown_kmeans_backend_fails_at_construction(method):
+    from cce_bench.errors import UnknownName
+
+    with pytest.raises(UnknownName, match="unknown k-means backend 'nosuch'; choose from: auto"):
+        make_embedding(VOCAB, BUDGET, DIM, method, CHUNKS, kmeans_backend="nosuch")

@@ -119,8 +119,13 @@ def test_latex_escapes_names_and_bolds_the_best(results_csv):
 def test_no_successful_run_is_a_clear_error(results_csv):
     rows = load_results([str(results_csv)])
     failed = rows[rows["status"].isin(["failed", "too_small"])]
-    with pytest.raises(ResultsError, match=r"no successful runs to summarise \(4 failed\)"):
+    # Counted per run and per status, as the CSV holds them (3 too small, 1 failed).
+    with pytest.raises(ResultsError, match=r"no run with a validation score to summarise "
+                                           r"\(3 too_small, 1 failed\); see the status and "
+                                           r"error columns"):
         best_per_run(failed)
+    assert failed.drop_duplicates("run_id")["status"].value_counts().to_dict() == {
+        "too_small": 3, "failed": 1}
 
 
 def test_parity_in_parameters_and_in_bytes_side_by_side(results_csv):

@@ -8,7 +8,7 @@ import pandas as pd
 from cce_bench.results import read_rows
 from cce_bench.sweeps import Execution, SweepSpec, run_sweep
 from cce_bench.sweeps.local import plan_slots
-from cce_bench.sweeps.work import CRASH_HOOK_ENV
+from cce_bench.sweeps.work import CRASH_AT_START_ENV, CRASH_HOOK_ENV
 from tests.conftest import TINY_DATASET
 
 # Columns that must not depend on where a run trained (timings and timestamps may).
@@ -65,6 +65,16 @@ def test_a_dead_worker_is_a_failed_row_and_is_replaced(tmp_path, monkeypatch):
     rows = read_rows(spec.results_path)
     final = rows[rows["run_id"] == doomed.run_id]["status"].tolist()
     assert final == ["failed", "ok", "ok"]  # the old row stays; 2 epochs of the retry follow
+
+
+def test_a_worker_killed_while_starting_is_a_failed_row_and_is_replaced(tmp_path, monkeypatch):
+    spec = tiny_spec(tmp_path, "start", methods=["hash"], seeds=2, budgets=[4])
+    monkeypatch.setenv(CRASH_AT_START_ENV, str(tmp_path / "killed-once"))
+    summary = run_sweep(spec, execution=Execution(workers=1))  # the first worker dies starting
+    assert summary.statuses == {"failed": 1, "ok": 1}
+    failed = read_rows(spec.results_path).query("status == 'failed'")
+    assert "died from SIGKILL" in failed["error"].iloc[0]
+    assert (tmp_path / "killed-once").exists()
 
 
 def test_the_driver_never_honours_the_crash_hook(tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from ..errors import ConfigError
+from ..errors import ConfigError, IdError
 from .sparse_update import SparseSGDLookup, sparse_sgd_target
 
 
@@ -72,6 +72,10 @@ class CompressedEmbedding(nn.Module):
     def __init__(self, vocab: int, num_params: int, dim: int, seed: int | None = None,
                  init: str | float = "small"):
         super().__init__()
+        for name, value in (("vocab", vocab), ("num_params", num_params), ("dim", dim)):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ConfigError(f"{self.method_name}: {name} must be an integer, not "
+                                  f"{value!r}")
         if vocab < 1 or dim < 1 or num_params < 0:
             raise ConfigError(
                 f"{self.method_name}: vocab ({vocab}) and dim ({dim}) must be positive and "
@@ -83,7 +87,18 @@ class CompressedEmbedding(nn.Module):
         self.output_std = init_scale(init) / math.sqrt(dim)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """One rule for every method, as torch.nn.Embedding's: integer ids in [0, vocab). The
+        range is checked on CPU tensors (a GPU check would cost a host sync every step)."""
+        if ids.dtype == torch.bool or ids.is_floating_point() or ids.is_complex():
+            raise IdError(f"{self.method_name}: ids must be an integer tensor, not {ids.dtype}")
         flat = ids.reshape(-1)
+        if flat.numel() == 0:
+            return flat.new_zeros((*ids.shape, self.dim), dtype=torch.float32)
+        if not flat.is_cuda:
+            low, high = int(flat.min()), int(flat.max())
+            if low < 0 or high >= self.vocab:
+                raise IdError(f"{self.method_name}: ids must be in [0, {self.vocab}), got "
+                              f"{low if low < 0 else high}")
         return self.embed(flat).reshape(*ids.shape, self.dim)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:  # (N,) -> (N, dim)

@@ -32,7 +32,7 @@ import torch
 from ..errors import BudgetTooSmall, ConfigError
 from .base import CompressedEmbedding, chunk_dim, gather_chunks, normal_init
 from .hashing import UniversalHash, universal_hash
-from .kmeans import derive_seed, kmeans, nearest
+from .kmeans import derive_seed, kmeans, nearest, resolve_backend
 from .registry import register
 
 _ID_BATCH = 1 << 18  # ids per batch when recomputing vectors over the whole vocabulary
@@ -50,13 +50,16 @@ class CCEmbedding(CompressedEmbedding):
         if residual_init not in ("mean", "zero"):
             raise ConfigError(f"{self.method_name}: residual_init must be 'mean' or 'zero', "
                               f"not '{residual_init}'")
+        resolve_backend(kmeans_backend, torch.device("cpu"))  # an unknown name fails here
         self.kmeans_backend, self.kmeans_iters = kmeans_backend, kmeans_iters
         self.points_per_centroid, self.residual_init = points_per_centroid, residual_init
         self.reset_optimizer = reset_optimizer
         std = self.output_std / math.sqrt(2)  # two summed terms
         self._make_tables(num_params, std)
-        index = torch.randint(0, self.slots, (vocab, n_chunks), generator=self.generator)
-        self.register_buffer("index", index.to(torch.int32))
+        # Drawn as int32 directly: an int64 draw and a cast would double the peak memory.
+        index = torch.randint(0, self.slots, (vocab, n_chunks), generator=self.generator,
+                              dtype=torch.int32)
+        self.register_buffer("index", index)
         self.hash1 = UniversalHash(n_chunks, self.slots, self.generator)
         self.register_buffer("rounds", torch.zeros((), dtype=torch.int64))
 

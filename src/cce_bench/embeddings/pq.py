@@ -35,7 +35,7 @@ from torch import nn
 
 from ..errors import BudgetTooSmall, ConfigError
 from .base import CompressedEmbedding, chunk_dim, gather_chunks, lookup, normal_init
-from .kmeans import derive_seed, kmeans, nearest
+from .kmeans import derive_seed, kmeans, nearest, resolve_backend
 from .registry import register
 
 _ID_BATCH = 1 << 18  # ids per batch when assigning codes over the whole vocabulary
@@ -60,6 +60,7 @@ class ProductQuantizedEmbedding(CompressedEmbedding):
                 f"pq compresses on a cluster() call, but compress_round is {compress_round}: the "
                 "run schedules no clustering; use at least 2 epochs and cluster_until > 0")
         self.compress_round = compress_round
+        resolve_backend(kmeans_backend, torch.device("cpu"))  # an unknown name fails here
         self.kmeans_backend, self.kmeans_iters = kmeans_backend, kmeans_iters
         self.points_per_centroid = points_per_centroid
         self.table = normal_init((vocab, dim), self.output_std, self.generator)
