@@ -99,9 +99,15 @@ def build_entry(name: str, version: int, options: dict,
         if is_ready(final) and not rebuild:  # another process built it while we waited
             return final
         _remove_abandoned_builds(final.parent)
-        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building-"))
         try:
-            meta = build(tmp)
+            tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=f".{final.name}.building-"))
+        except OSError as err:
+            raise _unwritable(name, final.parent, err) from None
+        try:
+            try:
+                meta = build(tmp)
+            except OSError as err:  # a full disk or a read-only cache, mid-build
+                raise _unwritable(name, final.parent, err) from None
             meta |= {"name": name, "version": version, "options": options,
                      "arrays": sorted(p.name for p in tmp.glob("*.npy"))}
             write_json(tmp / META_FILE, meta)
@@ -116,6 +122,11 @@ def build_entry(name: str, version: int, options: dict,
             if tmp.exists():
                 shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _unwritable(name: str, folder: Path, err: OSError) -> DatasetError:
+    return DatasetError(f"cannot build {name} in {folder}: {err.strerror or err}; free space "
+                        "there or set CCE_BENCH_DATA to a writable folder with room")
 
 
 def _remove_abandoned_builds(folder: Path) -> None:

@@ -26,9 +26,8 @@ from cce_bench.config import RunConfig
 from cce_bench.data import CriteoData, TabularSplit
 from cce_bench.datasets.catalog import CRITEO_KAGGLE_CARDINALITIES
 from cce_bench.datasets.criteo import day_sizes
-from cce_bench.embeddings.sparse_update import enable_sparse_sgd
-from cce_bench.engine import (cluster_all, device_clock, evaluate, make_optimizer, make_stepper,
-                              resolve_device)
+from cce_bench.engine import (cluster_all, device_clock, evaluate, fuse_sparse_updates,
+                              make_optimizer, make_stepper, resolve_device)
 from cce_bench.errors import BudgetTooSmall
 from cce_bench.models import build_model
 from cce_bench.results import git_revision
@@ -121,8 +120,7 @@ def time_steps(run: RunConfig, train: TabularSplit, device: torch.device, steps:
     torch.manual_seed(0)
     model = build_model(run, shape_only(vocabs), batch_tables).to(device)
     if sparse:
-        for table in model.embeddings():
-            enable_sparse_sgd(table, run.lr)
+        fuse_sparse_updates(model, run)
     optimizer = make_optimizer(model, run, device)
     cluster_s = (_time_cluster(model, optimizer, device, run)
                  if cluster or run.method == "pq" else None)

@@ -272,3 +272,37 @@ def test_a_run_whose_record_lost_rows_is_redone(tmp_path):
     run, rows = rows_for(0)
     log.append(rows, run)
     assert log.completed_run_ids() == {run0.run_id, run1.run_id}
+
+
+def test_a_full_disk_while_building_a_dataset_names_the_folder(tmp_path, monkeypatch):
+    from cce_bench.datasets import cache, load_dataset
+    from cce_bench.errors import DatasetError
+
+    monkeypatch.setenv("CCE_BENCH_DATA", str(tmp_path))
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))  # no path, as np.save raises it
+
+    monkeypatch.setattr(cache.np, "save", full)
+    monkeypatch.setattr(cache.NpyWriter, "append", full)
+    with pytest.raises(DatasetError) as err:
+        load_dataset("syn-50-2000")
+    assert str(err.value).startswith(f"cannot build syn-50-2000 in {tmp_path / 'syn-50-2000'}: "
+                                     "No space left on device; free space there or set "
+                                     "CCE_BENCH_DATA")
+    leftovers = [p.name for p in (tmp_path / "syn-50-2000").iterdir() if p.name != ".lock"]
+    assert leftovers == []  # nothing half-built looks like an entry
+
+
+def test_a_read_only_results_folder_is_one_line(in_tmp, monkeypatch):
+    # As root no folder is read-only, so the refusal is injected where a sweep first writes.
+    real_mkdir = type(in_tmp).mkdir
+
+    def read_only(self, *args, **kwargs):
+        if "results" in str(self):
+            raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), str(self))
+        return real_mkdir(self, *args, **kwargs)
+
+    monkeypatch.setattr(type(in_tmp), "mkdir", read_only)
+    code, output = cli("sweep", "-d", TINY_DATASET, "--epochs", "1")
+    assert code == 1 and "cannot write results to results: Permission denied" in output

@@ -77,6 +77,14 @@ STEPPERS = ["auto", "plain", "static", "graph"]
 INPUTS = ["auto", "device", "stream"]
 
 
+def fuse_sparse_updates(model: nn.Module, run: RunConfig) -> None:
+    """Under plain SGD (no weight decay), lookups update the rows they read in their backward
+    pass, so a step never touches a whole table (embeddings/sparse_update.py)."""
+    if run.optimizer == "sgd" and run.weight_decay == 0:
+        for table in model.embeddings():
+            enable_sparse_sgd(table, run.lr)
+
+
 def make_optimizer(model: nn.Module, run: RunConfig, device: torch.device) -> torch.optim.Optimizer:
     # On CUDA the fused kernels update every tensor in one launch; AdamW's capturable flag keeps
     # its step counter on the device so the update can live inside a CUDA graph (SGD has none).
@@ -198,11 +206,7 @@ class _RunState:
         self.model = build_model(run, data).to(device)
         if distributed.shard() is not None:
             distributed.broadcast_module(self.model)  # replicas start equal whatever the device
-        if run.optimizer == "sgd" and run.weight_decay == 0:
-            # Plain SGD: lookups update the rows they read in their backward pass, so a step
-            # never touches a whole table (see embeddings/sparse_update.py).
-            for table in self.model.embeddings():
-                enable_sparse_sgd(table, run.lr)
+        fuse_sparse_updates(self.model, run)
         self.result = RunResult("ok", 0, 0, 0, device=str(device))
         self.result.set_sizes(self.model)
         self.optimizer = make_optimizer(self.model, run, device)

@@ -175,8 +175,12 @@ class ResultsLog:
             # cut short (a crash between the two) is known and its run trained again.
             saved = config.to_dict() | {"recorded_started_at": rows[0].get("started_at"),
                                         "recorded_rows": len(rows)}
-            write_atomically(self.runs_dir / f"{config.run_id}.json",
-                             json.dumps(saved, indent=2, sort_keys=True, default=str))
+            try:
+                write_atomically(self.runs_dir / f"{config.run_id}.json",
+                                 json.dumps(saved, indent=2, sort_keys=True, default=str))
+            except OSError as err:  # the rows are whole; only the run's config file is missing
+                raise ResultsError(f"cannot write {self.runs_dir}: {err.strerror or err} (the "
+                                   f"run's rows are in {self.path})") from err
 
 
 def _write_all(fd: int, data: bytes) -> int:

@@ -107,14 +107,15 @@ class StaticEpoch(_Epoch):
                                    device=device) for f in split.features]
         self.labels = torch.zeros(self.steps, batch_size, device=device)
         self.weight = (torch.arange(padded, device=device) < n).float().view(self.steps, batch_size)
+        self._init_step_state(device)
+
+    def _init_step_state(self, device: torch.device) -> None:
+        """What a step reads and writes besides its batch: the step counter, the summed loss,
+        the captured graph, and under --ddp this process's shard of every global batch."""
         self.cursor = torch.zeros(1, dtype=torch.int64, device=device)
         self.loss_sum = torch.zeros((), device=device)
         self.graph: torch.cuda.CUDAGraph | None = None
         self.pointers: list[int] = []
-        self.set_shard()
-
-    def set_shard(self) -> None:
-        """Under --ddp this process trains its shard of every global batch (distributed.py)."""
         place = shard()
         self.bounds = place.bounds(self.batch_size) if place is not None else None
 

@@ -56,15 +56,11 @@ class StreamingEpoch(StaticEpoch):
                                    device=device) for f, dtype in zip(split.features, dtypes)]
         self.labels = torch.zeros(self.window, batch_size, device=device)
         self.weight = torch.zeros(self.window, batch_size, device=device)
-        self.cursor = torch.zeros(1, dtype=torch.int64, device=device)
-        self.loss_sum = torch.zeros((), device=device)
-        self.graph: torch.cuda.CUDAGraph | None = None
-        self.pointers: list[int] = []
+        self._init_step_state(device)
         self.position = 0  # steps taken this epoch, counted on the host
         self.order = np.empty(0, dtype=np.int64)
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cce-bench-input")
         self.pending: Future | None = None
-        self.set_shard()
 
     def _slot(self) -> torch.Tensor:
         return self.cursor % self.window

@@ -133,11 +133,9 @@ def test_batched_tables_train_as_separate_tables(tiny_criteo, method):
         torch.manual_seed(0)
         model = build_model(run, tiny_criteo, batch_tables=batch)
         assert (model.hashed is not None) == batch
-        from cce_bench.embeddings.sparse_update import enable_sparse_sgd
-        from cce_bench.engine import cluster_all, evaluate
+        from cce_bench.engine import cluster_all, evaluate, fuse_sparse_updates
 
-        for table in model.embeddings():
-            enable_sparse_sgd(table, run.lr)
+        fuse_sparse_updates(model, run)
         optimizer = make_optimizer(model, run, torch.device("cpu"))
         train_split = tiny_criteo.tensors("train")
         epoch = make_stepper("static", model, optimizer, train_split, 64, torch.device("cpu"))
