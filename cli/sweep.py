@@ -13,6 +13,7 @@ from cce_bench.errors import CceBenchError, ConfigError
 from cce_bench.sweeps import (DEFAULT_BUDGETS, Execution, SweepSpec, load_spec, plan_sweeps,
                               run_sweeps)
 from cce_bench.sweeps.estimate import estimate
+from cce_bench.sweeps.runner import missing_datasets
 from cce_bench.sweeps.progress import RichObserver, describe, format_seconds
 
 from .common import console, friendly_errors
@@ -118,7 +119,8 @@ def sweep(
         "visible GPU (NCCL), or CPU processes (gloo) with --device cpu; the batch size is the "
         "global batch. 0: off.", min=0)] = 0,
     retry_failed: Annotated[bool, typer.Option(
-        "--retry-failed", help="Run again the runs recorded as failed or oom.")] = False,
+        "--retry-failed", help="Run again the runs recorded as failed, oom or diverged.")]
+        = False,
     download: Annotated[bool, typer.Option(
         "--download", help="Download and preprocess missing datasets first (MovieLens); "
         "without it a missing one is an error that says the command.")] = False,
@@ -190,6 +192,9 @@ def _print_plan(sweeps: list[SweepSpec], execution: Execution, retry_failed: boo
                   f"{len(plan.todo)} to run", highlight=False)
     for spec in sweeps:
         console.print(_grid_line(spec), highlight=False)
+    for name in missing_datasets(plan):
+        console.print(f"[yellow]dataset {name} is not in the data cache[/yellow]: run "
+                      f"`cce-bench download {name}` first, or pass --download", highlight=False)
     if plan.todo:
         table = Table(box=None, pad_edge=False, header_style="dim")
         for column in ("run_id", "sweep", "run", "params", "epochs"):

@@ -33,6 +33,9 @@ class RichObserver:
 
     def __init__(self, console: Console | None = None):
         self.console = console or Console()
+        # Redirected (nohup, SLURM, CI): no live display, one plain line per finished run and
+        # per evaluation of a long run, so a log shows progress as it happens.
+        self.plain = not self.console.is_terminal
         self._lock = threading.Lock()  # Live redraws from its own thread
         self.total = self.skipped = self.finished = self.problems = 0
         self.workers: dict[str, dict] = {}  # name -> {"run", "epoch", "auc", "since"}
@@ -52,7 +55,15 @@ class RichObserver:
             self.total, self.skipped = total, skipped
             self.workers = {name: {} for name in workers}
             self.started = time.monotonic()
-        self._live.start()
+        if self.plain:
+            self._say(f"sweep: {total} runs, {skipped} already done, {total - skipped} to run "
+                      f"on {', '.join(workers)}")
+        else:
+            self._live.start()
+
+    def _say(self, text: str) -> None:
+        self.console.print(f"[{time.strftime('%H:%M:%S')}] {text}", highlight=False,
+                           soft_wrap=True)
 
     def run_started(self, run: RunConfig, worker: str) -> None:
         with self._lock:
@@ -63,6 +74,10 @@ class RichObserver:
         with self._lock:
             state = self.workers.setdefault(worker, {"run": run, "since": time.monotonic()})
             state.update(epoch=record.epoch, auc=record.val_auc)
+            long_run = time.monotonic() - state["since"] > 60
+        if self.plain and long_run:
+            self._say(f"{describe(run)}: epoch {record.epoch}/{run.epochs}, step {record.step:,}, "
+                      f"val BCE {record.val_bce:.4f}, AUC {record.val_auc:.4f}")
 
     def run_finished(self, run: RunConfig, status: str, worker: str) -> None:
         with self._lock:
@@ -71,6 +86,11 @@ class RichObserver:
             for name, state in self.workers.items():  # a lost run's event names no worker
                 if state.get("run") == run:
                     self.workers[name] = {}
+            done, total = self.skipped + self.finished, self.total
+            eta = self.eta_seconds()
+        if self.plain:
+            self._say(f"run {done}/{total} {status}: {describe(run)}"
+                      + (f"; ETA {format_seconds(eta)}" if eta is not None else ""))
 
     @property
     def running(self) -> int:

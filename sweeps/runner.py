@@ -175,6 +175,9 @@ def run_sweeps(specs: list[SweepSpec], observer: SweepObserver | None = None,
     if len(devices) > 1:
         raise ConfigError(f"the sweeps ask for different devices ({', '.join(sorted(devices))}); "
                           "run them separately or set --device")
+    # Every dataset the runs to do need, before anything is written: a missing one is one
+    # line, and leaves no empty results file or runs/ folder behind.
+    _prepare_datasets(plan_sweeps(specs, retry_failed).todo, download, reporter)
     logs = {spec.results_path: ResultsLog(spec.results_path) for spec in specs}
     for log in logs.values():
         log.ensure()
@@ -201,18 +204,26 @@ def _run_locked(specs: list[SweepSpec], logs: dict, observer: SweepObserver,
             task = Task(len(tasks), spec.name, group)
             tasks.append(task)
             by_id[task.id] = (task, logs[spec.results_path])
-    _prepare_datasets(tasks, download, reporter)
     observer.sweep_started(len(plan.runs), plan.skipped, list(backend.workers))
     if tasks:
         backend.execute(tasks, _Driver(by_id, observer, summary).handle)
     return summary
 
 
-def _prepare_datasets(tasks: list[Task], download: bool, reporter: Reporter | None) -> None:
+def _prepare_datasets(todo: list, download: bool, reporter: Reporter | None) -> None:
     """Build (or fetch) every dataset once, here, before the workers load them from the cache:
     a missing dataset is one clear error, not a failed row per run."""
-    for name, model in dict.fromkeys((task.dataset, task.runs[0].model) for task in tasks):
+    for name, model in dict.fromkeys((run.dataset, run.model) for _, run in todo):
         require_training_data(name, model, download=download, reporter=reporter)
+
+
+def missing_datasets(plan: SweepPlan) -> list[str]:
+    """Downloadable datasets the runs to do need that are not in the cache (for a dry run)."""
+    from cce_bench.datasets import info, status
+
+    names = dict.fromkeys(run.dataset for _, run in plan.todo)
+    return [n for n in names if info(n).kind not in ("synthetic", "criteo-synthetic")
+            and status(n) != "ready"]
 
 
 class _Driver:

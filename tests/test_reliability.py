@@ -306,3 +306,12 @@ def test_a_read_only_results_folder_is_one_line(in_tmp, monkeypatch):
     monkeypatch.setattr(type(in_tmp), "mkdir", read_only)
     code, output = cli("sweep", "-d", TINY_DATASET, "--epochs", "1")
     assert code == 1 and "cannot write results to results: Permission denied" in output
+
+
+def test_an_exploding_loss_is_diverged_and_retried(in_tmp):
+    code, output = cli("sweep", "-d", TINY_DATASET, "-m", "full", "--lr", "1e6", "--epochs", "3",
+                       "--seeds", "1")
+    frame = read_rows(in_tmp / "results" / "default.csv")
+    assert frame["status"].iloc[-1] == "diverged"  # val BCE in the 1e20s was "ok" before
+    log = ResultsLog(in_tmp / "results" / "default.csv")
+    assert log.completed_run_ids() and not log.completed_run_ids(include_failed=False)

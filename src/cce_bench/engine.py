@@ -28,6 +28,10 @@ from .steps import PlainEpoch, Split, StaticEpoch, capture_steps, reset_optimize
 from .streaming import HostSplit, StreamingEpoch, fits_on_device
 
 EVAL_BATCH = 1 << 16
+# A BCE this large means the model gives the true label e^-10 of probability on average: a
+# start from ln 2 never gets there by learning, only by exploding (lr 1e6 reached 2e28 with
+# status ok before this); such a run is `diverged`.
+DIVERGED_BCE = 10.0
 
 Data = InteractionData | CriteoData
 
@@ -268,7 +272,7 @@ class _RunState:
         loss.zero_()
         eval_s = device_clock(device) - start
 
-        finite = math.isfinite(train_bce) and math.isfinite(val_bce)
+        finite = all(math.isfinite(b) and b < DIVERGED_BCE for b in (train_bce, val_bce))
         awaiting = _awaiting_compression(self.model)
         cluster_s, self.pending_cluster_s = self.pending_cluster_s, 0.0
         if finite and cluster_now:

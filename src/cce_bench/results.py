@@ -124,8 +124,10 @@ class ResultsLog:
         if not self.path.exists():
             return set()
         frame = read_rows(self.path)
-        if not include_failed:
-            frame = frame[~frame["status"].isin(["failed", "oom"])]
+        if not include_failed:  # --retry-failed trains these again: a run's last row says
+            final = frame.groupby("run_id")["status"].last()
+            retry = set(final[final.isin(["failed", "oom", "diverged"])].index)
+            frame = frame[~frame["run_id"].isin(retry)]
         done = set()
         for run_id, rows in frame.groupby("run_id"):
             recorded = self._recorded(run_id)

@@ -75,3 +75,23 @@ def test_spec_errors_are_one_line(in_tmp):
     assert result.exit_code == 1 and "field 'budgets': bad range '3:9'" in result.output
     result = invoke("tiny.toml", "--address", "auto")
     assert result.exit_code == 1 and "--address is for --backend ray" in result.output
+
+
+def test_a_sweep_not_in_a_terminal_prints_a_line_per_finished_run(in_tmp):
+    result = invoke("-d", TINY_DATASET, "-m", "hash", "-b", "16,64", "--epochs", "1")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "] run " in line]
+    assert len(lines) == 2
+    assert "run 1/2 ok: syn-60-2400 hash ppd=16 c=4 seed=0; ETA" in lines[0]
+    assert "run 2/2 ok: syn-60-2400 hash ppd=64" in lines[1]
+    assert "sweep: 2 runs, 0 already done, 2 to run on main" in result.output
+
+
+def test_a_missing_dataset_stops_before_anything_is_written(in_tmp):
+    dry = invoke("-d", "ml-100k", "--dry-run")
+    assert dry.exit_code == 0
+    assert "dataset ml-100k is not in the data cache: run `cce-bench download ml-100k` first" \
+        in " ".join(dry.output.split())
+    result = invoke("-d", "ml-100k")
+    assert result.exit_code == 1 and "run `cce-bench download ml-100k` first" in result.output
+    assert not (in_tmp / "results").exists()
