@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from cce_bench.datasets import DEFAULT_DATASET, RichReporter
+from cce_bench.embeddings import get_method
 from cce_bench.errors import CceBenchError, ConfigError
 from cce_bench.sweeps import (DEFAULT_BUDGETS, Execution, SweepSpec, load_spec, plan_sweeps,
                               run_sweeps)
@@ -201,7 +202,9 @@ def _print_plan(sweeps: list[SweepSpec], execution: Execution, retry_failed: boo
             table.add_column(column, no_wrap=True, justify="right" if column in
                              ("params", "epochs") else "left")
         for spec, run in plan.todo[:DRY_RUN_ROWS]:
-            table.add_row(run.run_id, spec.name, describe(run), f"{run.budget:,}", str(run.epochs))
+            size = f"{run.budget:,}" if get_method(run.method).family != "uncompressed" \
+                else "vocab x dim"  # the full table ignores the budget: its true size
+            table.add_row(run.run_id, spec.name, describe(run), size, str(run.epochs))
         console.print(table)
         if len(plan.todo) > DRY_RUN_ROWS:
             console.print(f"... and {len(plan.todo) - DRY_RUN_ROWS} more", highlight=False)

@@ -178,13 +178,16 @@ class SweepSpec:
 
     def expand(self) -> list[RunConfig]:
         """Every run of the grid, in a stable order. `full` ignores budget and n_chunks, so it
-        gets one run per dataset and seed (budget 0, the first n_chunks)."""
+        gets one run per dataset and seed (budget 0, the first n_chunks); a method that ignores
+        n_chunks (hash, hnet, qr, ldim, dhe) one run per budget and seed."""
         runs: list[RunConfig] = []
         for dataset in self.datasets:
             for method in self.methods:
-                uncompressed = get_method(method).family == "uncompressed"
+                info = get_method(method)
+                uncompressed = info.family == "uncompressed"
                 budgets = [0] if uncompressed else self.budgets
-                chunks = self.n_chunks[:1] if uncompressed else self.n_chunks
+                # A method that ignores n_chunks runs once, at the first value.
+                chunks = self.n_chunks if info.cls.uses_chunks else self.n_chunks[:1]
                 for budget in budgets:
                     for n_chunks in chunks:
                         for seed in self.seeds:

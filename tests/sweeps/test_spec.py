@@ -155,7 +155,11 @@ def test_expansion_counts_and_budget_units():
     assert spec.methods == method_names()
     runs = spec.expand()
     compressed = [m for m in spec.methods if get_method(m).family != "uncompressed"]
-    assert len(runs) == (len(compressed) * 3 * 2 + len(spec.methods) - len(compressed)) * 2
+    chunked = [m for m in compressed if get_method(m).cls.uses_chunks]
+    # 3 budgets x 2 n_chunks for methods that use chunks, 3 budgets for the others, one full
+    # table; x 2 seeds.
+    assert len(runs) == (len(chunked) * 3 * 2 + (len(compressed) - len(chunked)) * 3
+                         + len(spec.methods) - len(compressed)) * 2
     assert {r.budget for r in runs if r.method == "cce"} == {4 * 32, 8 * 32, 16 * 32}
     absolute = SweepSpec(datasets=TINY_DATASET, budgets=[1000, 4096], budget_unit="params")
     assert [r.budget for r in absolute.expand()] == [1000, 4096]
@@ -229,3 +233,14 @@ def test_a_spec_is_found_by_path_or_shipped_name(tmp_path):
     with pytest.raises(ConfigError, match=r"no spec file 'paper/ml-1n'; did you mean "
                                           r"'paper/ml-1m'\? give a path"):
         find_spec("paper/ml-1n")
+
+
+def test_the_n_chunks_grid_expands_only_methods_that_use_it():
+    spec = SweepSpec(datasets=TINY_DATASET, methods="hash,ce,full,qr", budgets=[16, 64],
+                     n_chunks="1:8")
+    runs = spec.expand()
+    counts = {m: sum(r.method == m for r in runs) for m in spec.methods}
+    assert counts == {"hash": 2, "ce": 8, "full": 1, "qr": 2}  # ce: 2 budgets x 4 values
+    assert {r.n_chunks for r in runs if r.method == "hash"} == {1}
+    assert {name for name in method_names() if not get_method(name).cls.uses_chunks} == {
+        "full", "hash", "hnet", "qr", "ldim", "dhe"}

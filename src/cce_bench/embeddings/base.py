@@ -68,6 +68,9 @@ class CompressedEmbedding(nn.Module):
     """
 
     method_name = "?"
+    # Whether n_chunks changes what the method builds; a sweep's n_chunks grid expands only the
+    # methods that use it (the others would train the same run once per value).
+    uses_chunks = True
 
     def __init__(self, vocab: int, num_params: int, dim: int, seed: int | None = None,
                  init: str | float = "small"):

@@ -52,6 +52,8 @@ def mlp_params(n_hashes: int, width: int, hidden_layers: int, dim: int) -> int:
 @register("dhe", "neural", "k dense hash features per id decoded by an MLP, largest MLP that fits",
           "Kang et al., KDD 2021 (arXiv:2010.10784)")
 class DeepHashEmbedding(CompressedEmbedding):
+    uses_chunks = False  # n_chunks is ignored
+
     def __init__(self, vocab: int, num_params: int, dim: int, n_chunks: int = 1, *,
                  hidden_layers: int = 2, n_hashes: int | None = None,
                  distribution: str = "uniform", activation: str = "mish",

@@ -17,6 +17,8 @@ from .registry import register
 @register("full", "uncompressed", "plain vocab x dim table; the budget is ignored",
           "baseline (torch.nn.Embedding)")
 class FullEmbedding(CompressedEmbedding):
+    uses_chunks = False  # n_chunks is ignored
+
     def __init__(self, vocab: int, num_params: int, dim: int, n_chunks: int = 1, **opts):
         super().__init__(vocab, num_params, dim, **opts)
         self.table = normal_init((vocab, dim), self.output_std, self.generator)

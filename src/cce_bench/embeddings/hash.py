@@ -20,6 +20,8 @@ from .registry import register
 @register("hash", "hashing", "one table of P/d rows, each id mapped to a row by one hash",
           "Weinberger et al., ICML 2009 (arXiv:0902.2206)")
 class HashEmbedding(CompressedEmbedding):
+    uses_chunks = False  # n_chunks is ignored
+
     def __init__(self, vocab: int, num_params: int, dim: int, n_chunks: int = 1, **opts):
         super().__init__(vocab, num_params, dim, **opts)
         self.rows = num_params // dim

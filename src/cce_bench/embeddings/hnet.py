@@ -56,6 +56,8 @@ def pair_hash(ids: torch.Tensor, dim: int, coefficients: torch.Tensor) -> torch.
 @register("hnet", "hashing", "every coordinate one hashed weight of a flat array of P; signs optional",
           "Chen et al., ICML 2015 (arXiv:1504.04788)")
 class HashedNetEmbedding(CompressedEmbedding):
+    uses_chunks = False  # n_chunks is ignored
+
     def __init__(self, vocab: int, num_params: int, dim: int, n_chunks: int = 1, *,
                  signed: bool = False, **opts):
         super().__init__(vocab, num_params, dim, **opts)

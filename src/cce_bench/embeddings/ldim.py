@@ -28,6 +28,8 @@ from .registry import register
 @register("ldim", "low-rank", "vocab x r table times a shared r x d projection, largest r that fits",
           "low-rank baseline (Tsang & Ahle, NeurIPS 2023, arXiv:2210.05974)")
 class LowDimensionalEmbedding(CompressedEmbedding):
+    uses_chunks = False  # n_chunks is ignored
+
     def __init__(self, vocab: int, num_params: int, dim: int, n_chunks: int = 1, **opts):
         super().__init__(vocab, num_params, dim, **opts)
         self.rank = min(dim, num_params // (vocab + dim))

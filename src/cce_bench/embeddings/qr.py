@@ -91,6 +91,8 @@ def choose_m(vocab: int, max_rows: int) -> int | None:
 @register("qr", "compositional", "quotient and remainder tables combined by product (or sum, concat)",
           "Shi et al., KDD 2020 (arXiv:1909.02107)")
 class QREmbedding(CompressedEmbedding):
+    uses_chunks = False  # n_chunks is ignored
+
     def __init__(self, vocab: int, num_params: int, dim: int, n_chunks: int = 1, *,
                  combine: str = "mult", **opts):
         super().__init__(vocab, num_params, dim, **opts)
