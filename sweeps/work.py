@@ -119,7 +119,7 @@ def train_group(runs: list[RunConfig], data: InteractionData | CriteoData, sweep
         try:
             build_model(run, data)
         except BudgetTooSmall as err:
-            rows[i] = run_rows(run, sweep, None, started, "too_small", str(err))
+            rows[i] = run_rows(run, sweep, None, started, "too_small", err.in_both_units(run.dim))
     trainable = [i for i in range(len(runs)) if i not in rows]
     try:
         results = train_many([runs[i] for i in trainable], data, device,
@@ -144,7 +144,7 @@ def train_one(run: RunConfig, data: InteractionData | CriteoData, sweep: str, de
         else:
             result = train(run, data, device, on_epoch=observer.epoch_done)
     except BudgetTooSmall as err:
-        return run_rows(run, sweep, None, started, "too_small", str(err))
+        return run_rows(run, sweep, None, started, "too_small", err.in_both_units(run.dim))
     except torch.cuda.OutOfMemoryError as err:
         return run_rows(run, sweep, None, started, "oom", one_line(err))
     except (MemoryError, RuntimeError) as err:

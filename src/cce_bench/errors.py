@@ -11,9 +11,19 @@ class BudgetTooSmall(CceBenchError, ValueError):
     def __init__(self, method: str, num_params: int, minimum: int, detail: str = ""):
         self.method, self.num_params, self.minimum = method, num_params, minimum
         where = f" ({detail})" if detail else ""
+        self.detail = detail
         super().__init__(
             f"budget {num_params} is too small for {method}{where}; use at least {minimum}"
         )
+
+    def in_both_units(self, dim: int) -> str:
+        """The message with budgets as parameters and as parameters per dimension (a sweep's
+        two units), so it speaks the unit the budget was asked in."""
+        where = f" ({self.detail})" if self.detail else ""
+        need = -(-self.minimum // dim)
+        return (f"budget {self.num_params:,} params ({self.num_params / dim:g} ppd at dim {dim}) "
+                f"is too small for {self.method}{where}; use at least {self.minimum:,} params "
+                f"({need:,} ppd)")
 
 
 class UnknownName(CceBenchError, ValueError):

@@ -90,8 +90,9 @@ def test_unknown_option(in_tmp):
 
 def test_budget_too_small_for_every_run(in_tmp):
     result = invoke("sweep", "-d", TINY_DATASET, "-m", "cce", "-b", "1", "--epochs", "1")
-    assert_one_line_error(result, 1, "budget 32 is too small for cce")
-    assert "use at least 64" in result.output
+    # Asked as 1 ppd: the message gives both units, so it speaks the user's.
+    assert_one_line_error(result, 1, "budget 32 params (1 ppd at dim 32) is too small for cce")
+    assert "use at least 64 params (2 ppd)" in result.output
     rows = read_rows(in_tmp / "results" / "default.csv")
     assert rows["status"].tolist() == ["too_small"]  # recorded, so a resume skips it
 
