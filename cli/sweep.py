@@ -115,6 +115,10 @@ def sweep(
     gpus_per_run: Annotated[Optional[float], typer.Option(
         help="ray: GPUs per run; fractions share a GPU (0.25: four runs on one). "
         "Default: 1 if the cluster has GPUs, else 0.", show_default=False)] = None,
+    threads: Annotated[Optional[int], typer.Option(
+        help="Torch threads per process on the CPU. Default: 1 when training in this process "
+        "(small steps run fastest so), the cores shared out among --workers; OMP_NUM_THREADS "
+        "also sets it.", show_default=False, min=1)] = None,
     ddp: Annotated[int, typer.Option(
         help="Train each run data-parallel over N processes with torch.distributed: one per "
         "visible GPU (NCCL), or CPU processes (gloo) with --device cpu; the batch size is the "
@@ -151,7 +155,7 @@ def sweep(
         group_size = 16 if torch.cuda.is_available() and device != "cpu" else 1
     execution = Execution(backend=backend, workers=workers, workers_per_gpu=workers_per_gpu,
                           group_size=1 if ddp else group_size, address=address,
-                          gpus_per_run=gpus_per_run, ddp=ddp)
+                          gpus_per_run=gpus_per_run, ddp=ddp, threads=threads)
     if dry_run:
         _print_plan(sweeps, execution, retry_failed)
         return

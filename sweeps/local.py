@@ -84,27 +84,33 @@ def plan_slots(device: str, workers: int | None, workers_per_gpu: int) -> list[S
 class InlineBackend:
     """Train in the driver process, one task after another."""
 
-    def __init__(self, device: str, ddp: int = 0):
-        self.device, self.ddp = device, ddp
+    def __init__(self, device: str, ddp: int = 0, threads: int | None = None):
+        self.device, self.ddp, self.threads = device, ddp, threads
         self.workers = ["main"] if not ddp else [f"ddp x{ddp}"]
         self._datasets: dict = {}
 
     def execute(self, tasks: list[Task], handle: Callable[[Event], None]) -> None:
-        for task in tasks:
-            handle(execute(task, self.workers[0], self.device, handle, self._datasets,
-                           self.ddp))
+        saved = torch.get_num_threads()
+        set_threads(0, self.threads)
+        try:
+            for task in tasks:
+                handle(execute(task, self.workers[0], self.device, handle, self._datasets,
+                               self.ddp))
+        finally:
+            torch.set_num_threads(saved)  # the driver's own work (plots, ...) as before
 
 
 class LocalPool:
     """Worker processes, one per slot; replaced when they die."""
 
-    def __init__(self, slots: list[Slot]):
+    def __init__(self, slots: list[Slot], threads: int | None = None):
         if not slots:
             raise ConfigError("no workers: use --workers 1 or more (0 trains in this process)")
         self.slots = slots
         self.workers = [s.name for s in slots]
         self._context = mp.get_context("spawn")
         self._failed_starts = 0  # workers in a row that died before they were ready
+        self.threads = threads
 
     def execute(self, tasks: list[Task], handle: Callable[[Event], None]) -> None:
         pending = deque(tasks)
@@ -135,7 +141,7 @@ class LocalPool:
         parent, child = self._context.Pipe()
         process = self._context.Process(
             target=_worker_main, name=f"cce-bench-{slot.name}", daemon=True,
-            args=(child, slot.name, slot.device, len(self.slots), os.getpid()))
+            args=(child, slot.name, slot.device, len(self.slots), os.getpid(), self.threads))
         with _environment(slot.env):  # a spawned child copies os.environ as it starts
             process.start()
         child.close()
@@ -223,11 +229,12 @@ def how_it_ended(process: mp.process.BaseProcess) -> str:
     return f"exited with code {code}"
 
 
-def _worker_main(conn: Connection, name: str, device: str, workers: int, parent: int) -> None:
+def _worker_main(conn: Connection, name: str, device: str, workers: int, parent: int,
+                 threads: int | None = None) -> None:
     # Ctrl-C reaches the whole process group: the driver stops the workers, they need not.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _exit_with_parent(parent)
-    set_threads(workers)
+    set_threads(workers, threads)
     crash_at_start_if_asked()
     datasets: dict = {}
     try:

@@ -60,6 +60,9 @@ class Execution:
     # local: train each run data-parallel over this many processes (one per visible GPU, or
     # gloo CPU processes with --device cpu); 0: each run on one device.
     ddp: int = 0
+    # Torch threads per process on the CPU; None: one in the driver, the cores shared out
+    # among workers (an OMP_NUM_THREADS the user set wins over that default).
+    threads: int | None = None
 
     def __post_init__(self):
         if self.backend not in BACKENDS:
@@ -73,6 +76,8 @@ class Execution:
         if self.backend == "ray" and self.workers is not None:
             raise ConfigError("--workers is for --backend local; Ray runs as many tasks at once "
                               "as the cluster's CPUs and GPUs allow (see --gpus-per-run)")
+        if self.threads is not None and self.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, not {self.threads}")
         if self.ddp < 0 or self.ddp == 1:
             raise ConfigError(f"--ddp needs 2 or more processes, not {self.ddp} (0: off)")
         if self.ddp and self.backend != "local":
@@ -91,7 +96,8 @@ class Execution:
         if self.ddp:
             return InlineBackend(device, self.ddp)  # the run's processes are spawned per run
         slots = plan_slots(device, self.workers, self.workers_per_gpu)
-        return LocalPool(slots) if slots else InlineBackend(device)
+        return LocalPool(slots, self.threads) if slots else InlineBackend(device,
+                                                                            threads=self.threads)
 
     def parallel_runs(self, device: str) -> int | None:
         """How many runs train at once (None where only the cluster knows)."""

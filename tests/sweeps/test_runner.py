@@ -87,3 +87,25 @@ def test_worker_slots_per_device():
     assert [s.name for s in plan_slots("cpu", 3, 1)] == ["cpu0", "cpu1", "cpu2"]
     assert plan_slots("cpu", None, 4) == []  # no GPU, no --workers: train in the driver
     assert plan_slots("cpu", 0, 1) == []
+
+
+def test_threads_default_to_one_in_the_driver_and_follow_threads(monkeypatch):
+    import torch
+
+    from cce_bench.sweeps.work import set_threads
+
+    saved = torch.get_num_threads()
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    try:
+        set_threads(0)
+        assert torch.get_num_threads() == 1  # small steps in this process: one thread
+        set_threads(0, 2)
+        assert torch.get_num_threads() == 2  # --threads wins
+    finally:
+        torch.set_num_threads(saved)
+    import pytest
+
+    from cce_bench.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="--threads must be at least 1, not 0"):
+        Execution(threads=0)
