@@ -13,6 +13,9 @@ def __getattr__(name: str):
     if name in ("make_embedding", "methods"):
         from . import embeddings
         return getattr(embeddings, name)
+    if name == "cluster_all":
+        from .engine import cluster_all
+        return cluster_all
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 try:
@@ -21,4 +24,4 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = ["BudgetTooSmall", "CceBenchError", "ConfigError", "DatasetError", "ResultsError",
-           "UnknownName", "__version__", "make_embedding", "methods"]
+           "UnknownName", "__version__", "cluster_all", "make_embedding", "methods"]
