@@ -12,7 +12,7 @@ from cce_bench.errors import ConfigError
 from .figures import (METRICS, X_AXES, Bayes, chunks_figure, compression_figure, criteo_figure,
                       has_chunk_variation)
 from .paper import REFERENCES, paper_notes
-from .style import FORMATS
+from .style import FORMATS, naming
 from .summary import best_per_run, failed_summary, is_reference
 from .training import CURVE_X, CurveSelection, cost_figure, curves_figure
 
@@ -59,6 +59,12 @@ def draw(rows: pd.DataFrame, request: PlotRequest, bayes: Bayes | None = None) -
             raise ConfigError(f"no rows for method(s) {', '.join(request.methods)}; the results "
                               f"hold: {', '.join(sorted(rows['method'].unique()))}")
         rows = rows[asked | is_reference(rows)]
+    with naming(rows["sweep"].dropna().astype(str)):
+        return _draw(rows, request, bayes, notes)
+
+
+def _draw(rows: pd.DataFrame, request: PlotRequest, bayes: Bayes | None,
+          notes: list[str]) -> PlotOutcome:
     best = best_per_run(rows)
     everything = "all" in request.kinds
     kinds = KINDS if everything else request.kinds

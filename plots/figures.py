@@ -18,7 +18,7 @@ import pandas as pd
 from cce_bench.errors import ResultsError
 
 from .style import (BAYES_STYLE, MARKERS, PAPER_STYLE, POST_TRAINING_STYLE, REFERENCE_STYLE, Style,
-                    figure_style, legend_outside, log2_axis, method_styles, save)
+                    figure_style, legend_outside, log2_axis, method_styles, save, sweep_label)
 from .summary import (PANEL_KEYS, is_post_training, is_reference, main_n_chunks, mean_over_seeds,
                       panels)
 
@@ -49,7 +49,8 @@ def panel_title(dataset: str, model: str, dim: int, n_chunks: int | None,
     if n_chunks is not None:
         parts.append(f"n_chunks {n_chunks}")
     parts.append(span)
-    return f"{dataset}\n{' · '.join(parts)}"
+    label = sweep_label()
+    return f"{dataset}{f' ({label})' if label else ''}\n{' · '.join(parts)}"
 
 
 def draw_methods(ax, summary: pd.DataFrame, metric: str, x: str, styles: dict[str, Style],

@@ -8,6 +8,7 @@ know (rows from an older checkout) take the styles after the registered ones.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -122,9 +123,31 @@ def legend_outside(ax) -> None:
             text.set_fontstyle("italic")
 
 
+# The sweep(s) a figure draws, named in its file and its title, so figures of two sweeps of one
+# dataset never replace each other. Set for one `draw` call with `naming(...)`.
+_SWEEPS: contextvars.ContextVar[str] = contextvars.ContextVar("sweeps", default="")
+
+
+@contextlib.contextmanager
+def naming(sweeps: Iterable[str]) -> Iterator[None]:
+    token = _SWEEPS.set("+".join(sorted(set(sweeps))))
+    try:
+        yield
+    finally:
+        _SWEEPS.reset(token)
+
+
+def sweep_label() -> str:
+    """'sweep NAME' (or 'sweeps A+B') for a title, '' outside `naming`."""
+    value = _SWEEPS.get()
+    return f"{'sweeps' if '+' in value else 'sweep'} {value}" if value else ""
+
+
 def save(fig, out_dir: Path, stem: str, formats: Iterable[str]) -> list[Path]:
-    """Write the figure once per format (PNG at 300 dpi); return the files."""
+    """Write the figure once per format (PNG at 300 dpi) as <sweeps>_<stem>; return the files."""
     out_dir.mkdir(parents=True, exist_ok=True)
+    if _SWEEPS.get():
+        stem = f"{_SWEEPS.get()}_{stem}"
     written = []
     for fmt in formats:
         path = out_dir / f"{stem}.{fmt}"

@@ -37,7 +37,7 @@ def test_plot_a_sweep_by_name_into_its_figures_folder(results_csv, in_tmp):
     assert result.exit_code == 0, result.output
     assert "skipped 4 runs without a result (3 too_small, 1 failed)" in result.output
     for dataset in (GMF_DATASET, DLRM_DATASET):
-        path = in_tmp / "results" / "figures" / f"{dataset}_bce.png"
+        path = in_tmp / "results" / "figures" / f"test_{dataset}_bce.png"
         assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert f"wrote {path.relative_to(in_tmp)}" in result.output
     assert not list((in_tmp / "results" / "figures").glob("*_auc.png"))
@@ -49,9 +49,9 @@ def test_plot_kinds_formats_and_options(results_csv, in_tmp):
                     "--method", "cce", "--budget", "16", "--seed", "1", "--curve-x", "step")
     assert result.exit_code == 0, result.output
     names = sorted(p.name for p in (in_tmp / "figs").iterdir())
-    assert names == sorted(f"{d}_{k}.{f}" for d in (GMF_DATASET, DLRM_DATASET)
+    assert names == sorted(f"test_{d}_{k}.{f}" for d in (GMF_DATASET, DLRM_DATASET)
                            for k in ("cost", "curves_auc") for f in ("pdf", "svg"))
-    assert (in_tmp / "figs" / f"{GMF_DATASET}_cost.pdf").read_bytes()[:5] == b"%PDF-"
+    assert (in_tmp / "figs" / f"test_{GMF_DATASET}_cost.pdf").read_bytes()[:5] == b"%PDF-"
 
 
 def test_plot_usage_errors_list_the_choices(results_csv, in_tmp):

@@ -45,7 +45,9 @@ def test_every_kind_writes_valid_images(results_csv, tmp_path):
         expected |= {f"{dataset}_chunks_{m}" for m in ("bce", "auc")}
         expected |= {f"{dataset}_curves_{m}" for m in ("bce", "auc")}
         expected.add(f"{dataset}_cost")
-    assert stems == expected
+    # Files are named after the sweep too (the fixture's rows are sweep "test"): figures of
+    # two sweeps of one dataset never replace each other.
+    assert stems == {f"test_{stem}" for stem in expected}
     assert len(outcome.written) == len(expected)
     for path in outcome.written:
         check_image(path)
@@ -57,8 +59,8 @@ def test_pdf_svg_and_a_single_metric(results_csv, tmp_path):
     outcome = draw(rows, PlotRequest(metrics=["auc"], formats=["pdf", "svg"], out_dir=tmp_path,
                                      x="bytes"))
     assert sorted(p.name for p in outcome.written) == [
-        f"{DLRM_DATASET}_auc.pdf", f"{DLRM_DATASET}_auc.svg", f"{GMF_DATASET}_auc.pdf",
-        f"{GMF_DATASET}_auc.svg"]
+        f"test_{DLRM_DATASET}_auc.pdf", f"test_{DLRM_DATASET}_auc.svg",
+        f"test_{GMF_DATASET}_auc.pdf", f"test_{GMF_DATASET}_auc.svg"]
     for path in outcome.written:
         check_image(path)
 
@@ -173,7 +175,8 @@ def test_criteo_figure_puts_dlrm_datasets_side_by_side(results_csv, captured):
     other = rows[rows["dataset"] == DLRM_DATASET].assign(dataset="criteo-other")
     draw(pd.concat([rows, other]), PlotRequest(kinds=["criteo"], metrics=["bce"]))
     fig = captured["criteo_bce"]
-    assert [ax.get_title().splitlines()[0] for ax in fig.axes] == ["criteo-other", DLRM_DATASET]
+    assert [ax.get_title().splitlines()[0] for ax in fig.axes] == [
+        "criteo-other (sweep test)", f"{DLRM_DATASET} (sweep test)"]
     assert all(ax.get_xlabel() == "parameters in the largest embedding table" for ax in fig.axes)
 
 
@@ -255,3 +258,19 @@ def test_cost_axis_is_logarithmic_only_when_the_values_span_a_decade(results_csv
     draw(slow, PlotRequest(kinds=["cost"]))
     left, _ = captured[f"{GMF_DATASET}_cost"].axes[:2]
     assert left.get_yscale() == "log"
+
+
+def test_two_sweeps_of_one_dataset_get_their_own_files_and_titles(results_csv, tmp_path):
+    rows = load_results([str(results_csv)])
+    gmf = rows[rows["dataset"] == GMF_DATASET]
+    for name in ("qs", "lr01"):
+        draw(gmf.assign(sweep=name), PlotRequest(metrics=["auc"], formats=["png"],
+                                                 out_dir=tmp_path))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"lr01_{GMF_DATASET}_auc.png", f"qs_{GMF_DATASET}_auc.png"]
+    from cce_bench.plots.figures import panel_title
+    from cce_bench.plots.style import naming
+
+    with naming(["qs"]):
+        assert panel_title(GMF_DATASET, "gmf", 8, 4, gmf["epoch"]).startswith(
+            f"{GMF_DATASET} (sweep qs)\n")

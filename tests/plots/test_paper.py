@@ -265,5 +265,5 @@ def test_cli_plot_reference_paper(paper_csv, in_tmp):
                                  "bce", "--format", "png", "--out", "figs"])
     assert result.exit_code == 0, result.output
     assert f"no paper curves for {GMF_DATASET}: not run by the authors" in result.output
-    assert (in_tmp / "figs" / f"{PAPER_DATASET}_bce.png").read_bytes()[:4] == b"\x89PNG"
+    assert (in_tmp / "figs" / f"paper_{PAPER_DATASET}_bce.png").read_bytes()[:4] == b"\x89PNG"
     assert runner.invoke(app, ["plot", str(paper_csv), "--reference", "thesis"]).exit_code == 2
