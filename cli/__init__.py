@@ -14,6 +14,13 @@ import typer
 _app: typer.Typer | None = None
 
 
+def _version(value: bool) -> None:
+    if value:
+        from cce_bench import __version__
+        typer.echo(f"cce-bench {__version__}")
+        raise typer.Exit()
+
+
 def build_app() -> typer.Typer:
     global _app
     if _app is not None:
@@ -34,7 +41,10 @@ def build_app() -> typer.Typer:
 
     @app.callback()
     def _options(debug: Annotated[bool, typer.Option(
-            "--debug", help="Show tracebacks for errors.")] = False) -> None:
+            "--debug", help="Show tracebacks for errors.")] = False,
+            version: Annotated[bool, typer.Option(
+                "--version", callback=_version, is_eager=True,
+                help="Print the version and exit.")] = False) -> None:
         state["debug"] = debug
 
     for command in (sweep, plot, report, methods, datasets, download, bench):

@@ -67,15 +67,8 @@ def bench(
         from cce_bench.datasets import load_dataset
         data = load_dataset(dataset)
     with console.status("benchmarking") as status:
-        def progress(text: str) -> None:
-            # In a terminal a status line; in a log (CI, a remote GPU) one line per step.
-            if console.is_terminal:
-                status.update(f"benchmarking: {text}")
-            else:
-                console.log(text)
-
         report = run_bench(methods, budget or [16, 256], device, data, cluster_vocab, sweep,
-                           paper_sweep, group_size, progress=progress)
+                           paper_sweep, group_size, progress=_progress_printer(status))
     console.print(_methods_table(report))
     for reason in report.skipped:
         console.print(f"not timed: {reason}", highlight=False)

@@ -20,6 +20,7 @@ import os
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Iterator, Protocol
@@ -104,6 +105,11 @@ def download(url: str, dest: Path, size: int | None, md5: str | None,
                 if isinstance(err, urllib.error.HTTPError) and err.code < 500:
                     raise DatasetError(f"{url} answered HTTP {err.code} ({err.reason}); check the "
                                        "URL or --mirror, or pass --from FILE") from None
+                if _unresolved(err):  # no network (or no such host): retrying cannot help
+                    host = urllib.parse.urlparse(url).hostname
+                    raise DatasetError(f"cannot resolve {host} (no network, or no such host); "
+                                       "use --mirror URL for a copy you can reach, or --from "
+                                       "FILE for a file you already have") from None
                 if attempt == retries:
                     raise DatasetError(
                         f"download of {dest.name} stopped at {have:,} of {_bytes(size)} "
@@ -209,6 +215,12 @@ def file_digest(path: Path, algorithm: str, reporter: Reporter | None = None,
     finally:
         reporter.finish()
     return hasher.hexdigest()
+
+
+def _unresolved(err: BaseException) -> bool:
+    """Whether a failed request failed at name resolution (socket.gaierror, maybe wrapped)."""
+    reason = getattr(err, "reason", err)
+    return isinstance(reason, socket.gaierror) or isinstance(err, socket.gaierror)
 
 
 def _drop_link(path: Path) -> None:

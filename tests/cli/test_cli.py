@@ -47,7 +47,7 @@ def test_plot_and_report_from_the_sweep(in_tmp):
     assert plotted.exit_code == 0, plotted.output
     for metric in ("bce", "auc"):
         for fmt, magic in (("png", b"\x89PNG"), ("pdf", b"%PDF")):
-            path = in_tmp / "results" / "figures" / f"{TINY_DATASET}_{metric}.{fmt}"
+            path = in_tmp / "results" / "figures" / f"default_{TINY_DATASET}_{metric}.{fmt}"
             assert path.read_bytes()[:4] == magic
 
     csv = invoke("report", "--format", "csv")
@@ -138,3 +138,10 @@ def test_the_cli_module_loads_without_torch():
     out = subprocess.run([sys.executable, "-c", "import sys, cce_bench.cli; "
                           "print('torch' in sys.modules)"], capture_output=True, text=True)
     assert out.stdout.strip() == "False"
+
+
+def test_version():
+    from cce_bench import __version__
+
+    result = invoke("--version")
+    assert result.exit_code == 0 and result.output == f"cce-bench {__version__}\n"

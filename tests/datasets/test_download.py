@@ -113,3 +113,20 @@ def test_a_full_disk_keeps_the_part_for_the_next_call(server, tmp_path):
     assert (tmp_path / "f.bin.part").stat().st_size == len(DATA)  # written before it failed
     assert get(server, tmp_path).read_bytes() == DATA
     assert len(server.requests) == 1  # the part was whole: verified, not fetched again
+
+
+def test_a_host_that_does_not_resolve_names_it_and_the_ways_out(tmp_path, monkeypatch):
+    import socket
+
+    def no_network(*args, **kwargs):
+        raise dl.urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
+
+    monkeypatch.setattr(dl.urllib.request, "urlopen", no_network)
+    seen = Recorder()
+    with pytest.raises(DatasetError) as err:
+        dl.download("https://files.grouplens.org/datasets/movielens/ml-1m.zip", tmp_path / "x",
+                    10, None, backoff=0, reporter=seen)
+    assert str(err.value) == ("cannot resolve files.grouplens.org (no network, or no such host); "
+                              "use --mirror URL for a copy you can reach, or --from FILE for a "
+                              "file you already have")
+    assert seen.notes == []  # no "resuming" three times first
