@@ -18,6 +18,7 @@ Process 0 returns the result; a sweep writes its rows once.
 from __future__ import annotations
 
 import os
+import queue as queue_module
 import socket
 from dataclasses import dataclass
 
@@ -110,7 +111,7 @@ def train_distributed(run, dataset: str, world: int, device_type: str = "cuda",
         raise ConfigError(f"--ddp over {world} GPUs: only {torch.cuda.device_count()} visible")
     Shard(0, world).bounds(run.batch_size)  # a batch that does not split is a clear error
     context = mp.get_context("spawn")
-    queue = context.SimpleQueue()
+    queue = context.Queue()
     port = free_port()
     processes = [context.Process(target=_process, args=(rank, world, port, device_type, run,
                                                          dataset, queue), daemon=True)
@@ -119,7 +120,13 @@ def train_distributed(run, dataset: str, world: int, device_type: str = "cuda",
         p.start()
     result, error = None, None
     while result is None and error is None:
-        kind, payload = queue.get()
+        try:
+            kind, payload = queue.get(timeout=1.0)
+        except queue_module.Empty:
+            dead = [p for p in processes if p.exitcode not in (None, 0)]
+            if dead:  # killed or crashed without a word: never wait for it forever
+                error = f"process {processes.index(dead[0])} exited with code {dead[0].exitcode}"
+            continue
         if kind == "epoch" and on_epoch is not None:
             on_epoch(run, payload)
         elif kind == "result":
@@ -127,8 +134,8 @@ def train_distributed(run, dataset: str, world: int, device_type: str = "cuda",
         elif kind == "error":
             error = payload
     for p in processes:
-        p.join(timeout=60)
-        if p.is_alive():
+        p.join(timeout=60 if error is None else 1)  # after a failure the rest wait in a
+        if p.is_alive():                             # collective that never completes
             p.kill()
     if error is not None:
         raise RuntimeError(f"a --ddp process failed: {error}")
