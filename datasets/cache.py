@@ -151,7 +151,8 @@ def read_meta(path: Path) -> dict:
             return json.load(f)
     except (OSError, ValueError) as err:
         raise DatasetError(f"{path / META_FILE} is damaged ({type(err).__name__}); rebuild the "
-                           f"dataset with `cce-bench download {path.parent.name} --force`") from None
+                           f"dataset with `cce-bench download {path.parent.name} --force`"
+                           ) from None
 
 
 def save_array(folder: Path, name: str, array: np.ndarray) -> None:

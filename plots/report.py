@@ -287,7 +287,8 @@ def to_latex(report: Report) -> str:
                 caption += f" {section.post_line()}."
             out.append(f"\\caption{{{_tex(caption)}}}")
             out.append("\\begin{tabular}{l" + "r" * len(budgets) + "}\n\\toprule")
-            out.append("method & " + " & ".join(section.budget_label(b) for b in budgets) + " \\\\\n\\midrule")
+            header = " & ".join(section.budget_label(b) for b in budgets)
+            out.append("method & " + header + " \\\\\n\\midrule")
             for label in labels:
                 cells = row_cells(values, label, budgets, bold, pm="$\\pm$", dash="--")
                 out.append(f"{_tex(label)} & " + " & ".join(cells) + " \\\\")

@@ -1,8 +1,9 @@
 """From result rows to one best score per run, and to means over seeds.
 
 Everything that draws or tabulates starts here: `load_results` reads one or more CSVs (or sweep
-names), `best_per_run` keeps the best validation score of each run over its evaluation points, as the
-paper reports, with the test score at that same point (never the best test score), and `mean_over_seeds` gives mean, std, min and max over seeds per method and budget.
+names), `best_per_run` keeps the best validation score of each run over its evaluation points,
+as the paper reports, with the test score at that same point (never the best test score), and
+`mean_over_seeds` gives mean, std, min and max over seeds per method and budget.
 """
 
 from __future__ import annotations

@@ -156,7 +156,8 @@ def train_one(run: RunConfig, data: InteractionData | CriteoData, sweep: str, de
                         f"budget {run.budget:,} of {run.method} does not fit in host memory; "
                         f"use a smaller budget ({one_line(err)[:160]})")
     except Exception as err:  # noqa: BLE001 - any run failure is recorded, the sweep goes on
-        return run_rows(run, sweep, None, started, "failed", f"{type(err).__name__}: {one_line(err)}")
+        return run_rows(run, sweep, None, started, "failed",
+                        f"{type(err).__name__}: {one_line(err)}")
     return run_rows(run, sweep, result, started)
 
 
