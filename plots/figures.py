@@ -41,7 +41,7 @@ def x_label(x: str, model: str) -> str:
 
 
 def panel_title(dataset: str, model: str, dim: int, n_chunks: int | None,
-                epochs: pd.Series) -> str:
+                epochs: pd.Series, sweeps: pd.Series | None = None) -> str:
     """'dataset' over 'GMF · dim 32 · n_chunks 4 · 10 epochs' (two lines never overflow)."""
     most = int(epochs.max())
     span = f"{most} epochs" if epochs.min() == most else f"up to {most} epochs"
@@ -49,7 +49,9 @@ def panel_title(dataset: str, model: str, dim: int, n_chunks: int | None,
     if n_chunks is not None:
         parts.append(f"n_chunks {n_chunks}")
     parts.append(span)
-    label = sweep_label()
+    # The panel's own sweep where it draws one of several; else the figure's sweep(s).
+    own = sweeps.dropna().unique() if sweeps is not None else []
+    label = f"sweep {own[0]}" if len(own) == 1 else sweep_label()
     return f"{dataset}{f' ({label})' if label else ''}\n{' · '.join(parts)}"
 
 
@@ -138,7 +140,8 @@ def compression_figure(best: pd.DataFrame, metric: str, x: str, out_dir: Path,
                            summary["method"].unique(), metric, x, styles)
             ax.set_xlabel(x_label(x, model))
             ax.set_ylabel(METRICS[metric])
-            ax.set_title(panel_title(dataset, model, dim, n_chunks, frame["epochs"]))
+            ax.set_title(panel_title(dataset, model, dim, n_chunks, frame["epochs"],
+                                     frame["sweep"]))
             legend_outside(ax)
             written += save(fig, out_dir, f"{stem}_{metric}", formats)
     return written
@@ -193,7 +196,7 @@ def chunks_figure(best: pd.DataFrame, metric: str, x: str, out_dir: Path, format
                 ax.set_visible(False)
             for ax in axes[:, 0]:
                 ax.set_ylabel(METRICS[metric])
-            fig.suptitle(panel_title(dataset, model, dim, None, frame["epochs"]))
+            fig.suptitle(panel_title(dataset, model, dim, None, frame["epochs"], frame["sweep"]))
             figure_legend(fig, axes.flat[0])
             written += save(fig, out_dir, f"{stem}_chunks_{metric}", formats)
     return written
@@ -217,7 +220,8 @@ def criteo_figure(best: pd.DataFrame, metric: str, x: str, out_dir: Path, format
             summary = in_registry_order(mean_over_seeds(frame[keep]), styles)
             draw_methods(ax, summary, metric, x, styles, bayes_value(bayes, dataset, metric))
             ax.set_xlabel(x_label(x, model))
-            ax.set_title(panel_title(dataset, model, dim, n_chunks, frame["epochs"]))
+            ax.set_title(panel_title(dataset, model, dim, n_chunks, frame["epochs"],
+                                     frame["sweep"]))
         axes.flat[0].set_ylabel(METRICS[metric])
         figure_legend(fig, *axes.flat)
         return save(fig, out_dir, f"criteo_{metric}", formats)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import pandas as pd
 
 from .style import method_styles
-from .summary import PANEL_KEYS, is_post_training, is_reference, mean_over_seeds
+from .summary import is_post_training, is_reference, mean_over_seeds, report_groups
 
 FORMATS = ["table", "markdown", "csv", "latex"]
 DEFAULT_TOLERANCE = 0.001  # BCE; the paper's parity threshold
@@ -37,10 +37,12 @@ class Section:
     reference: pd.DataFrame  # the full table's row(s)
     parity: pd.DataFrame  # one row per method and n_chunks, post-training ones included
     post: pd.DataFrame  # like cells, for post-training methods (pq): listed apart
+    sweep: str | None = None  # set where the report holds several sweeps: one section each
 
     @property
     def title(self) -> str:
-        return f"{self.dataset} ({self.model.upper()}, dim {self.dim})"
+        which = f", sweep {self.sweep}" if self.sweep else ""
+        return f"{self.dataset} ({self.model.upper()}, dim {self.dim}{which})"
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -134,7 +136,10 @@ def build_report(best: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> Re
     summary = summary.sort_values(["method", "n_chunks", "budget_asked"],
                                   key=lambda s: s.map(rank) if s.name == "method" else s)
     sections = []
-    for (dataset, model, dim), frame in summary.groupby(PANEL_KEYS, sort=True):
+    keys = report_groups(summary)
+    for key, frame in summary.groupby(keys, sort=True):
+        dataset, model, dim = key[:3]
+        sweep = key[3] if len(key) > 3 else None
         reference = frame[is_reference(frame)]
         post = frame[~is_reference(frame) & is_post_training(frame)]
         cells = frame[~is_reference(frame) & ~is_post_training(frame)].copy()
@@ -146,7 +151,7 @@ def build_report(best: pd.DataFrame, tolerance: float = DEFAULT_TOLERANCE) -> Re
         sections.append(Section(dataset, model, int(dim), cells.reset_index(drop=True),
                                 reference.reset_index(drop=True),
                                 _parity(pd.concat([cells, post]), reference, tolerance),
-                                post.reset_index(drop=True)))
+                                post.reset_index(drop=True), sweep))
     return Report(sections, tolerance)
 
 

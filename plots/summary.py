@@ -15,8 +15,10 @@ import pandas as pd
 from cce_bench.errors import ResultsError
 from cce_bench.results import read_rows
 
-RUN_KEYS = ["dataset", "model", "method", "budget_asked", "dim", "n_chunks", "seed"]
-GROUP_KEYS = ["dataset", "model", "method", "budget_asked", "dim", "n_chunks"]
+# A sweep is part of a configuration: two sweeps of one dataset that differ in a setting (lr,
+# epochs, ...) are never averaged as if they were seeds of one configuration.
+RUN_KEYS = ["sweep", "dataset", "model", "method", "budget_asked", "dim", "n_chunks", "seed"]
+GROUP_KEYS = ["sweep", "dataset", "model", "method", "budget_asked", "dim", "n_chunks"]
 # A figure or table compares runs of one dataset, model and embedding dimension.
 PANEL_KEYS = ["dataset", "model", "dim"]
 RESULT_STATUSES = ("ok", "diverged")  # a diverged run keeps its epochs before it diverged
@@ -167,11 +169,18 @@ def panels(frame: pd.DataFrame) -> list[tuple[tuple[str, str, int], str, pd.Data
     """(dataset, model, dim), a file stem and the rows, for every panel of a frame.
 
     The stem is the dataset name, with model and dim appended only when one dataset was run
-    with several, so the common case keeps short names."""
+    with several, so the common case keeps short names. Rows of several sweeps make one panel
+    per sweep (its name in the stem): their settings may differ, so they are never pooled."""
     out = []
-    for key, group in frame.groupby(PANEL_KEYS, sort=True):
-        dataset, model, dim = key
+    by_sweep = frame["sweep"].nunique() > 1
+    for key, group in frame.groupby(PANEL_KEYS + (["sweep"] if by_sweep else []), sort=True):
+        dataset, model, dim = key[:3]
         several = frame[frame["dataset"] == dataset][["model", "dim"]].drop_duplicates()
         stem = dataset if len(several) == 1 else f"{dataset}_{model}-d{int(dim)}"
-        out.append(((dataset, model, int(dim)), stem, group))
+        out.append(((dataset, model, int(dim)), f"{stem}_{key[3]}" if by_sweep else stem, group))
     return out
+
+
+def report_groups(summary: pd.DataFrame) -> list[str]:
+    """The keys a report's sections split on: per sweep too where there are several."""
+    return PANEL_KEYS + (["sweep"] if summary["sweep"].nunique() > 1 else [])

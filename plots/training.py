@@ -100,7 +100,8 @@ def curves_figure(rows: pd.DataFrame, best: pd.DataFrame, metric: str, out_dir: 
             if selection.x == "epoch":
                 ax.xaxis.get_major_locator().set_params(integer=True)
             ax.grid(True, alpha=0.3)
-            ax.set_title(panel_title(dataset, model, dim, main_n_chunks(runs), frame["epochs"]))
+            ax.set_title(panel_title(dataset, model, dim, main_n_chunks(runs), frame["epochs"],
+                                     frame["sweep"]))
             legend_outside(ax)
             written += save(fig, out_dir, f"{stem}_curves_{metric}", formats)
     if not drawn:
@@ -139,7 +140,8 @@ def cost_figure(best: pd.DataFrame, x: str, out_dir: Path, formats: list[str]) -
                 ax.grid(True, which="major", alpha=0.3)
                 ax.set_xlabel(x_label(x, model))
                 ax.set_ylabel(label)
-            fig.suptitle(panel_title(dataset, model, dim, n_chunks, frame["epochs"]))
+            fig.suptitle(panel_title(dataset, model, dim, n_chunks, frame["epochs"],
+                                     frame["sweep"]))
             figure_legend(fig, *axes)
             written += save(fig, out_dir, f"{stem}_cost", formats)
     return written

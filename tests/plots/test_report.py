@@ -205,3 +205,25 @@ def test_dlrm_budgets_read_as_caps_with_test_bce_at_the_best_validation_point(re
     # GMF rows have no test split: no test table.
     gmf = build_report(best_per_run(rows[rows["dataset"] == GMF_DATASET]))
     assert gmf.sections[0].metrics == ("bce", "auc") and "test BCE" not in to_markdown(gmf)
+
+
+def test_two_sweeps_of_one_dataset_are_never_pooled_as_seeds(results_csv, tmp_path):
+    from cce_bench.plots import PlotRequest, draw
+
+    rows = load_results([str(results_csv)])
+    one = rows[(rows["dataset"] == GMF_DATASET) & (rows["seed"] == 0)]
+    # The same grid run twice with another setting (as `sweep qs` and `sweep lr01` with
+    # --lr): other run ids, one seed each.
+    other = one.assign(sweep="lr01", run_id=one["run_id"] + "-lr01",
+                       val_bce=one["val_bce"] + 0.05)
+    both = pd.concat([one.assign(sweep="qs"), other], ignore_index=True)
+    report = build_report(best_per_run(both))
+    assert [s.title for s in report.sections] == [
+        f"{GMF_DATASET} (GMF, dim {DIM}, sweep lr01)", f"{GMF_DATASET} (GMF, dim {DIM}, sweep qs)"]
+    for section in report.sections:
+        assert set(section.cells["seeds"]) == {1}  # not "2 seeds" of two configurations
+    qs, lr01 = report.sections[1], report.sections[0]
+    assert (lr01.cells["bce_mean"].values - qs.cells["bce_mean"].values) == pytest.approx(0.05)
+    outcome = draw(both, PlotRequest(metrics=["bce"], formats=["png"], out_dir=tmp_path))
+    assert sorted(p.name for p in outcome.written) == [
+        f"lr01+qs_{GMF_DATASET}_lr01_bce.png", f"lr01+qs_{GMF_DATASET}_qs_bce.png"]
