@@ -28,9 +28,11 @@ install:
 install-gpu:
 	$(PIP) install -e ".[dev]"
 
-# reproduce-quick first, into a scratch folder, so pytest's summary is the last line.
+# reproduce-quick first, into a scratch folder with its own data cache (never the user's), so
+# pytest's summary is the last line.
 test:
-	$(MAKE) reproduce-quick QUICK_RESULTS="$$(mktemp -d)/results"
+	scratch="$$(mktemp -d)" && CCE_BENCH_DATA="$$scratch/data" \
+	  $(MAKE) reproduce-quick QUICK_RESULTS="$$scratch/results"
 	$(PYTHON) -m pytest
 
 test-gpu:
