@@ -16,6 +16,7 @@ from cce_bench.errors import ConfigError, DatasetError
 
 from . import cache
 from .catalog import DEFAULT_DATASET, DatasetInfo, SourceFile, catalog, info
+from .criteo import N_CAT, N_DENSE
 from .download import Reporter, RichReporter, SilentReporter
 from .fetch import entry_path, prepare, require, status
 
@@ -61,7 +62,7 @@ def load_criteo(name: str = "criteo-synthetic", download: bool = False,
     ranges = {split: tuple(bounds) for split, bounds in meta["split_ranges"].items()}
     arrays = {key: cache.load_array(folder, key) for key in ("dense", "categorical", "labels")}
     rows = max(stop for _, stop in ranges.values())
-    shapes = {"dense": (rows, 13), "categorical": (rows, 26), "labels": (rows,)}
+    shapes = {"dense": (rows, N_DENSE), "categorical": (rows, N_CAT), "labels": (rows,)}
     for key, array in arrays.items():
         if array.shape != shapes[key]:
             raise DatasetError(f"{folder / key}.npy holds {array.shape}, not the {shapes[key]} "

@@ -10,7 +10,6 @@ most the runs in flight, never a line. A worker that dies makes its runs `failed
 from __future__ import annotations
 
 import contextlib
-
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -226,10 +225,10 @@ def _prepare_datasets(todo: list, download: bool, reporter: Reporter | None) -> 
 def missing_datasets(plan: SweepPlan) -> list[str]:
     """Downloadable datasets the runs to do need that are not in the cache (for a dry run)."""
     from cce_bench.datasets import info, status
+    from cce_bench.datasets.fetch import GENERATED
 
     names = dict.fromkeys(run.dataset for _, run in plan.todo)
-    return [n for n in names if info(n).kind not in ("synthetic", "criteo-synthetic")
-            and status(n) != "ready"]
+    return [n for n in names if info(n).kind not in GENERATED and status(n) != "ready"]
 
 
 class _Driver:

@@ -56,12 +56,15 @@ def draw_coefficients(n: int, generator: torch.Generator | None = None) -> torch
 
 
 def hash_mod_prime(ids: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-    """The family before the range reduction: ids (*S) -> (*S, n) int64 in [0, p)."""
+    """The family before the range reduction: ids (*S) -> (*S, n) int64 in [0, p).
+
+    coefficients is (n, 4), or (*C, n, 4) broadcasting against ids (several tables' functions
+    at once: ids (B, T) with (T, n, 4) hash column t with table t's n functions)."""
     z = mix(ids).unsqueeze(-1)  # (*S, 1)
     c = coefficients.to(z.device)
-    h = c[:, 3]
+    h = c[..., 3]
     for j, (shift, bits) in enumerate(_PIECES):
-        h = h + c[:, j] * (_shift_right(z, shift) & ((1 << bits) - 1))  # (*S, n)
+        h = h + c[..., j] * (_shift_right(z, shift) & ((1 << bits) - 1))  # (*S, n)
     return h % PRIME
 
 

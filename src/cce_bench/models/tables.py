@@ -27,7 +27,7 @@ from ..embeddings.cce import CCEmbedding
 from ..embeddings.ce import CompositionalEmbedding
 from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
-from ..embeddings.hashing import PRIME, _PIECES, _shift_right, mix
+from ..embeddings.hashing import hash_mod_prime
 
 
 class FullTables(nn.Module):
@@ -48,9 +48,7 @@ class FullTables(nn.Module):
 
 def _terms(table: nn.Module) -> list[tuple[str, str, str]]:
     """(parameter, row source, source attribute) per summed term of a batchable table."""
-    if type(table) is HashEmbedding:
-        return [("table", "hash", "hash")]
-    if type(table) is CompositionalEmbedding:
+    if type(table) in (HashEmbedding, CompositionalEmbedding):
         return [("table", "hash", "hash")]
     if type(table) is CCEmbedding:
         return [("table0", "index", "index"), ("table1", "hash", "hash1")]
@@ -70,7 +68,6 @@ class HashedTables(nn.Module):
             raise TypeError("HashedTables takes tables of one method: hash, ce or cce")
         self.kind = _terms(tables[0])
         self.members = tables  # a plain list: the members' tensors are re-pointed, not owned
-        self.sizes = [(t.num_parameters(), t.num_buffer_bytes()) for t in tables]
         self.dim = tables[0].dim
         shapes = [self._chunk_tables(t, self.kind[0][0]).shape for t in tables]
         self.chunks, self.width = shapes[0][0], shapes[0][2]
@@ -114,13 +111,9 @@ class HashedTables(nn.Module):
         return out.reshape(*ids.shape, self.dim)
 
     def _hash(self, ids: torch.Tensor, k: int) -> torch.Tensor:
-        """Each member's hash functions on its column: (B, T) -> (B, T, c), as hashing.py."""
-        coefficients = getattr(self, f"coefficients{k}")  # (T, c, 4)
-        z = mix(ids).unsqueeze(-1)  # (B, T, 1)
-        h = coefficients[..., 3]
-        for j, (shift, bits) in enumerate(_PIECES):
-            h = h + coefficients[..., j] * (_shift_right(z, shift) & ((1 << bits) - 1))
-        return (h % PRIME) % getattr(self, f"moduli{k}").unsqueeze(-1)
+        """Each member's hash functions on its column: (B, T) -> (B, T, c)."""
+        h = hash_mod_prime(ids, getattr(self, f"coefficients{k}"))  # (T, c, 4) -> (B, T, c)
+        return h % getattr(self, f"moduli{k}").unsqueeze(-1)
 
     def repoint(self) -> None:
         """Point every member's tensors at its slices of the batched ones (after a move)."""
@@ -130,8 +123,9 @@ class HashedTables(nn.Module):
                 flat = getattr(self, f"table{k}").data
                 view = flat[start:start + self.chunks * rows].view(self.chunks, rows, self.width)
                 member._parameters.pop(param, None)
-                object.__setattr__(member, param, view if self.chunks > 1 or
-                                   type(member) is not HashEmbedding else view[0])
+                # hash keeps a (rows, dim) table: its one chunk, without the chunk axis.
+                object.__setattr__(member, param,
+                                   view[0] if type(member) is HashEmbedding else view)
                 if source == "hash":
                     getattr(member, attribute)._buffers["coefficients"] = \
                         getattr(self, f"coefficients{k}")[t]
