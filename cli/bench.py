@@ -129,7 +129,8 @@ def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, 
              f"torch {report.torch_version}")
     for heading, timings in (("full table, one change at a time", report.variants),
                              ("every method", report.methods),
-                             ("large batches", report.large_batch)):
+                             ("large batches", report.large_batch),
+                             ("lockstep groups at batch 128, per run-step", report.groups)):
         if timings:
             console.print(_dlrm_table(f"{title}: {heading}", timings))
     for reason in report.skipped:
@@ -138,12 +139,18 @@ def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, 
     if grid.get("runs"):
         console.print(f"paper Kaggle grid ({grid['runs']} runs x {grid['epochs']} epochs, "
                       f"{grid['steps_per_epoch']:,} steps each, {grid['evaluations_per_epoch']} "
-                      f"evaluations per epoch): {grid['gpu_hours']:.2f} GPU-hours estimated",
-                      highlight=False)
+                      f"evaluations per epoch): {grid['gpu_hours']:.2f} GPU-hours estimated"
+                      + _speedups(grid.get("lockstep_speedups")), highlight=False)
     if json_out:
         from cce_bench.results import write_atomically
         write_atomically(json_out, json.dumps(report.to_dict(), indent=2))
         console.print(f"wrote {json_out}")
+
+
+def _speedups(speedups: dict | None) -> str:
+    if not speedups:
+        return " (runs one at a time)"
+    return " (lockstep speed-ups: " + ", ".join(f"{m} {f:.1f}x" for m, f in speedups.items()) + ")"
 
 
 def _dlrm_table(title: str, timings) -> Table:

@@ -88,6 +88,9 @@ def sweep(
     top_mlp: Annotated[Optional[str], typer.Option(
         help="DLRM's top MLP, ending in one logit. Default: 512-256-1.",
         show_default=False)] = None,
+    precision: Annotated[Optional[str], typer.Option(
+        help="DLRM's MLPs and interaction: fp32, tf32 (tensor-core matmuls) or bf16 "
+        "(autocast); tables stay fp32. Default: fp32.", show_default=False)] = None,
     early_stop: Annotated[Optional[float], typer.Option(
         help="Stop when val BCE and AUC both worsen by this fraction (0: never). "
         "Default: 0.01.", show_default=False)] = None,
@@ -145,6 +148,7 @@ def sweep(
         "dim": dim, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "weight_decay": weight_decay, "optimizer": optimizer, "eval_every": eval_every,
         "cluster_every": cluster_every, "bottom_mlp": bottom_mlp, "top_mlp": top_mlp,
+        "precision": precision,
         "cluster_until": cluster_until, "early_stop": early_stop,
         "kmeans": kmeans, "device": device, "out": out}
     if specs and len(specs) > 1 and name is not None:

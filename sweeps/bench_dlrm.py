@@ -12,6 +12,11 @@ and is timed on the device clock; an epoch is extrapolated from the measured ste
 to say what each buys: the plain loop over 26 separate tables with a dense SGD update; the
 update fused into the lookup's backward (rows touched only); the full tables concatenated into
 one; the step captured in a CUDA graph (the engine's default).
+
+Large batches time the full table and CCE in each precision of DLRM's dense part (fp32, tf32,
+bf16; tables stay fp32). Lockstep groups time several runs of one method (the paper's caps in
+turn) stepped from one CUDA graph, as a sweep's worker trains them: the grid estimate divides
+each method's step time by that speed-up.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from cce_bench.datasets.catalog import CRITEO_KAGGLE_CARDINALITIES
 from cce_bench.datasets.criteo import day_sizes
 from cce_bench.engine import (cluster_all, device_clock, evaluate, fuse_sparse_updates,
                               make_optimizer, make_stepper, resolve_device)
-from cce_bench.errors import BudgetTooSmall
+from cce_bench.errors import BudgetTooSmall, ConfigError
 from cce_bench.models import build_model
+from cce_bench.models.dlrm import dense_precision
+from cce_bench.steps import capture_steps
 from cce_bench.results import git_revision
 
 KAGGLE_ROWS = 45_840_617
@@ -40,6 +47,9 @@ KAGGLE_VOCABS = list(CRITEO_KAGGLE_CARDINALITIES)
 PAPER_CAPS = [16 * k for k in (100, 220, 500, 1000, 2200, 5000, 10000, 22000, 50000)]
 PAPER_METHODS = ["full", "cce", "ce", "hash", "dhe", "pq"]
 TIMED_CAPS = [PAPER_CAPS[0], PAPER_CAPS[4], PAPER_CAPS[-1]]  # others interpolated
+# Large batches: the full table in each precision of DLRM's dense part, and CCE at two.
+LARGE_BATCH = [("full", "fp32"), ("full", "tf32"), ("full", "bf16"), ("cce", "fp32"),
+               ("cce", "bf16")]
 EXPONENTS = np.linspace(1.05, 1.5, 26)  # criteo-synthetic's power laws, P(rank r) ~ (r + 1)^-s
 
 
@@ -84,6 +94,8 @@ class StepTiming:
     cluster_s: float | None = None  # one cluster() of every table
     table_params: int | None = None
     peak_mem_bytes: int | None = None
+    precision: str = "fp32"
+    runs: int = 1  # runs stepped together in one CUDA graph; step_s is then per run-step
 
 
 @dataclass
@@ -96,6 +108,7 @@ class DlrmBenchReport:
     variants: list[StepTiming] = field(default_factory=list)
     methods: list[StepTiming] = field(default_factory=list)
     large_batch: list[StepTiming] = field(default_factory=list)
+    groups: list[StepTiming] = field(default_factory=list)
     grid: dict = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
@@ -103,12 +116,14 @@ class DlrmBenchReport:
         return asdict(self)
 
 
-def dlrm_run(method: str, cap: int, batch_size: int = 128) -> RunConfig:
+def dlrm_run(method: str, cap: int, batch_size: int = 128, precision: str = "fp32",
+             seed: int = 0) -> RunConfig:
     # DLRM's Kaggle settings (the sweep's defaults for --model dlrm).
-    return RunConfig("kaggle-shaped", method, cap, model="dlrm", dim=16, n_chunks=4,
+    return RunConfig("kaggle-shaped", method, cap, model="dlrm", dim=16, n_chunks=4, seed=seed,
                      batch_size=batch_size, lr=0.1, weight_decay=0.0, optimizer="sgd",
                      bottom_mlp="13-512-256-64-16", top_mlp="512-256-1", eval_every=50_000,
-                     cluster_every=50_000, cluster_until=0.05, kmeans="torch")
+                     cluster_every=50_000, cluster_until=0.05, kmeans="torch",
+                     precision=precision)
 
 
 def time_steps(run: RunConfig, train: TabularSplit, device: torch.device, steps: int,
@@ -117,34 +132,66 @@ def time_steps(run: RunConfig, train: TabularSplit, device: torch.device, steps:
                cluster: bool = False, vocabs: list[int] = KAGGLE_VOCABS) -> StepTiming:
     """Seconds per training step of one run (cluster: also time its cluster() first; pq is
     always clustered until it has compressed, as it would be for most of its run)."""
-    torch.manual_seed(0)
-    model = build_model(run, shape_only(vocabs), batch_tables).to(device)
-    if sparse:
-        fuse_sparse_updates(model, run)
-    optimizer = make_optimizer(model, run, device)
-    cluster_s = (_time_cluster(model, optimizer, device, run)
-                 if cluster or run.method == "pq" else None)
-    epoch = make_stepper(stepper, model, optimizer, train, run.batch_size, device)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    epoch.prepare(torch.Generator(device=device).manual_seed(0))
-    for _ in range(min(20, steps)):  # warm-up: graph capture, allocator, cuBLAS
-        epoch.step()
-    start = device_clock(device)
-    for _ in range(steps):
-        epoch.step()
-    step_s = (device_clock(device) - start) / steps
-    eval_s = None
-    if evaluate_on is not None:
-        start = device_clock(device)
-        evaluate(model, evaluate_on)
-        evaluate(model, evaluate_on)  # validation and test halves
-        eval_s = device_clock(device) - start
+    with dense_precision(run.precision):
+        torch.manual_seed(0)
+        model = build_model(run, shape_only(vocabs), batch_tables).to(device)
+        if sparse:
+            fuse_sparse_updates(model, run)
+        optimizer = make_optimizer(model, run, device)
+        cluster_s = (_time_cluster(model, optimizer, device, run)
+                     if cluster or run.method == "pq" else None)
+        epoch = make_stepper(stepper, model, optimizer, train, run.batch_size, device)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+        epoch.prepare(torch.Generator(device=device).manual_seed(0))
+        step_s = _seconds_per_step(epoch.step, steps, device)
+        eval_s = None
+        if evaluate_on is not None:
+            start = device_clock(device)
+            evaluate(model, evaluate_on)
+            evaluate(model, evaluate_on)  # validation and test halves
+            eval_s = device_clock(device) - start
     per_epoch = math.ceil(KAGGLE_TRAIN / run.batch_size)
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     return StepTiming(label or run.method, run.method, run.budget, run.batch_size, step_s,
                       per_epoch * step_s, run.batch_size / step_s, eval_s, cluster_s,
-                      sum(p for p, _ in model.table_sizes()), peak)
+                      sum(p for p, _ in model.table_sizes()), peak, run.precision)
+
+
+def _seconds_per_step(step, steps: int, device: torch.device) -> float:
+    for _ in range(min(20, steps)):  # warm-up: graph capture, allocator, cuBLAS
+        step()
+    start = device_clock(device)
+    for _ in range(steps):
+        step()
+    return (device_clock(device) - start) / steps
+
+
+def time_group(method: str, caps: list[int], runs: int, train: TabularSplit,
+               device: torch.device, steps: int,
+               vocabs: list[int] = KAGGLE_VOCABS) -> StepTiming:
+    """Seconds per run-step of `runs` runs of one method stepped in lockstep from one CUDA
+    graph, as a sweep's group trains them (caps cycled over the runs, seeds 0..runs-1)."""
+    if device.type != "cuda":
+        raise ConfigError("lockstep groups share a CUDA graph; time them on a GPU")
+    configs = [dlrm_run(method, caps[k % len(caps)], seed=k) for k in range(runs)]
+    epochs = []
+    for run in configs:
+        torch.manual_seed(run.seed)
+        model = build_model(run, shape_only(vocabs)).to(device)
+        fuse_sparse_updates(model, run)
+        epoch = make_stepper("static", model, make_optimizer(model, run, device), train,
+                             run.batch_size, device)
+        epoch.prepare(torch.Generator(device=device).manual_seed(run.seed))
+        epochs.append(epoch)
+    graph = capture_steps(epochs)
+    group_s = _seconds_per_step(graph.replay, steps, device)
+    step_s = group_s / runs
+    params = sum(p for p, _ in epochs[0].model.table_sizes())
+    del epochs, graph
+    return StepTiming(f"{method}, {runs} runs in one graph", method, configs[0].budget, 128,
+                      step_s, math.ceil(KAGGLE_TRAIN / 128) * step_s, 128 / step_s,
+                      table_params=params, runs=runs)
 
 
 def _time_cluster(model, optimizer, device, run) -> float:
@@ -162,26 +209,33 @@ def describe(t: StepTiming) -> str:
     what it measured)."""
     extra = "".join(f", {name} {value:.2f} s" for name, value in
                     (("eval", t.eval_s), ("cluster", t.cluster_s)) if value is not None)
-    return (f"{t.label} cap {t.cap:,} batch {t.batch_size:,}: {1e3 * t.step_s:.3f} ms/step, "
+    unit = "run-step" if t.runs > 1 else "step"
+    return (f"{t.label} cap {t.cap:,} batch {t.batch_size:,}: {1e3 * t.step_s:.3f} ms/{unit}, "
             f"epoch {t.epoch_s:,.1f} s, {t.samples_per_s:,.0f} samples/s{extra}")
 
 
-def grid_estimate(timings: list[StepTiming], epochs: int = 10) -> dict:
+def grid_estimate(timings: list[StepTiming], epochs: int = 10,
+                  groups: list[StepTiming] = ()) -> dict:
     """GPU-hours of the paper's Kaggle grid (PAPER_METHODS x PAPER_CAPS x epochs, one seed),
     from measured step, evaluation and clustering times; caps not timed are interpolated in
-    log(cap) between the timed ones."""
+    log(cap) between the timed ones. With `groups` (a method's runs stepped in lockstep, as a
+    sweep trains them), a method's step times shrink by its measured lockstep speed-up;
+    evaluation and clustering stay one run at a time."""
     run = dlrm_run("cce", PAPER_CAPS[0])
     steps = math.ceil(KAGGLE_TRAIN / run.batch_size)
     evals_per_epoch = steps // run.eval_every + 1
     clusters = run.cluster_rounds(steps)
+    speedups = lockstep_speedups(timings, list(groups))
     runs, seconds = [], 0.0
     for method in PAPER_METHODS:
         mine = sorted((t for t in timings if t.method == method), key=lambda t: t.cap)
         if not mine:
             continue
         caps = [0] if method == "full" else PAPER_CAPS
+        # A method without its own group timing gets the smallest speed-up measured.
+        speedup = speedups.get(method, min(speedups.values(), default=1.0))
         for cap in caps:
-            step_s = _interpolate(cap, [(t.cap, t.step_s) for t in mine])
+            step_s = _interpolate(cap, [(t.cap, t.step_s) for t in mine]) / speedup
             eval_s = _interpolate(cap, [(t.cap, t.eval_s or 0.0) for t in mine])
             cluster_s = _interpolate(cap, [(t.cap, t.cluster_s or 0.0) for t in mine])
             run_s = epochs * (steps * step_s + evals_per_epoch * eval_s) + clusters * cluster_s
@@ -189,7 +243,22 @@ def grid_estimate(timings: list[StepTiming], epochs: int = 10) -> dict:
             seconds += run_s
     return {"runs": len(runs), "epochs": epochs, "steps_per_epoch": steps,
             "evaluations_per_epoch": evals_per_epoch, "cluster_rounds": clusters,
-            "seconds": seconds, "gpu_hours": seconds / 3600, "per_run": runs}
+            "lockstep_speedups": speedups, "seconds": seconds, "gpu_hours": seconds / 3600,
+            "per_run": runs}
+
+
+def lockstep_speedups(timings: list[StepTiming], groups: list[StepTiming]) -> dict[str, float]:
+    """Per method, how much faster a run-step is in its largest timed lockstep group than
+    alone (alone: the mean over the caps the group's runs had, as time_group cycles them)."""
+    factors = {}
+    for group in sorted(groups, key=lambda g: g.runs):
+        alone = sorted((t.cap, t.step_s) for t in timings if t.method == group.method)
+        if not alone:
+            continue
+        caps = [0] if group.method == "full" else PAPER_CAPS
+        base = sum(_interpolate(caps[k % len(caps)], alone) for k in range(group.runs))
+        factors[group.method] = max(base / group.runs / group.step_s, 1.0)
+    return factors
 
 
 def _interpolate(cap: int, points: list[tuple[int, float]]) -> float:
@@ -205,6 +274,7 @@ def _interpolate(cap: int, points: list[tuple[int, float]]) -> float:
 def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: int = 2000,
                    methods: list[str] | None = None, caps: list[int] | None = None,
                    variants: bool = True, large_batch: int = 16384,
+                   group_sizes: tuple[int, ...] = (4, 9),
                    vocabs: list[int] = KAGGLE_VOCABS,
                    progress=lambda text: None) -> DlrmBenchReport:
     """Every timing of the module docstring; vocabs other than Kaggle's only for tests."""
@@ -238,12 +308,20 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
             except BudgetTooSmall as err:
                 report.skipped.append(str(err))
     if large_batch:
-        for method in ("full", "cce"):
-            progress(f"{method} at batch {large_batch:,}")
-            run = dlrm_run(method, 0 if method == "full" else 16_000, large_batch)
+        for method, precision in LARGE_BATCH:
+            progress(f"{method} at batch {large_batch:,}, {precision}")
+            run = dlrm_run(method, 0 if method == "full" else 16_000, large_batch, precision)
             report.large_batch.append(time_steps(run, train, dev, max(20, steps // 20),
-                                                 vocabs=vocabs))
+                                                 f"{method}, {precision}", vocabs=vocabs))
             progress(describe(report.large_batch[-1]))
-    report.grid = grid_estimate(report.methods)
+    if dev.type == "cuda":  # lockstep groups share a CUDA graph
+        timed = {t.method for t in report.methods}
+        for method in [m for m in ("hash", "ce", "cce") if m in timed]:
+            for runs in group_sizes:
+                progress(f"{method}: {runs} runs in one graph")
+                report.groups.append(time_group(method, PAPER_CAPS, runs, train, dev,
+                                                max(20, steps // 4), vocabs))
+                progress(describe(report.groups[-1]))
+    report.grid = grid_estimate(report.methods, groups=report.groups)
     return report
 

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from cce_bench.config import MODELS, OPTIMIZERS, RunConfig
+from cce_bench.config import MODELS, OPTIMIZERS, PRECISIONS, RunConfig
 from cce_bench.datasets import CRITEO_KINDS, DEFAULT_DATASET, info
 from cce_bench.embeddings import get_method, method_names
 from cce_bench.errors import CceBenchError, ConfigError
@@ -40,7 +40,7 @@ MODEL_DEFAULTS = {
     # The authors' GMF scripts: AdamW at torch's defaults but lr 1e-3, batch 4096.
     "gmf": {"dim": 32, "batch_size": 4096, "lr": 1e-3, "weight_decay": 0.01,
             "optimizer": "adamw", "eval_every": 0, "cluster_every": 0, "cluster_until": 0.75,
-            "bottom_mlp": "", "top_mlp": ""},
+            "bottom_mlp": "", "top_mlp": "", "precision": "fp32"},
     # DLRM's bench/dlrm_s_criteo_kaggle.sh: --arch-sparse-feature-size=16
     # --arch-mlp-bot="13-512-256-64-16" --arch-mlp-top="512-256-1" --mini-batch-size=128
     # --learning-rate=0.1 (plain SGD, no schedule, no weight decay). The paper evaluates every
@@ -50,7 +50,7 @@ MODEL_DEFAULTS = {
     # epochs, so clustering must be done early to leave steps to fine-tune (paper/criteo-kaggle).
     "dlrm": {"dim": 16, "batch_size": 128, "lr": 0.1, "weight_decay": 0.0, "optimizer": "sgd",
              "eval_every": 50_000, "cluster_every": 50_000, "cluster_until": 0.05,
-             "bottom_mlp": "13-512-256-64-16", "top_mlp": "512-256-1"},
+             "bottom_mlp": "13-512-256-64-16", "top_mlp": "512-256-1", "precision": "fp32"},
 }
 
 
@@ -75,6 +75,7 @@ class SweepSpec:
     cluster_every: int | None = None  # steps; 0: cluster after epochs
     bottom_mlp: str | None = None  # DLRM only
     top_mlp: str | None = None  # DLRM only
+    precision: str | None = None  # DLRM's MLPs: fp32, tf32 or bf16
     cluster_until: float | None = None
     early_stop: float = 0.01
     kmeans: str = "auto"
@@ -119,6 +120,13 @@ class SweepSpec:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"field 'optimizer': '{self.optimizer}' is not one of "
                               f"{', '.join(OPTIMIZERS)}")
+        self.precision = _text(self, "precision")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"field 'precision': '{self.precision}' is not one of "
+                              f"{', '.join(PRECISIONS)}")
+        if self.precision != "fp32" and self.model != "dlrm":
+            raise ConfigError(f"field 'precision': '{self.precision}' is for DLRM's MLPs; "
+                              "GMF trains in fp32")
         self._check_mlps()
         for n in self.n_chunks:
             if self.dim % n:
@@ -200,7 +208,8 @@ class SweepSpec:
                                 cluster_until=self.cluster_until, early_stop=self.early_stop,
                                 kmeans=self.kmeans, optimizer=self.optimizer,
                                 eval_every=self.eval_every, cluster_every=self.cluster_every,
-                                bottom_mlp=self.bottom_mlp, top_mlp=self.top_mlp))
+                                bottom_mlp=self.bottom_mlp, top_mlp=self.top_mlp,
+                                precision=self.precision))
         return runs
 
 

@@ -23,7 +23,8 @@ from cce_bench.config import RunConfig
 from cce_bench.data import CriteoData, InteractionData
 from cce_bench.datasets import load_training_data
 from cce_bench.distributed import train_distributed
-from cce_bench.engine import EpochRecord, RunResult, build_model, train, train_many
+from cce_bench.engine import (EpochRecord, RunResult, build_model, lockstep_key, train,
+                              train_many)
 from cce_bench.errors import BudgetTooSmall
 from cce_bench.results import now_timestamp, run_rows
 
@@ -86,13 +87,12 @@ Event = Started | Epoch | Finished | Lost
 def group_runs(runs: list[RunConfig], group_size: int = 1) -> list[list[RunConfig]]:
     """Split runs into groups that one worker trains together with one call.
 
-    A group shares a dataset and batch size (so every run has the same steps per epoch), in
-    the runs' order, at most group_size runs."""
+    A group shares what the engine's lockstep needs (dataset, model, batch size, precision),
+    in the runs' order, at most group_size runs."""
     groups: list[list[RunConfig]] = []
     for run in runs:
         last = groups[-1] if groups else None
-        if (last and len(last) < group_size
-                and (last[0].dataset, last[0].batch_size) == (run.dataset, run.batch_size)):
+        if last and len(last) < group_size and lockstep_key(last[0]) == lockstep_key(run):
             last.append(run)
         else:
             groups.append([run])

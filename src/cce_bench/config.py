@@ -11,11 +11,14 @@ from .errors import ConfigError
 
 MODELS = ["gmf", "dlrm"]
 OPTIMIZERS = ["adamw", "sgd"]
+# How DLRM's MLPs and interaction multiply: fp32 (exact), tf32 (fp32 tensors, tensor-core
+# matmuls with a 10-bit mantissa), bf16 (autocast: bf16 matmuls, fp32 tables and loss).
+PRECISIONS = ["fp32", "tf32", "bf16"]
 
 # Fields added after the first results were written, with the value every earlier run had. A
 # field at that value stays out of the run id, so the ids of existing rows (and resume) hold.
 _ID_NEUTRAL = {"optimizer": "adamw", "eval_every": 0, "cluster_every": 0, "bottom_mlp": "",
-               "top_mlp": ""}
+               "top_mlp": "", "precision": "fp32"}
 
 
 @dataclass
@@ -49,6 +52,8 @@ class RunConfig:
     # top "512-256-1" (the input size follows from the interaction). Empty for GMF.
     bottom_mlp: str = ""
     top_mlp: str = ""
+    # Matmul precision of DLRM's dense part (PRECISIONS); tables and optimizer stay fp32.
+    precision: str = "fp32"
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -69,6 +74,12 @@ class RunConfig:
         if self.optimizer not in OPTIMIZERS:
             raise ConfigError(f"unknown optimizer '{self.optimizer}'; choose from: "
                               f"{', '.join(OPTIMIZERS)}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision '{self.precision}'; choose from: "
+                              f"{', '.join(PRECISIONS)}")
+        if self.precision != "fp32" and self.model != "dlrm":
+            raise ConfigError(f"precision '{self.precision}' is for DLRM's MLPs; GMF has none "
+                              "(use fp32)")
         for name in ("eval_every", "cluster_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 steps, not {getattr(self, name)}")

@@ -24,6 +24,7 @@ from . import distributed
 from .embeddings.sparse_update import enable_sparse_sgd
 from .errors import ConfigError
 from .models import build_model, model_size
+from .models.dlrm import dense_precision
 from .steps import PlainEpoch, Split, StaticEpoch, capture_steps, reset_optimizer_state
 from .streaming import HostSplit, StreamingEpoch, fits_on_device
 
@@ -158,8 +159,22 @@ def train_many(runs: list[RunConfig], data: Data, device: str | torch.device = "
     group's wall time since that run's previous record, clustering and evaluation excluded.
     """
     device = resolve_device(device)
-    if len({(r.dataset, r.batch_size, r.model) for r in runs}) > 1:
-        raise ConfigError("runs trained together need the same dataset, model and batch size")
+    if len({lockstep_key(r) for r in runs}) > 1:
+        raise ConfigError("runs trained together need the same dataset, model, batch size and "
+                          "precision")
+    with dense_precision(runs[0].precision):
+        return _train_lockstep(runs, data, device, on_epoch, stepper, input)
+
+
+def lockstep_key(run: RunConfig) -> tuple:
+    """What runs trained together in lockstep must share: the steps per epoch, and the
+    process-wide matmul precision."""
+    return run.dataset, run.model, run.batch_size, run.precision
+
+
+def _train_lockstep(runs: list[RunConfig], data: Data, device: torch.device,
+                    on_epoch: EpochCallback | None, stepper: str,
+                    input: str) -> list[RunResult]:
     splits = device_splits(data, device, input)
     # Several runs on CUDA: their steps are captured together in one graph (see capture_steps).
     grouped = device.type == "cuda" and len(runs) > 1 and stepper in ("auto", "graph")

@@ -12,10 +12,12 @@ from cce_bench.config import RunConfig
 from cce_bench.data import CriteoData
 from cce_bench.datasets import load_criteo
 from cce_bench.datasets.catalog import CRITEO_KAGGLE_CARDINALITIES
-from cce_bench.engine import train
+from cce_bench.engine import train, train_many
 from cce_bench.errors import ConfigError
 from cce_bench.models import DLRM, build_model, model_size
 from cce_bench.models.dlrm import check_mlps
+
+from tests.conftest import requires_cuda
 
 TINY_CRITEO = "criteo-synthetic-6000-cap300"
 
@@ -181,3 +183,59 @@ def test_cluster_rounds_count_the_step_schedule():
     # 2 epochs of 120 steps: clusters at 50, 100 (<= 120), never after the last step.
     assert run.cluster_rounds(120) == 2
     assert dlrm_run("pq", 160, cluster_every=0, epochs=3).cluster_rounds(10) == 2
+
+
+def test_bf16_runs_the_dense_part_in_bf16_and_keeps_tables_fp32(tiny_criteo):
+    torch.manual_seed(0)
+    exact = build_model(dlrm_run("hash", 160), tiny_criteo)
+    torch.manual_seed(0)
+    bf16 = build_model(dlrm_run("hash", 160, precision="bf16"), tiny_criteo)
+    dense = torch.randn(32, 13)
+    ids = torch.stack([torch.randint(0, v, (32,)) for v in tiny_criteo.vocab_sizes], 1)
+    out = bf16(dense, ids)
+    assert out.dtype == torch.float32
+    # bf16 keeps 8 bits of mantissa: close to the fp32 logits, not equal to them.
+    torch.testing.assert_close(out, exact(dense, ids), atol=0.05, rtol=0.05)
+    assert not torch.equal(out, exact(dense, ids))
+    out.sum().backward()
+    assert all(p.dtype == torch.float32 and p.grad is not None for p in bf16.parameters())
+
+
+def test_tf32_is_switched_on_for_the_run_and_back_off_after(monkeypatch):
+    from cce_bench.models.dlrm import dense_precision
+
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    with dense_precision("tf32"):
+        assert torch.backends.cuda.matmul.allow_tf32
+    assert not torch.backends.cuda.matmul.allow_tf32
+    with dense_precision("fp32"):
+        assert not torch.backends.cuda.matmul.allow_tf32
+
+
+def test_precision_is_checked_and_kept_out_of_old_run_ids():
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'; choose from: fp32, tf32, bf16"):
+        dlrm_run("hash", 160, precision="fp16")
+    with pytest.raises(ConfigError, match="precision 'bf16' is for DLRM's MLPs"):
+        RunConfig("syn-60-2400", "hash", 256, precision="bf16")
+    assert dlrm_run("hash", 160).run_id == dlrm_run("hash", 160, precision="fp32").run_id
+    assert dlrm_run("hash", 160).run_id != dlrm_run("hash", 160, precision="tf32").run_id
+
+
+def test_runs_of_different_precision_never_share_a_lockstep_group():
+    from cce_bench.sweeps.work import group_runs
+
+    runs = [dlrm_run("hash", 160, seed=0), dlrm_run("hash", 160, seed=1),
+            dlrm_run("hash", 160, seed=0, precision="bf16")]
+    assert [len(g) for g in group_runs(runs, group_size=8)] == [2, 1]
+    with pytest.raises(ConfigError, match="same dataset, model, batch size and precision"):
+        train_many(runs, None, "cpu")
+
+
+@requires_cuda
+@pytest.mark.parametrize("precision", ["tf32", "bf16"])
+def test_lower_precision_trains_in_a_cuda_graph_close_to_fp32(tiny_criteo, precision):
+    exact = train(dlrm_run("cce", 160, epochs=1), tiny_criteo, "cuda")
+    low = train(dlrm_run("cce", 160, epochs=1, precision=precision), tiny_criteo, "cuda")
+    assert low.status == exact.status == "ok"
+    assert low.epochs[-1].val_bce == pytest.approx(exact.epochs[-1].val_bce, abs=0.02)
+    assert not torch.backends.cuda.matmul.allow_tf32  # put back after the run

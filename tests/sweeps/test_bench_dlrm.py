@@ -8,7 +8,8 @@ import math
 import pytest
 
 from cce_bench.sweeps.bench_dlrm import (KAGGLE_TRAIN, PAPER_CAPS, StepTiming, _interpolate,
-                                        grid_estimate, kaggle_shaped, run_dlrm_bench)
+                                        grid_estimate, kaggle_shaped, lockstep_speedups,
+                                        run_dlrm_bench)
 
 SMALL = [min(v, 200) for v in (1460, 583, 10131227, 2202608, 305, 24, 12517, 633, 3, 93145,
                                5683, 8351593, 3194, 27, 14992, 5461306, 10, 5652, 2173, 4,
@@ -37,7 +38,10 @@ def test_the_benchmark_times_every_configuration_on_a_cpu():
     assert all(t.step_s > 0 and t.eval_s > 0 for t in report.methods)
     steps = math.ceil(KAGGLE_TRAIN / 128)
     assert all(t.epoch_s == pytest.approx(steps * t.step_s) for t in report.methods)
-    assert [t.batch_size for t in report.large_batch] == [256, 256]
+    assert [(t.label, t.batch_size) for t in report.large_batch] == [
+        ("full, fp32", 256), ("full, tf32", 256), ("full, bf16", 256), ("cce, fp32", 256),
+        ("cce, bf16", 256)]
+    assert report.groups == []  # lockstep groups need a CUDA graph
     # full once and hash at 9 caps, 10 epochs.
     assert report.grid["runs"] == 10 and report.grid["steps_per_epoch"] == steps
 
@@ -55,3 +59,24 @@ def test_grid_estimate_adds_step_evaluation_and_clustering_time():
     assert grid["runs"] == 9
     assert _interpolate(PAPER_CAPS[4], [(1600, 1.0), (800_000, 2.0)]) == pytest.approx(
         1 + math.log(35_200 / 1600) / math.log(500))
+
+
+def test_lockstep_groups_shrink_step_time_by_their_measured_speed_up():
+    alone = [StepTiming("cce", "cce", PAPER_CAPS[0], 128, 1e-4, 0.0, 0.0, 2.0, 5.0),
+             StepTiming("cce", "cce", PAPER_CAPS[-1], 128, 3e-4, 0.0, 0.0, 4.0, 7.0),
+             StepTiming("hash", "hash", PAPER_CAPS[0], 128, 2e-4, 0.0, 0.0, 1.0)]
+    # 9 cce runs, one per cap, at 0.5e-4 s a run-step; alone they average over the caps.
+    group = StepTiming("cce, 9 runs", "cce", PAPER_CAPS[0], 128, 0.5e-4, 0.0, 0.0, runs=9)
+    mean_alone = sum(_interpolate(c, [(PAPER_CAPS[0], 1e-4), (PAPER_CAPS[-1], 3e-4)])
+                     for c in PAPER_CAPS) / 9
+    assert lockstep_speedups(alone, [group]) == {"cce": pytest.approx(mean_alone / 0.5e-4)}
+    plain, grouped = grid_estimate(alone, 10), grid_estimate(alone, 10, groups=[group])
+    speedup = mean_alone / 0.5e-4
+    steps, evals = plain["steps_per_epoch"], plain["evaluations_per_epoch"]
+    first = grouped["per_run"][0]
+    assert first["seconds"] == pytest.approx(10 * (steps * 1e-4 / speedup + evals * 2.0) + 3 * 5.0)
+    # hash has no group timing of its own: it takes the smallest speed-up measured (cce's).
+    hash_first = next(r for r in grouped["per_run"] if r["method"] == "hash")
+    assert hash_first["seconds"] == pytest.approx(10 * (steps * 2e-4 / speedup + evals * 1.0)
+                                                  + 3 * 0.0)
+    assert grouped["seconds"] < plain["seconds"]

@@ -66,7 +66,7 @@ def build_model(run: RunConfig, data: InteractionData | CriteoData,
         return make_embedding(vocab, run.budget, run.dim, run.method, run.n_chunks, **opts)
 
     return DLRM(N_DENSE, data.vocab_sizes, run.dim, run.bottom_mlp, run.top_mlp, capped,
-                batch_tables)
+                batch_tables, run.precision)
 
 
 def _full_table_options() -> set[str]:

@@ -23,8 +23,9 @@ tables stay one module each.
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -79,9 +80,13 @@ def pair_indices(n: int, device: torch.device | None = None) -> tuple[torch.Tens
 
 class DLRM(nn.Module):
     def __init__(self, n_dense: int, table_sizes: list[int], dim: int, bottom_mlp: str,
-                 top_mlp: str, embedding_factory: EmbeddingFactory, batch_tables: bool = True):
-        """batch_tables=False keeps every table its own module (for the speed benchmark)."""
+                 top_mlp: str, embedding_factory: EmbeddingFactory, batch_tables: bool = True,
+                 precision: str = "fp32"):
+        """batch_tables=False keeps every table its own module (for the speed benchmark).
+        precision "bf16" runs the MLPs and the interaction under autocast (see
+        dense_precision for "tf32")."""
         super().__init__()
+        self.precision = precision
         bottom, top = check_mlps(bottom_mlp, top_mlp, n_dense, dim)
         self.dim, self.n_features = dim, len(table_sizes)
         self.bottom = mlp(bottom, last_relu=True)
@@ -108,11 +113,20 @@ class DLRM(nn.Module):
         n_vectors = self.n_features + 1
         self.top = mlp([dim + n_vectors * (n_vectors - 1) // 2, *top], last_relu=False)
         a, b = pair_indices(n_vectors)
-        self.register_buffer("pair_a", a, persistent=False)
-        self.register_buffer("pair_b", b, persistent=False)
+        # The pairs as positions in the flattened Gram matrix: index_select's backward is one
+        # index_add, where gram[:, a, b]'s is an accumulating index_put (a sort per step).
+        self.register_buffer("pairs", a * n_vectors + b, persistent=False)
 
     def forward(self, dense: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """Logits (B,) for dense features (B, F_d) and categorical ids (B, F)."""
+        if self.precision == "bf16":
+            # Tables are looked up and updated in fp32; the matmuls run in bf16. No weight
+            # cache: a cached cast would go stale inside a replayed CUDA graph.
+            with torch.autocast(dense.device.type, dtype=torch.bfloat16, cache_enabled=False):
+                return self._forward(dense, categorical).float()
+        return self._forward(dense, categorical)
+
+    def _forward(self, dense: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         z0 = self.bottom(dense)  # (B, D)
         ids = categorical.long()
         parts = [z0.unsqueeze(1)]
@@ -123,8 +137,9 @@ class DLRM(nn.Module):
         parts += [table(ids[:, t]).unsqueeze(1) for t, table in zip(self.other_features,
                                                                     self.tables)]
         stacked = torch.cat(parts, dim=1).index_select(1, self.order)  # (B, F + 1, D)
+        stacked = stacked.to(z0.dtype)  # bf16 under autocast, like the bottom MLP's output
         gram = torch.bmm(stacked, stacked.transpose(1, 2))  # (B, F + 1, F + 1)
-        pairs = gram[:, self.pair_a, self.pair_b]  # (B, (F + 1) F / 2)
+        pairs = gram.flatten(1).index_select(1, self.pairs)  # (B, (F + 1) F / 2)
         return self.top(torch.cat([z0, pairs], dim=1)).squeeze(-1)
 
     def embeddings(self) -> list[nn.Module]:
@@ -139,6 +154,23 @@ class DLRM(nn.Module):
         for t, table in zip(self.other_features, self.tables):
             sizes[t] = table_size(table)
         return sizes
+
+
+@contextlib.contextmanager
+def dense_precision(precision: str) -> Iterator[None]:
+    """Let fp32 matmuls use TF32 tensor cores while training and evaluating at "tf32".
+
+    TF32 is a process-wide switch of cuBLAS (the backward's matmuls run outside forward), so
+    the engine holds it around a whole group of runs of one precision; it is put back after."""
+    if precision != "tf32":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = before
 
 
 def table_size(table: nn.Module) -> tuple[int, int]:
