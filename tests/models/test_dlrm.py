@@ -121,7 +121,7 @@ def test_concatenated_full_tables_equal_separate_tables():
         torch.testing.assert_close(got[:, t], separate[t][ids[:, t]])
 
 
-@pytest.mark.parametrize("method", ["hash", "ce", "cce"])
+@pytest.mark.parametrize("method", ["hash", "ce", "cce", "dhe"])
 def test_batched_tables_train_as_separate_tables(tiny_criteo, method):
     """The same run with its compressed tables batched into one module and as 26 modules:
     the same numbers at every evaluation point, clustering included."""
@@ -130,11 +130,12 @@ def test_batched_tables_train_as_separate_tables(tiny_criteo, method):
 
     run = dlrm_run(method, 8 * 20, epochs=1, eval_every=30, cluster_every=30,
                    cluster_until=0.5)
-    results = []
+    results, counts = [], []
     for batch in (True, False):
         torch.manual_seed(0)
         model = build_model(run, tiny_criteo, batch_tables=batch)
         assert (model.hashed is not None) == batch
+        counts.append((sum(p.numel() for p in model.parameters()), model.table_sizes()))
         from cce_bench.engine import cluster_all, evaluate, fuse_sparse_updates
 
         fuse_sparse_updates(model, run)
@@ -150,6 +151,7 @@ def test_batched_tables_train_as_separate_tables(tiny_criteo, method):
                 trace.append(evaluate(model, tiny_criteo.tensors("val")))
         results.append(trace)
     batched, separate = results
+    assert counts[0] == counts[1]  # the same parameters, only laid out differently
     assert len(batched) >= 2
     for (b_bce, b_auc), (s_bce, s_auc) in zip(batched, separate):
         assert b_bce == pytest.approx(s_bce, abs=1e-6) and b_auc == pytest.approx(s_auc, abs=1e-6)

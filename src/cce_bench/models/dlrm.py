@@ -16,9 +16,9 @@ input width D + (F + 1) F / 2 following from the interaction.
 
 The tables of one kind are batched into one module (tables.py): every full table (each one
 under the method's cap, all of them for "full") in `FullTables`, the compressed tables of a
-hashed method (hash, ce, cce) in `HashedTables`, so a stage is one gather and one scatter for all
-features instead of one per feature; the values are those of separate tables. Other methods'
-tables stay one module each.
+hashed method (hash, ce, cce) in `HashedTables`, DHE's in `DheTables`, so a stage is one gather
+and one scatter (or one batched matmul) for all features instead of one per feature; the values
+are those of separate tables. Other methods' tables stay one module each.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from torch import nn
 
 from ..embeddings.full import FullEmbedding
 from ..errors import ConfigError
-from .tables import FullTables, HashedTables, batchable
+from .tables import FullTables, batch_key, batch_of, batchable
 
 EmbeddingFactory = Callable[[int], nn.Module]  # vocab -> module mapping (*S) ids to (*S, dim)
 
@@ -95,11 +95,11 @@ class DLRM(nn.Module):
                 if batch_tables and isinstance(table, FullEmbedding)]
         hashed = [t for t, table in enumerate(made)
                   if batch_tables and t not in full and batchable(table)]
-        hashed = [t for t in hashed if type(made[t]) is type(made[hashed[0]])]  # one method
+        hashed = [t for t in hashed if batch_key(made[t]) == batch_key(made[hashed[0]])]
         rest = [t for t in range(len(made)) if t not in full and t not in hashed]
         self._sizes = [table_size(t) for t in made]
         self.full = FullTables([made[t] for t in full]) if full else None
-        self.hashed = HashedTables([made[t] for t in hashed]) if hashed else None
+        self.hashed = batch_of([made[t] for t in hashed]) if hashed else None
         self.tables = nn.ModuleList(made[t] for t in rest)
         self.full_features, self.hashed_features, self.other_features = full, hashed, rest
         self.register_buffer("full_columns", torch.tensor(full, dtype=torch.int64),

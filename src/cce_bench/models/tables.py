@@ -12,6 +12,10 @@ tables' kernels one by one is what costs (BENCHMARKS.md). Two batches:
   pass with per-table coefficients and ranges, and the stored indices are concatenated with an
   id offset per table. The values are those of the separate modules, bit for bit.
 
+- `DheTables`: DHE tables of one architecture (at one cap every compressed table has the same
+  widths): the k hashes of all features in one pass, then each MLP layer one batched matmul
+  over the tables (T, B, in) x (T, in, out) instead of one small matmul per table.
+
 The separate modules stay the owners of their algorithms: clustering calls each one's cluster()
 with its tensors re-pointed at slices of the batched ones, so CCE's k-means, index and hash
 redraws write straight into the batch.
@@ -25,6 +29,7 @@ from torch import nn
 from ..embeddings.base import lookup
 from ..embeddings.cce import CCEmbedding
 from ..embeddings.ce import CompositionalEmbedding
+from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding
 from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
 from ..embeddings.hashing import hash_mod_prime
@@ -56,7 +61,20 @@ def _terms(table: nn.Module) -> list[tuple[str, str, str]]:
 
 
 def batchable(table: nn.Module) -> bool:
-    return type(table) in (HashEmbedding, CompositionalEmbedding, CCEmbedding)
+    return type(table) in (HashEmbedding, CompositionalEmbedding, CCEmbedding, DeepHashEmbedding)
+
+
+def batch_key(table: nn.Module) -> tuple:
+    """Tables with equal keys can be one batch: the same method, and for DHE the same shapes."""
+    if type(table) is DeepHashEmbedding:
+        return (DeepHashEmbedding, table.dim, table.width, table.hidden_layers, table.n_hashes,
+                table.distribution, table.activation, table.hash_range)
+    return (type(table),)
+
+
+def batch_of(tables: list[nn.Module]) -> nn.Module:
+    """The batch module for tables of one batch_key."""
+    return DheTables(tables) if type(tables[0]) is DeepHashEmbedding else HashedTables(tables)
 
 
 class HashedTables(nn.Module):
@@ -145,3 +163,45 @@ class HashedTables(nn.Module):
         for member in self.members:
             reset = bool(member.cluster()) or reset
         return [getattr(self, f"table{k}") for k in range(len(self.kind))] if reset else []
+
+
+class DheTables(nn.Module):
+    """DHE tables of one architecture as one module (see the module docstring)."""
+
+    def __init__(self, tables: list[DeepHashEmbedding]):
+        super().__init__()
+        if len({batch_key(t) for t in tables}) != 1 or type(tables[0]) is not DeepHashEmbedding:
+            raise TypeError("DheTables takes DHE tables of one architecture")
+        self.members = tables  # a plain list: the members' tensors are re-pointed, not owned
+        self.template = tables[0]  # the shared encoding (distribution, k, hash range)
+        self.activation = _ACTIVATIONS[self.template.activation]
+        self.register_buffer("coefficients", torch.stack([t.hash.coefficients for t in tables]))
+        layers = len(self.template.weights)
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.stack([t.weights[k].detach() for t in tables]))  # (T, out, in)
+            for k in range(layers))
+        self.biases = nn.ParameterList(
+            nn.Parameter(torch.stack([t.biases[k].detach() for t in tables]).unsqueeze(1))
+            for k in range(layers))  # (T, 1, out)
+        self.repoint()
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T), column t an id of member t -> (B, T, dim)."""
+        h = hash_mod_prime(ids, self.coefficients) % self.template.hash_range  # (B, T, k)
+        x = self.template.features(h).transpose(0, 1)  # (T, B, k)
+        last = len(self.weights) - 1
+        for k, (weight, bias) in enumerate(zip(self.weights, self.biases)):
+            x = torch.baddbmm(bias, x, weight.transpose(1, 2))  # (T, B, out)
+            if k < last:
+                x = self.activation(x)
+        return x.transpose(0, 1)
+
+    def repoint(self) -> None:
+        """Point every member's weights, biases and hash at its slice of the batch."""
+        for t, member in enumerate(self.members):
+            member.hash._buffers["coefficients"] = self.coefficients[t]
+            for k in range(len(self.weights)):
+                for mine, batched in ((member.weights, self.weights[k][t]),
+                                      (member.biases, self.biases[k][t, 0])):
+                    mine._parameters.pop(str(k), None)
+                    object.__setattr__(mine, str(k), batched)
