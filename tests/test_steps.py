@@ -92,3 +92,18 @@ def test_runs_trained_together_on_cuda_streams_match_alone(tiny, deterministic):
         for a, b in zip(result.epochs, alone.epochs):
             assert (a.train_bce, a.val_bce, a.val_auc) == pytest.approx(
                 (b.train_bce, b.val_bce, b.val_auc), rel=1e-4, abs=1e-5), run.method
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=requires_cuda)])
+def test_batches_gathered_through_the_permutation_match_copied_batches(tiny, device,
+                                                                        monkeypatch):
+    """A split too large to copy per run (copy_limit_bytes) keeps only its permutation: the
+    same batches, so the same numbers, with and without the copy."""
+    from cce_bench.steps import StaticEpoch
+
+    run = tiny_run("cce")
+    stepper = "static" if device == "cpu" else "graph"
+    copied = curves(run, tiny, device, stepper)
+    monkeypatch.setattr(StaticEpoch, "copy_limit_bytes", 0)
+    gathered = curves(run, tiny, device, stepper)
+    assert gathered == pytest.approx(copied, rel=1e-5, abs=1e-6)

@@ -93,6 +93,9 @@ class PlainEpoch(_Epoch):
 class StaticEpoch(_Epoch):
     """Static-shape steps over a padded permutation; a CUDA graph of one step when use_graph."""
 
+    copy_limit_bytes = 1 << 30  # above this, batches are gathered through the permutation
+    permutation: torch.Tensor | None = None  # (steps, batch) row numbers, when gathering
+
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, split: Split,
                  batch_size: int, use_graph: bool):
         self.model, self.optimizer, self.split = model, optimizer, split
@@ -102,10 +105,19 @@ class StaticEpoch(_Epoch):
         self.steps = math.ceil(n / batch_size)
         padded = self.steps * batch_size
         # This epoch's rows in batch order, padded to whole batches (padding rows have weight
-        # 0): a step then reads batch `cursor` with one index_select per column.
-        self.inputs = [torch.zeros(self.steps, batch_size, *f.shape[1:], dtype=f.dtype,
-                                   device=device) for f in split.features]
-        self.labels = torch.zeros(self.steps, batch_size, device=device)
+        # 0): a step then reads batch `cursor` with one index_select per column. A large split
+        # (Criteo: 6 GB a copy, one per run of a lockstep group) keeps only the permutation and
+        # gathers each batch's rows from the split itself.
+        row_bytes = sum(f[:1].numel() * f.element_size() for f in split.features) + 4
+        self.permutation = None
+        if n * row_bytes > self.copy_limit_bytes:
+            self.permutation = torch.zeros(self.steps, batch_size, dtype=torch.int64,
+                                           device=device)
+            self.inputs, self.labels = [], None
+        else:
+            self.inputs = [torch.zeros(self.steps, batch_size, *f.shape[1:], dtype=f.dtype,
+                                       device=device) for f in split.features]
+            self.labels = torch.zeros(self.steps, batch_size, device=device)
         self.weight = (torch.arange(padded, device=device) < n).float().view(self.steps, batch_size)
         self._init_step_state(device)
 
@@ -132,8 +144,14 @@ class StaticEpoch(_Epoch):
 
         count = self.weight.index_select(0, slot)[0].sum()  # the global batch's real rows
         weight = batch(self.weight)
-        logits = self.model(*(batch(column) for column in self.inputs))
-        losses = F.binary_cross_entropy_with_logits(logits, batch(self.labels), reduction="none")
+        if self.permutation is None:
+            inputs, labels = [batch(column) for column in self.inputs], batch(self.labels)
+        else:  # padding rows read row 0, with weight 0
+            rows = batch(self.permutation)
+            inputs = [f.index_select(0, rows) for f in self.split.features]
+            labels = self.split.labels.index_select(0, rows).float()
+        logits = self.model(*inputs)
+        losses = F.binary_cross_entropy_with_logits(logits, labels, reduction="none")
         loss = (losses * weight).sum() / count
         loss.backward()
         if self.bounds is not None:
@@ -144,10 +162,13 @@ class StaticEpoch(_Epoch):
 
     def prepare(self, generator: torch.Generator) -> None:
         n = len(self.split)
-        order = torch.randperm(n, generator=generator, device=self.labels.device)
+        order = torch.randperm(n, generator=generator, device=self.weight.device)
+        if self.permutation is not None:
+            self.permutation.view(-1)[:n] = order
         for column, feature in zip(self.inputs, self.split.features):
             column.view(-1, *feature.shape[1:])[:n] = feature[order]
-        self.labels.view(-1)[:n] = self.split.labels[order]
+        if self.labels is not None:
+            self.labels.view(-1)[:n] = self.split.labels[order]
         self.cursor.zero_()
         self.loss_sum.zero_()
         self.model.train()
