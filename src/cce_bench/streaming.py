@@ -110,12 +110,15 @@ class StreamingEpoch(StaticEpoch):
 
 
 def fits_on_device(data: CriteoData, device: torch.device, headroom: float = 0.5) -> bool:
-    """Whether the training rows (twice: the arrays and an epoch's permuted copy) and the
-    held-out rows fit in `headroom` of the device's free memory."""
+    """Whether the rows of every split, and an epoch's permutation of the training rows (a
+    StaticEpoch over more than copy_limit_bytes gathers through it instead of copying), fit
+    in `headroom` of the device's free memory."""
     if device.type != "cuda":
         return True
     free, _ = torch.cuda.mem_get_info(device)
     row_bytes = data.dense[:1].nbytes + data.categorical[:1].nbytes + 4
-    need = row_bytes * (2 * data.split_sizes["train"] + data.split_sizes["val"]
-                        + data.split_sizes["test"])
+    train = data.split_sizes["train"]
+    copy = train * row_bytes if train * row_bytes <= StaticEpoch.copy_limit_bytes else 0
+    need = (row_bytes * (train + data.split_sizes["val"] + data.split_sizes["test"])
+            + copy + 8 * train)
     return need <= headroom * free
