@@ -25,6 +25,7 @@ from .embeddings.sparse_update import enable_sparse_sgd
 from .errors import ConfigError
 from .models import build_model, model_size
 from .models.dlrm import dense_precision
+from .stacking import StackedEpoch, plan_stacks
 from .steps import PlainEpoch, Split, StaticEpoch, capture_steps, reset_optimizer_state
 from .streaming import HostSplit, StreamingEpoch, fits_on_device
 
@@ -149,7 +150,7 @@ def train(run: RunConfig, data: Data, device: str | torch.device = "auto",
 
 def train_many(runs: list[RunConfig], data: Data, device: str | torch.device = "auto",
                on_epoch: EpochCallback | None = None, stepper: str = "auto",
-               input: str = "auto") -> list[RunResult]:
+               input: str = "auto", stack: bool = True) -> list[RunResult]:
     """Train several runs of one dataset and batch size in lockstep, each as if alone.
 
     On CUDA one step of every run is captured in one graph, each run on its own branch, so
@@ -157,13 +158,16 @@ def train_many(runs: list[RunConfig], data: Data, device: str | torch.device = "
     all; the numbers are those of training each run alone. The group advances from one
     evaluation or clustering point of any of its runs to the next. A record's train_s is the
     group's wall time since that run's previous record, clustering and evaluation excluded.
+
+    stack: runs of one method and shapes (stacking.stack_key) train as one stacked model, one
+    branch of the graph for all of them (stacking.py); False trains every run on its own.
     """
     device = resolve_device(device)
     if len({lockstep_key(r) for r in runs}) > 1:
         raise ConfigError("runs trained together need the same dataset, model, batch size and "
                           "precision")
     with dense_precision(runs[0].precision):
-        return _train_lockstep(runs, data, device, on_epoch, stepper, input)
+        return _train_lockstep(runs, data, device, on_epoch, stepper, input, stack)
 
 
 def lockstep_key(run: RunConfig) -> tuple:
@@ -174,12 +178,13 @@ def lockstep_key(run: RunConfig) -> tuple:
 
 def _train_lockstep(runs: list[RunConfig], data: Data, device: torch.device,
                     on_epoch: EpochCallback | None, stepper: str,
-                    input: str) -> list[RunResult]:
+                    input: str, stack: bool = True) -> list[RunResult]:
     splits = device_splits(data, device, input)
     # Several runs on CUDA: their steps are captured together in one graph (see capture_steps).
     grouped = device.type == "cuda" and len(runs) > 1 and stepper in ("auto", "graph")
-    states = [_RunState(run, data, splits, device, "static" if grouped else stepper)
-              for run in runs]
+    stack = (stack and stepper != "plain" and not isinstance(splits[0], HostSplit)
+             and distributed.shard() is None)
+    states = _states(runs, data, splits, device, "static" if grouped else stepper, stack)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     active, graph, captured = list(states), None, []
@@ -191,19 +196,22 @@ def _train_lockstep(runs: list[RunConfig], data: Data, device: torch.device,
         position = 0
         while active and position < steps:
             stop = min(state.next_point(position) for state in active)
-            if grouped and (captured != active or any(s.epochs.moved() for s in active)):
-                graph, captured = capture_steps([s.epochs for s in active]), list(active)
+            steppers = list(dict.fromkeys(s.epochs.stepper for s in active))  # a stack once
+            if grouped and (captured != active or any(s.moved() for s in steppers)):
+                graph, captured = capture_steps(steppers), list(active)
             for _ in range(stop - position):
                 if graph is not None:
-                    for state in active:
-                        state.epochs.feed()
+                    for epochs in steppers:
+                        epochs.feed()
                     graph.replay()
                 else:
-                    for state in active:
-                        state.epochs.step()
+                    for epochs in steppers:
+                        epochs.step()
             position = stop
             for state in active:
                 state.reached(position, on_epoch)
+                if state.done:
+                    state.epochs.retire()
             active = [state for state in active if not state.done]
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None
     for state in states:
@@ -214,11 +222,31 @@ def _train_lockstep(runs: list[RunConfig], data: Data, device: torch.device,
     return [state.result for state in states]
 
 
+def _states(runs: list[RunConfig], data: Data, splits: list, device: torch.device,
+            stepper: str, stack: bool) -> list["_RunState"]:
+    """One _RunState per run, in order; with stack, the runs of each stack share one
+    StackedEpoch and one optimizer (stacking.py)."""
+    states: list[_RunState | None] = [None] * len(runs)
+    for group in plan_stacks(runs) if stack else [[i] for i in range(len(runs))]:
+        if len(group) == 1:
+            states[group[0]] = _RunState(runs[group[0]], data, splits, device, stepper)
+            continue
+        members = [_RunState(runs[i], data, splits, device, None) for i in group]
+        models = [state.model for state in members]
+        optimizer = make_optimizer(nn.ModuleList(models), runs[group[0]], device)
+        epochs = StackedEpoch(models, optimizer, splits[0], runs[group[0]].batch_size)
+        for i, state, member in zip(group, members, epochs.members):
+            state.optimizer, state.epochs = optimizer, member
+            states[i] = state
+    return states
+
+
 class _RunState:
-    """One run's model, optimizer, stepper and progress through its steps."""
+    """One run's model, optimizer, stepper and progress through its steps. stepper None: the
+    caller gives it both (a stack's shared ones)."""
 
     def __init__(self, run: RunConfig, data: Data, splits: list, device: torch.device,
-                 stepper: str):
+                 stepper: str | None):
         self.run, self.device = run, device
         self.train_split, self.val_split, self.test_split = splits
         torch.manual_seed(run.seed)
@@ -228,16 +256,20 @@ class _RunState:
         fuse_sparse_updates(self.model, run)
         self.result = RunResult("ok", 0, 0, 0, device=str(device))
         self.result.set_sizes(self.model)
-        self.optimizer = make_optimizer(self.model, run, device)
-        self.epochs = make_stepper(stepper, self.model, self.optimizer, self.train_split,
-                                   run.batch_size, device)
+        if stepper is not None:
+            self.optimizer = make_optimizer(self.model, run, device)
+            self.epochs = make_stepper(stepper, self.model, self.optimizer, self.train_split,
+                                       run.batch_size, device)
         self.shuffle = torch.Generator(device=device)
         self.shuffle.manual_seed(run.seed)
         self.epoch, self.step, self.done = 0, 0, False  # epochs finished, steps taken
-        self.total_steps = self.epochs.steps * run.epochs
         self.recorded_rows = 0  # rows of this epoch already in a record
         self.pending_cluster_s, self.segment_start = 0.0, 0.0
         self.best_bce, self.best_auc = math.inf, -math.inf
+
+    @property
+    def total_steps(self) -> int:
+        return self.epochs.steps * self.run.epochs
 
     def next_point(self, position: int) -> int:
         """The next position of this epoch (> position) where the run evaluates or clusters."""

@@ -37,6 +37,15 @@ class _Epoch:
     def step(self) -> None:
         raise NotImplementedError
 
+    @property
+    def stepper(self) -> "_Epoch":
+        """What train_many steps for this run: the epoch itself, or the stack it is a row of
+        (stacking.py)."""
+        return self
+
+    def retire(self) -> None:
+        """The run stopped (a stack then leaves it out of its steps)."""
+
     def feed(self) -> None:
         """Bring in the next step's batch where it is not on the device yet (streaming)."""
 

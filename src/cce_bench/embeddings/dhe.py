@@ -103,18 +103,23 @@ class DeepHashEmbedding(CompressedEmbedding):
 
     def encode(self, ids: torch.Tensor) -> torch.Tensor:
         """The dense hash encoding: ids (N,) -> (N, k) float32."""
-        h = self.hash(ids).to(torch.float64)  # (N, k); doubles keep all 20 bits of h exact
+        return self.features(self.hash(ids))
+
+    def features(self, h: torch.Tensor) -> torch.Tensor:
+        """T of the docstring on hash values (*S, k) -> (*S, k) float32 (a stack of runs
+        passes (R, N, k))."""
+        h = h.to(torch.float64)  # doubles keep all 20 bits of h exact
         m = self.hash_range
         if self.distribution == "uniform":
             return (2 * h / (m - 1) - 1).float()
         u = (h + 1) / m  # (0, 1]
         half = (self.n_hashes + 1) // 2
         if self.n_hashes % 2:  # pair the odd one out with the first; only its cosine is kept
-            u = torch.cat([u, u[:, :1]], dim=1)
-        radius = torch.sqrt(-2 * torch.log(u[:, :half]))
-        angle = 2 * math.pi * u[:, half:]
-        z = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
-        return z[:, :self.n_hashes].float()
+            u = torch.cat([u, u[..., :1]], dim=-1)
+        radius = torch.sqrt(-2 * torch.log(u[..., :half]))
+        angle = 2 * math.pi * u[..., half:]
+        z = torch.cat([radius * torch.cos(angle), radius * torch.sin(angle)], dim=-1)
+        return z[..., :self.n_hashes].float()
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         x = self.encode(ids)

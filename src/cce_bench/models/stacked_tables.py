@@ -1,0 +1,398 @@
+"""Each method's tables of several runs as one module (see stacked.py): ids (R, N) -> (R, N, dim).
+
+Each class mirrors its method's embed() on a leading run axis: hashes with per-member
+coefficients and ranges, gathers from flat tables at per-member row offsets. The values are the
+members' own up to the order of float sums (tests/models/test_stacked.py).
+
+- Offsets (budgets may differ): full, hash, ce, cce, cce_robe, bloom, robe, hnet, hemb, qr, pq
+  (before compression the full table, after it the codebooks read through the codes).
+- Equal shapes only (a leading run axis; runs of one budget, i.e. seeds): ldim (its rank),
+  dhe (its widths) and tt (its rank) follow from the budget, and a product per member of
+  differing inner sizes has no one batched kernel.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..embeddings.base import lookup
+from ..embeddings.bloom import BloomEmbedding
+from ..embeddings.cce import CCEmbedding
+from ..embeddings.cce_robe import CCERobeEmbedding
+from ..embeddings.ce import CompositionalEmbedding
+from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding
+from ..embeddings.full import FullEmbedding
+from ..embeddings.hash import HashEmbedding
+from ..embeddings.hashing import hash_mod_prime
+from ..embeddings.hemb import HashEmbeddings
+from ..embeddings.hnet import HashedNetEmbedding, pair_keys
+from ..embeddings.ldim import LowDimensionalEmbedding
+from ..embeddings.pq import ProductQuantizedEmbedding
+from ..embeddings.qr import QREmbedding
+from ..embeddings.robe import RobeEmbedding, circular_positions, read_flat
+from ..embeddings.tt import _MATERIALISE, TensorTrainEmbedding
+from .stacked import Stack, stacks
+
+
+def _rows(flat: torch.Tensor, width: int, rows: torch.Tensor) -> torch.Tensor:
+    """Rows of a flat table read as (-1, width): rows (*S) -> (*S, width)."""
+    return lookup(flat.view(-1, width), rows.reshape(-1)).view(*rows.shape, width)
+
+
+def _chunk_base(starts: torch.Tensor, width: int, rows: torch.Tensor, chunks: int) -> torch.Tensor:
+    """First row of chunk j of member r in a flat table of (c, rows_r, width) members:
+    (R, 1, c), to add to slots (R, N, c)."""
+    chunk = torch.arange(chunks, device=starts.device)
+    return (starts // width).view(-1, 1, 1) + chunk * rows.view(-1, 1, 1)
+
+
+def _same(members: list[nn.Module], *attributes: str) -> None:
+    for name in attributes:
+        if len({repr(getattr(m, name)) for m in members}) != 1:
+            raise TypeError(f"stacked members differ in {name}")
+
+
+@stacks(FullEmbedding)
+class FullStack(Stack):
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        starts = self._flat("table", "table")
+        self.register_buffer("base", (starts // self.dim).view(-1, 1), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return _rows(self.table, self.dim, ids + self.base)
+
+
+@stacks(HashEmbedding)
+class HashStack(Stack):
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        starts = self._flat("table", "table")
+        self.hash = self._hash("hash", "hash")
+        self.register_buffer("base", (starts // self.dim).view(-1, 1), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return _rows(self.table, self.dim, self.hash(ids)[..., 0] + self.base)
+
+
+@stacks(CompositionalEmbedding)
+class ChunkStack(Stack):
+    """ce: gather_chunks of (c, rows, w) tables at hashed slots."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        _same(members, "n_chunks")
+        self.chunks, self.width = members[0].n_chunks, self.dim // members[0].n_chunks
+        starts = self._flat("table", "table")
+        self.hash = self._hash("hash", "hash")
+        rows = self._ints([m.rows for m in members])
+        self.register_buffer("base", _chunk_base(starts, self.width, rows, self.chunks),
+                             persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        r, n = ids.shape
+        return _rows(self.table, self.width, self.hash(ids) + self.base).reshape(r, n, self.dim)
+
+
+@stacks(CCEmbedding)
+class CCEStack(Stack):
+    """cce: T0 at the stored index plus T1 at hashed slots, both (c, rows, w) per member."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        _same(members, "n_chunks")
+        self.chunks, self.width = members[0].n_chunks, members[0].width
+        starts0, starts1 = self._flat("table0", "table0"), self._flat("table1", "table1")
+        self._stacked_buffer("index", "index")  # (R, vocab, c) int32
+        self.hash1 = self._hash("hash1", "hash1")
+        rows = self._ints([m.rows for m in members])
+        self.register_buffer("base0", _chunk_base(starts0, self.width, rows, self.chunks),
+                             persistent=False)
+        self.register_buffer("base1", _chunk_base(starts1, self.width, rows, self.chunks),
+                             persistent=False)
+        self.register_buffer("id_base", (torch.arange(self.size, device=self.device)
+                                         * self.vocab).view(-1, 1), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        r, n = ids.shape
+        slots0 = self.index.view(-1, self.chunks)[ids + self.id_base].to(torch.int64)  # (R, N, c)
+        first = _rows(self.table0, self.width, slots0 + self.base0).reshape(r, n, self.dim)
+        second = _rows(self.table1, self.width, self.hash1(ids) + self.base1)
+        return first + second.reshape(r, n, self.dim)
+
+
+@stacks(CCERobeEmbedding)
+class CCERobeStack(Stack):
+    """cce_robe: windows of (c, L) circular arrays at the stored and the hashed slots."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        _same(members, "n_chunks")
+        self.chunks, self.width = members[0].n_chunks, members[0].width
+        starts0, starts1 = self._flat("table0", "table0"), self._flat("table1", "table1")
+        self._stacked_buffer("index", "index")  # (R, vocab, c) int32
+        self.hash1 = self._hash("hash1", "hash1")
+        lengths = self._ints([m.size for m in members]).view(-1, 1, 1, 1)
+        chunk = torch.arange(self.chunks, device=self.device).view(1, 1, -1, 1)
+        self.register_buffer("lengths", lengths, persistent=False)
+        self.register_buffer("base0", starts0.view(-1, 1, 1, 1) + chunk * lengths,
+                             persistent=False)
+        self.register_buffer("base1", starts1.view(-1, 1, 1, 1) + chunk * lengths,
+                             persistent=False)
+        self.register_buffer("id_base", (torch.arange(self.size, device=self.device)
+                                         * self.vocab).view(-1, 1), persistent=False)
+
+    def _read(self, flat: torch.Tensor, base: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
+        r, n, _ = slots.shape
+        positions = circular_positions(slots, self.width, self.lengths) + base  # (R, N, c, w)
+        return read_flat(flat, positions).reshape(r, n, self.dim)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        slots0 = self.index.view(-1, self.chunks)[ids + self.id_base].to(torch.int64)
+        return (self._read(self.table0, self.base0, slots0)
+                + self._read(self.table1, self.base1, self.hash1(ids)))
+
+
+@stacks(BloomEmbedding)
+class BloomStack(Stack):
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        _same(members, "n_hashes")
+        starts = self._flat("table", "table")
+        self.hash = self._hash("hash", "hash")
+        self.register_buffer("base", (starts // self.dim).view(-1, 1, 1), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return _rows(self.table, self.dim, self.hash(ids) + self.base).sum(2)  # (R, N, c, d)
+
+
+@stacks(RobeEmbedding)
+class RobeStack(Stack):
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        _same(members, "n_chunks")
+        self.width = members[0].width
+        starts = self._flat("array", "array")
+        self.hash = self._hash("hash", "hash")
+        self.register_buffer("lengths", self._ints([m.size for m in members]).view(-1, 1, 1, 1),
+                             persistent=False)
+        self.register_buffer("base", starts.view(-1, 1, 1, 1), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        r, n = ids.shape
+        positions = circular_positions(self.hash(ids), self.width, self.lengths) + self.base
+        return read_flat(self.array, positions).reshape(r, n, self.dim)
+
+
+@stacks(HashedNetEmbedding)
+class HashedNetStack(Stack):
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        _same(members, "signed")
+        self.signed = members[0].signed
+        starts = self._flat("weights", "weights")
+        self._stacked_buffer("index_coefficients", "index_coefficients")  # (R, 4)
+        if self.signed:
+            self._stacked_buffer("sign_coefficients", "sign_coefficients")
+        self.register_buffer("sizes", self._ints([m.size for m in members]).view(-1, 1, 1),
+                             persistent=False)
+        self.register_buffer("base", starts.view(-1, 1, 1), persistent=False)
+
+    def _pair_hash(self, keys: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+        """hnet's pair_hash with member r's function on row r: keys (R, N, dim)."""
+        return hash_mod_prime(keys, coefficients.view(-1, 1, 1, 1, 4))[..., 0]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        keys = pair_keys(ids, self.dim)  # (R, N, dim)
+        slots = self._pair_hash(keys, self.index_coefficients) % self.sizes + self.base
+        out = read_flat(self.weights, slots)
+        if self.signed:
+            signs = 1 - 2 * (self._pair_hash(keys, self.sign_coefficients) & 1)
+            out = out * signs.to(out.dtype)
+        return out
+
+
+@stacks(HashEmbeddings)
+class HashEmbeddingsStack(Stack):
+    """hemb: c hashed component rows mixed by hashed importance weights."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        _same(members, "n_hashes")
+        self.hashes = members[0].n_hashes
+        starts_c = self._flat("components", "components")
+        starts_i = self._flat("importance", "importance")
+        self.component_hash = self._hash("component_hash", "component_hash")
+        self.importance_hash = self._hash("importance_hash", "importance_hash")
+        self.register_buffer("base_c", (starts_c // self.dim).view(-1, 1, 1), persistent=False)
+        self.register_buffer("base_i", (starts_i // self.hashes).view(-1, 1), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        vectors = _rows(self.components, self.dim, self.component_hash(ids) + self.base_c)
+        slots = self.importance_hash(ids)[..., 0] + self.base_i
+        weights = _rows(self.importance, self.hashes, slots)  # (R, N, c)
+        return torch.einsum("rnc,rncd->rnd", weights, vectors)
+
+
+@stacks(QREmbedding)
+class QRStack(Stack):
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        _same(members, "combine")
+        self.combine = members[0].combine
+        self.width = members[0].remainder_table.shape[1]
+        starts_q = self._flat("quotient_table", "quotient_table")
+        starts_r = self._flat("remainder_table", "remainder_table")
+        self.register_buffer("m", self._ints([m.m for m in members]).view(-1, 1),
+                             persistent=False)
+        self.register_buffer("base_q", (starts_q // self.width).view(-1, 1), persistent=False)
+        self.register_buffer("base_r", (starts_r // self.width).view(-1, 1), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        q = torch.div(ids, self.m, rounding_mode="floor") + self.base_q
+        a = _rows(self.quotient_table, self.width, q)
+        b = _rows(self.remainder_table, self.width, ids % self.m + self.base_r)
+        if self.combine == "mult":
+            return a * b
+        if self.combine == "sum":
+            return a + b
+        return torch.cat([a, b], dim=-1)
+
+
+@stacks(ProductQuantizedEmbedding)
+class PQStack(Stack):
+    """pq: the full table while training at full size, the codebooks at the codes after."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        _same(members, "compressed", "n_chunks")
+        self.compressed = members[0].compressed
+        self.chunks, self.width = members[0].n_chunks, members[0].width
+        if not self.compressed:
+            starts = self._flat("table", "table")
+            self.register_buffer("base", (starts // self.dim).view(-1, 1), persistent=False)
+            return
+        starts = self._flat("codebook", "codebook")
+        self._stacked_buffer("codes", "codes")  # (R, vocab, c) int32
+        rows = self._ints([m.rows for m in members])
+        self.register_buffer("base", _chunk_base(starts, self.width, rows, self.chunks),
+                             persistent=False)
+        self.register_buffer("id_base", (torch.arange(self.size, device=self.device)
+                                         * self.vocab).view(-1, 1), persistent=False)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if not self.compressed:
+            return _rows(self.table, self.dim, ids + self.base)
+        r, n = ids.shape
+        slots = self.codes.view(-1, self.chunks)[ids + self.id_base].to(torch.int64)
+        return _rows(self.codebook, self.width, slots + self.base).reshape(r, n, self.dim)
+
+
+class _EqualShapes(Stack):
+    """Members whose every parameter has the same shape: a leading run axis."""
+
+    budgets_may_differ = False
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        if len({tuple(p.shape for p in m.parameters()) for m in members}) != 1:
+            raise TypeError(f"{type(members[0]).__name__} stacks members of one budget only")
+
+    def _leading(self, key: str, name: str) -> torch.Tensor:
+        """Parameter `name` of every member as one flat parameter; returns its (R, *shape)
+        view."""
+        self._flat(key, name)
+        return getattr(self, key).view(self.size, *self.members[0].get_parameter(name).shape)
+
+    def _ids_base(self, rows: int) -> None:
+        self.register_buffer("id_base", (torch.arange(self.size, device=self.device)
+                                         * rows).view(-1, 1), persistent=False)
+
+
+@stacks(LowDimensionalEmbedding)
+class LowDimensionalStack(_EqualShapes):
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        self.rank = members[0].rank
+        self._flat("table", "table")
+        self._flat("projection", "projection")
+        self._ids_base(self.vocab)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        low = _rows(self.table, self.rank, ids + self.id_base)  # (R, N, r)
+        return torch.bmm(low, self.projection.view(self.size, self.rank, self.dim))
+
+
+@stacks(DeepHashEmbedding)
+class DeepHashStack(_EqualShapes):
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        _same(members, "distribution", "activation", "hash_range")
+        self.layers = len(members[0].weights)
+        for k in range(self.layers):
+            self._flat(f"weight{k}", f"weights.{k}")
+            self._flat(f"bias{k}", f"biases.{k}")
+        self.hash = self._hash("hash", "hash")
+        self.features = members[0].features  # the same transformation for every member
+        self.act = _ACTIVATIONS[members[0].activation]
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        x = self.features(self.hash(ids))  # (R, N, k)
+        shapes = [p.shape for p in self.members[0].weights]
+        for k, (out, inp) in enumerate(shapes):
+            weight = getattr(self, f"weight{k}").view(self.size, out, inp)
+            bias = getattr(self, f"bias{k}").view(self.size, 1, out)
+            x = torch.baddbmm(bias, x, weight.transpose(1, 2))  # F.linear per member
+            if k < self.layers - 1:
+                x = self.act(x)
+        return x
+
+
+@stacks(TensorTrainEmbedding)
+class TensorTrainStack(_EqualShapes):
+    """tt: TensorTrainEmbedding.halves() and embed() with a leading run axis z."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__(members)
+        first = members[0]
+        self.rank, self.split = first.rank, first.split
+        self.left_rows, self.right_rows = first.left_rows, first.right_rows
+        self.cores = len(first.cores)
+        for k in range(self.cores):
+            self._flat(f"core{k}", f"cores.{k}")
+        self._ids_base(1)
+
+    def _core(self, k: int) -> torch.Tensor:
+        return getattr(self, f"core{k}").view(self.size, *self.members[0].cores[k].shape)
+
+    def halves(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        cores = [self._core(k) for k in range(self.cores)]
+        left = cores[0].squeeze(2)  # (Z, n_1, d_1, R)
+        for core in cores[1:self.split]:
+            left = torch.einsum("zapr,zbrqs->zabpqs", left, core)
+            left = left.reshape(self.size, -1, left.shape[3] * left.shape[4], left.shape[5])
+        if self.cores == 1:
+            return left, None
+        right = cores[-1].squeeze(-1)  # (Z, n_c, R, d_c)
+        for core in reversed(cores[self.split:-1]):
+            right = torch.einsum("zarqs,zbsp->zabrqp", core, right)
+            right = right.reshape(self.size, -1, right.shape[3], right.shape[4] * right.shape[5])
+        return left, right
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        z, n = ids.shape
+        member = self.id_base  # (Z, 1): 0, 1, ...
+        left, right = self.halves()
+        row_l = (ids // self.right_rows) % self.left_rows
+        if right is None:
+            return _rows(left.reshape(-1), self.dim, row_l + member * self.left_rows)
+        row_r = ids % self.right_rows
+        if self.left_rows * self.right_rows <= _MATERIALISE * n:  # as the member decides
+            table = torch.einsum("zapr,zbrq->zabpq", left, right)  # (Z, n_L, n_R, d_L, d_R)
+            rows = row_l * self.right_rows + row_r + member * (self.left_rows * self.right_rows)
+            return _rows(table.reshape(-1), self.dim, rows)
+        a = _rows(left.reshape(-1), left.shape[2] * self.rank, row_l + member * self.left_rows)
+        b = _rows(right.reshape(-1), right.shape[3] * self.rank, row_r + member * self.right_rows)
+        product = torch.bmm(a.reshape(z * n, -1, self.rank), b.reshape(z * n, self.rank, -1))
+        return product.reshape(z, n, self.dim)

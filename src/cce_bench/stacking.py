@@ -1,0 +1,197 @@
+"""Stacked training: runs of one method and shapes trained as one model (issue 15).
+
+Which runs stack: GMF runs whose configurations differ only in seed and, where the method's
+budgets change row counts only, in budget (`stack_key`). Their models become one StackedGMF
+(models/stacked.py): one gather per table, one loss, one optimizer update for all of them. One
+`StackedEpoch` steps them; to train_many each run still has its own stepper, a `_Member`
+that prepares the run's own shuffle, holds its own summed loss and says when the run stops,
+so the schedule (evaluation, clustering, early stopping) is train_many's, run by run.
+
+What keeps each run's numbers its own:
+- its model is built alone, from its seed, before stacking; the stack re-points its tensors;
+- its batches come from its own permutation (drawn from its own generator, as StaticEpoch
+  draws it), gathered per step as a row of ids (R, B);
+- its loss is the mean BCE over its batch's real rows, as StaticEpoch's; the step
+  differentiates the sum of the runs' losses, and the runs share no parameter, so each gets
+  exactly its own gradient; the summed loss is kept per run;
+- the runs share one optimizer object (one fused AdamW launch for all), whose state is per
+  parameter tensor, and AdamW's update is element-wise, so each run's moments, step count and
+  weight decay are its own; a run that stopped has no gradient (the optimizer skips it) and
+  leaves the stack at the next rebuild, so its parameters and state stay frozen;
+- evaluation, cluster() and the optimizer-state reset of cluster_all run on each run's own
+  model as before; a member that replaced a tensor (pq's compression) makes the stack rebuild.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import RunConfig
+from .embeddings.registry import get_method
+from .models.stacked import StackedGMF, stack_class
+from .steps import Split, _Epoch
+
+
+def stack_key(run: RunConfig) -> tuple | None:
+    """Runs with equal keys train as one stack; None: the run trains on its own. Everything
+    but the seed must match, and the budget too where the method's shapes follow from it."""
+    if run.model != "gmf":
+        return None
+    stack = stack_class(get_method(run.method).cls)
+    if stack is None:
+        return None
+    free = {"seed"} | ({"budget"} if stack.budgets_may_differ else set())
+    fields = {k: v for k, v in run.to_dict().items() if k not in free}
+    return (run.method, json.dumps(fields, sort_keys=True, default=str))
+
+
+def plan_stacks(runs: list[RunConfig], max_size: int | None = None) -> list[list[int]]:
+    """Indices of the runs, grouped into stacks (in order of first appearance; a run that
+    does not stack is a group of one); at most max_size runs a stack."""
+    groups: dict[object, list[list[int]]] = {}
+    for i, run in enumerate(runs):
+        key = stack_key(run)
+        chains = groups.setdefault(key if key is not None else ("alone", i), [[]])
+        if max_size is not None and len(chains[-1]) >= max_size:
+            chains.append([])
+        chains[-1].append(i)
+    return [group for chains in groups.values() for group in chains]
+
+
+class StackedEpoch:
+    """Static-shape steps of several GMF runs through one StackedGMF (see module doc).
+
+    The padded epoch is StaticEpoch's: `steps` batches of batch_size, the last one's padding
+    weighted 0. Each run's permutation is a row of `order` (R, steps, B); a step reads column
+    `cursor` of it, so a CUDA graph of one step replays the whole epoch."""
+
+    def __init__(self, models: list[nn.Module], optimizer: torch.optim.Optimizer, split: Split,
+                 batch_size: int):
+        self.models, self.optimizer, self.split = models, optimizer, split
+        self.batch_size = batch_size
+        device = split.labels.device
+        n = len(split)
+        self.steps = math.ceil(n / batch_size)
+        padded = self.steps * batch_size
+        self.weight = (torch.arange(padded, device=device) < n).float().view(self.steps,
+                                                                             batch_size)
+        self.members = [_Member(self, r) for r in range(len(models))]
+        self.active = list(range(len(models)))  # runs still training
+        self.built_for: list[int] = []  # the runs the stacked model holds, in its row order
+        self.order = torch.zeros(len(models), self.steps, batch_size, dtype=torch.int64,
+                                 device=device)
+        self.loss_sum = torch.zeros(len(models), device=device)  # (R,) one per row
+        self.cursor = torch.zeros(1, dtype=torch.int64, device=device)
+        self._model: StackedGMF | None = None
+        self.dirty = True
+        self.pointers: list[int] = []
+
+    @property
+    def model(self) -> StackedGMF:
+        """The stacked model, first rebuilt if a run stopped or a member replaced a tensor."""
+        if self.dirty:
+            self._sync()
+        return self._model
+
+    def _sync(self) -> None:
+        self.dirty = False
+        if self._model is not None and self.built_for == self.active and self._model.intact():
+            return
+        if self._model is not None:  # keep the rows of the runs still training
+            keep = torch.tensor([self.built_for.index(r) for r in self.active],
+                                device=self.order.device)
+            self.order, self.loss_sum = self.order[keep], self.loss_sum[keep]
+        self._model = StackedGMF([self.models[r] for r in self.active])
+        self.built_for = list(self.active)
+
+    def row(self, run: int) -> int:
+        """The row of a run in order and loss_sum (they follow the model's rows)."""
+        return self.built_for.index(run) if self.built_for else run
+
+    def prepare(self, run: int, generator: torch.Generator) -> None:
+        """Run `run`'s epoch: its own permutation, as StaticEpoch.prepare draws it."""
+        n = len(self.split)
+        row = self.row(run)
+        self.order[row].view(-1)[:n] = torch.randperm(n, generator=generator,
+                                                      device=self.order.device)
+        self.loss_sum[row].zero_()
+        self.cursor.zero_()
+        self.models[run].train()
+
+    def retire(self, run: int) -> None:
+        """The run stopped: from the next step on it is not stepped (nor its state moved)."""
+        if run in self.active:
+            self.active.remove(run)
+            self.dirty = True
+
+    def _step(self) -> None:
+        model, slot = self.model, self.cursor
+        rows = self.order.index_select(1, slot)[:, 0]  # (R, B) rows of the split
+        weight = self.weight.index_select(0, slot)  # (1, B): 0 on the last batch's padding
+        count = weight.sum()  # real rows of this batch
+        logits = model(*(feature[rows] for feature in self.split.features))  # (R, B)
+        losses = F.binary_cross_entropy_with_logits(logits, self.split.labels[rows],
+                                                    reduction="none")
+        loss = (losses * weight).sum(1) / count  # (R,) each run's StaticEpoch loss
+        grads = torch.autograd.grad(loss.sum(), model.flat_parameters())
+        model.member_grads(grads)
+        self.optimizer.step()
+        self.loss_sum += loss.detach() * count
+        self.cursor += 1
+
+    def step(self) -> None:
+        self.model  # noqa: B018 - brings the stack up to date first
+        self.optimizer.zero_grad(set_to_none=True)  # a stopped run keeps no gradient
+        self._step()
+
+    def feed(self) -> None:
+        """Nothing to bring in: the training rows are on the device."""
+
+    def _tensors(self) -> list[torch.Tensor]:
+        state = [t for s in self.optimizer.state.values() for t in s.values()
+                 if isinstance(t, torch.Tensor)]
+        return [*self.model.parameters(), *self.model.buffers(), self.order, self.loss_sum,
+                *state]
+
+    def moved(self) -> bool:
+        """Whether a captured graph's tensors were reallocated (a rebuild reallocates)."""
+        return [t.data_ptr() for t in self._tensors()] != self.pointers
+
+    def mark_captured(self) -> None:
+        self.pointers = [t.data_ptr() for t in self._tensors()]
+
+
+class _Member(_Epoch):
+    """One run's view of a StackedEpoch: what train_many asks of a run's stepper."""
+
+    def __init__(self, stack: StackedEpoch, run: int):
+        self.stack, self.run = stack, run
+        self.steps = stack.steps
+
+    @property
+    def stepper(self) -> StackedEpoch:
+        return self.stack
+
+    def prepare(self, generator: torch.Generator) -> None:
+        self.stack.prepare(self.run, generator)
+
+    def step(self) -> None:
+        raise RuntimeError("a stacked run is stepped through its stack (train_many does)")
+
+    def loss_total(self) -> torch.Tensor:
+        return self.stack.loss_sum[self.stack.row(self.run)]
+
+    def invalidate(self) -> None:
+        """The run's model changed outside a step (cluster()): check the stack's aliases."""
+        self.stack.dirty = True
+
+    def moved(self) -> bool:
+        return self.stack.moved()
+
+    def retire(self) -> None:
+        self.stack.retire(self.run)

@@ -1,0 +1,77 @@
+"""A stack of every method's tables reads what its members read and leaves them in charge of
+their tensors (models/stacked.py)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cce_bench.embeddings import get_method, make_embedding, method_names
+from cce_bench.models.stacked import stack_class, stack_tables
+
+VOCAB, DIM = 300, 16
+
+
+def members(method: str, ppds=(64, 40, 128)) -> list[torch.nn.Module]:
+    """Three tables of one method: three budgets where the method stacks them, else one."""
+    if not stack_class(get_method(method).cls).budgets_may_differ:
+        ppds = ppds[:1] * 3
+    return [make_embedding(VOCAB, ppd * DIM, DIM, method, 4, seed=s) for s, ppd in enumerate(ppds)]
+
+
+def rows(tables, ids):
+    return torch.stack([t(ids[r]) for r, t in enumerate(tables)])
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_a_stack_reads_its_members_rows(method):
+    tables = members(method)
+    ids = torch.randint(0, VOCAB, (3, 50), generator=torch.Generator().manual_seed(0))
+    expected = rows(tables, ids)
+    stack = stack_tables(tables)
+    assert torch.allclose(stack(ids), expected, rtol=1e-5, atol=1e-7)
+    assert torch.equal(rows(tables, ids), expected)  # re-pointing changed no value
+    assert stack.intact()
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_member_gradients_are_their_own(method):
+    tables = members(method)
+    ids = torch.randint(0, VOCAB, (3, 40), generator=torch.Generator().manual_seed(1))
+    weights = torch.randn(3, 40, DIM, generator=torch.Generator().manual_seed(2))
+    (rows(tables, ids) * weights).sum().backward()
+    expected = [[p.grad.clone() if p.grad is not None else None for p in t.parameters()]
+                for t in tables]
+    for t in tables:
+        t.zero_grad(set_to_none=True)
+    stack = stack_tables(tables)
+    flats = [flat for flat, _, _ in stack.slices]
+    stack.member_grads(torch.autograd.grad((stack(ids) * weights).sum(), flats))
+    for t, grads in zip(tables, expected):
+        for p, g in zip(t.parameters(), grads):
+            if g is None:
+                assert p.grad is None
+            else:
+                assert torch.allclose(p.grad, g, rtol=1e-5, atol=1e-7)
+
+
+def test_writes_to_a_member_reach_the_stack_until_it_replaces_a_tensor():
+    tables = members("cce")
+    stack = stack_tables(tables)
+    tables[1].cluster()  # in place: tables, index and hash coefficients
+    assert stack.intact()
+    ids = torch.randint(0, VOCAB, (3, 30))
+    assert torch.allclose(stack(ids), rows(tables, ids), rtol=1e-5, atol=1e-7)
+
+    pq = members("pq")
+    stack = stack_tables(pq)
+    pq[0].cluster()  # compresses: the full table is replaced by codebooks
+    assert not stack.intact()
+
+
+def test_only_one_method_and_shape_stacks():
+    with pytest.raises(TypeError, match="one method"):
+        stack_tables([make_embedding(VOCAB, 64 * DIM, DIM, m, 4) for m in ("hash", "ce")])
+    with pytest.raises(TypeError, match="one budget only"):
+        stack_tables([make_embedding(VOCAB, b * DIM, DIM, "dhe", 4) for b in (64, 128)])
+

@@ -1,0 +1,100 @@
+"""Stacked training gives every run the numbers it gets trained alone (issue 15): every method,
+early stopping (one run stops while the others go on), clustering (cce, cce_robe), pq's
+compression, and whichever runs share the stack."""
+
+from __future__ import annotations
+
+import pytest
+
+from cce_bench.config import RunConfig
+from cce_bench.datasets import load_dataset
+from cce_bench.embeddings import get_method, method_names
+from cce_bench.engine import train, train_many
+from cce_bench.models.stacked import stack_class
+from cce_bench.stacking import plan_stacks, stack_key
+from tests.conftest import TINY_DATASET
+
+# Budgets (ppd) that every method can take on the tiny set's 60 ids; qr and ldim need more.
+BUDGETS = {"qr": [32, 64], "ldim": [64, 64]}
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return load_dataset(TINY_DATASET)
+
+
+def stack_runs(method: str, epochs: int = 3, **fields) -> list[RunConfig]:
+    """Two seeds at two budgets (one budget where the method's shapes follow from it)."""
+    info = get_method(method)
+    budgets = [0] if info.family == "uncompressed" else BUDGETS.get(method, [16, 8])
+    if not stack_class(info.cls).budgets_may_differ:
+        budgets = budgets[-1:]
+    settings = {"epochs": epochs, "batch_size": 500, "lr": 1e-2, "early_stop": 0} | fields
+    return [RunConfig(TINY_DATASET, method, b * 32, seed=s, **settings)
+            for b in budgets for s in (0, 1)]
+
+
+def assert_same_records(stacked, alone, rel=1e-5, abs=1e-6):
+    assert stacked.status == alone.status
+    assert (stacked.params, stacked.table_params, stacked.buffer_bytes) == \
+        (alone.params, alone.table_params, alone.buffer_bytes)
+    assert [(r.epoch, r.step) for r in stacked.epochs] == [(r.epoch, r.step) for r in alone.epochs]
+    for a, b in zip(stacked.epochs, alone.epochs):
+        assert (a.train_bce, a.val_bce, a.val_auc) == pytest.approx(
+            (b.train_bce, b.val_bce, b.val_auc), rel=rel, abs=abs)
+
+
+@pytest.mark.parametrize("method", method_names())
+def test_stacked_training_equals_one_by_one(method, tiny):
+    # 3 epochs: cce and cce_robe cluster after epochs 1 and 2, pq compresses after epoch 2.
+    runs = stack_runs(method)
+    assert len(plan_stacks(runs)) == 1  # one stack, not runs side by side
+    for run, result in zip(runs, train_many(runs, tiny, "cpu")):
+        assert_same_records(result, train(run, tiny, "cpu", stepper="static"))
+
+
+@pytest.mark.parametrize("method", ["hash", "cce", "full"])
+def test_a_run_that_stops_early_leaves_the_others_unchanged(method, tiny):
+    # lr 0.1 overfits the tiny set at different epochs per run (measured: 2 to 5 of 8).
+    runs = stack_runs(method, epochs=8, lr=0.1, early_stop=0.001)
+    stacked = train_many(runs, tiny, "cpu")
+    alone = [train(run, tiny, "cpu", stepper="static") for run in runs]
+    assert len({len(r.epochs) for r in alone}) > 1  # they stop at different epochs
+    assert min(len(r.epochs) for r in alone) < 8
+    for a, b in zip(stacked, alone):
+        assert_same_records(a, b)
+
+
+def test_a_runs_numbers_do_not_depend_on_its_stack_mates(tiny):
+    mine = RunConfig(TINY_DATASET, "cce", 16 * 32, seed=5, epochs=3, batch_size=500, lr=1e-2)
+    first = train_many([mine] + stack_runs("cce", lr=1e-2, early_stop=0.01), tiny, "cpu")[0]
+    mates = [RunConfig(TINY_DATASET, "cce", b * 32, seed=9, epochs=3, batch_size=500, lr=1e-2)
+             for b in (4, 32, 64)]
+    second = train_many(mates + [mine], tiny, "cpu")[-1]
+    assert_same_records(first, second, rel=1e-6, abs=1e-7)
+
+
+def test_stacked_and_unstacked_lockstep_agree(tiny):
+    runs = stack_runs("ce") + stack_runs("hash")
+    for a, b in zip(train_many(runs, tiny, "cpu"), train_many(runs, tiny, "cpu", stack=False)):
+        assert_same_records(a, b)
+
+
+def test_which_runs_stack():
+    base = RunConfig("d", "cce", 512)
+    same = [RunConfig("d", "cce", b, seed=s) for b in (512, 2048) for s in (0, 1)]
+    assert len({stack_key(r) for r in [base, *same]}) == 1
+    assert stack_key(RunConfig("d", "cce", 512, lr=0.1)) != stack_key(base)
+    assert stack_key(RunConfig("d", "hash", 512)) != stack_key(base)
+    assert stack_key(RunConfig("d", "cce", 512, n_chunks=2)) != stack_key(base)
+    # dhe's widths follow from the budget: only seeds of one budget stack.
+    assert stack_key(RunConfig("d", "dhe", 512, seed=1)) == stack_key(RunConfig("d", "dhe", 512))
+    assert stack_key(RunConfig("d", "dhe", 1024)) != stack_key(RunConfig("d", "dhe", 512))
+    assert stack_key(RunConfig("d", "cce", 512, model="dlrm")) is None
+
+
+def test_plan_keeps_order_and_caps_the_stack_size():
+    runs = [RunConfig("d", m, 512, seed=s) for m in ("cce", "hash") for s in range(3)]
+    runs.insert(1, RunConfig("d", "cce", 512, model="dlrm"))  # never stacks
+    assert plan_stacks(runs) == [[0, 2, 3], [1], [4, 5, 6]]
+    assert plan_stacks(runs, max_size=2) == [[0, 2], [3], [1], [4, 5], [6]]
