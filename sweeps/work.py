@@ -3,7 +3,8 @@
 A task is a *group* of runs that one worker trains with one call, `train_group`, which returns
 one list of rows per run. `group_runs` puts up to `group_size` runs of one dataset and batch
 size together, and `train_group` trains them in lockstep with `engine.train_many` (on a GPU,
-one CUDA graph advances every run of the group per launch). Backends and the driver see only
+one CUDA graph advances every run of the group per launch), runs of one method and shapes as one
+stacked model unless the task says otherwise (stacking.py). Backends and the driver see only
 tasks.
 
 Workers report through events (Started, Epoch, Finished); a backend adds Lost when a worker dies
@@ -27,6 +28,7 @@ from cce_bench.engine import (EpochRecord, RunResult, build_model, lockstep_key,
                               train_many)
 from cce_bench.errors import BudgetTooSmall
 from cce_bench.results import now_timestamp, run_rows
+from cce_bench.stacking import plan_stacks
 
 # Test-only: comma-separated run ids whose worker process kills itself (SIGKILL) when it starts
 # them, so the tests can check that a dead worker becomes a `failed` row. Only worker processes
@@ -46,6 +48,7 @@ class Task:
     id: int
     sweep: str  # the sweep name written into the rows
     runs: list[RunConfig]  # one group: same dataset
+    stack: bool = True  # train runs of one method and shapes as one stacked model
 
     @property
     def dataset(self) -> str:
@@ -84,11 +87,16 @@ class Lost:
 Event = Started | Epoch | Finished | Lost
 
 
-def group_runs(runs: list[RunConfig], group_size: int = 1) -> list[list[RunConfig]]:
+def group_runs(runs: list[RunConfig], group_size: int = 1,
+               stack: bool = False) -> list[list[RunConfig]]:
     """Split runs into groups that one worker trains together with one call.
 
     A group shares what the engine's lockstep needs (dataset, model, batch size, precision),
-    in the runs' order, at most group_size runs."""
+    in the runs' order, at most group_size runs. stack: the runs of one stack
+    (stacking.plan_stacks) are gathered into one group, whole where they fit, so that a group
+    holds few large stacks; the order is then that of each stack's first run."""
+    if stack:
+        return _pack([[runs[i] for i in g] for g in plan_stacks(runs, group_size)], group_size)
     groups: list[list[RunConfig]] = []
     for run in runs:
         last = groups[-1] if groups else None
@@ -99,8 +107,21 @@ def group_runs(runs: list[RunConfig], group_size: int = 1) -> list[list[RunConfi
     return groups
 
 
+def _pack(stacks: list[list[RunConfig]], group_size: int) -> list[list[RunConfig]]:
+    """Whole stacks into groups of at most group_size runs (a stack is never larger)."""
+    groups: list[list[RunConfig]] = []
+    for runs in stacks:
+        last = groups[-1] if groups else None
+        if (last and len(last) + len(runs) <= group_size
+                and lockstep_key(last[0]) == lockstep_key(runs[0])):
+            last.extend(runs)
+        else:
+            groups.append(list(runs))
+    return groups
+
+
 def train_group(runs: list[RunConfig], data: InteractionData | CriteoData, sweep: str, device: str,
-                observer: RunObserver, ddp: int = 0) -> list[list[dict]]:
+                observer: RunObserver, ddp: int = 0, stack: bool = True) -> list[list[dict]]:
     """Train a group of runs on one device in lockstep; one list of rows per run, in order.
 
     Runs whose budget is too small are recorded as such before training; if the rest cannot
@@ -123,7 +144,7 @@ def train_group(runs: list[RunConfig], data: InteractionData | CriteoData, sweep
     trainable = [i for i in range(len(runs)) if i not in rows]
     try:
         results = train_many([runs[i] for i in trainable], data, device,
-                             on_epoch=observer.epoch_done) if trainable else []
+                             on_epoch=observer.epoch_done, stack=stack) if trainable else []
         rows |= {i: run_rows(runs[i], sweep, r, started) for i, r in zip(trainable, results)}
     except Exception:  # noqa: BLE001 - one bad run must not fail the others
         rows |= {i: train_one(runs[i], data, sweep, device, observer) for i in trainable}
@@ -178,7 +199,7 @@ def execute(task: Task, worker: str, device: str, emit: Callable[[Event], None],
                         [run_rows(run, task.sweep, None, started, "failed", reason)
                          for run in task.runs])
     return Finished(worker, task.id, train_group(task.runs, data, task.sweep, device, observer,
-                                                 ddp))
+                                                 ddp, task.stack))
 
 
 # Test-only: a file path; the first worker to start while it does not exist creates it and

@@ -37,3 +37,30 @@ def test_a_group_gives_the_rows_of_its_runs_alone():
             if a["status"] == "ok":
                 assert a["val_bce"] == pytest.approx(b["val_bce"], rel=1e-5)
                 assert a["val_auc"] == pytest.approx(b["val_auc"], abs=1e-6)
+
+
+def test_stacking_groups_keep_each_stack_whole_where_it_fits():
+    runs = [RunConfig("a", m, b, seed=s) for m in ("cce", "hash") for b in (64, 256)
+            for s in range(3)]
+    groups = group_runs(runs, group_size=8, stack=True)
+    # cce's 6 runs are one stack and one group; hash's 6 would overflow it, so they start
+    # their own; nothing is lost or repeated.
+    assert [[(r.method, r.budget, r.seed) for r in g] for g in groups] == \
+        [[(r.method, r.budget, r.seed) for r in runs[:6]], [(r.method, r.budget, r.seed)
+                                                            for r in runs[6:]]]
+    small = group_runs(runs, group_size=4, stack=True)
+    assert [len(g) for g in small] == [4, 2, 4, 2]  # a stack larger than a group is split
+    assert sorted(map(id, (r for g in small for r in g))) == sorted(map(id, runs))
+
+
+def test_a_task_can_train_its_group_unstacked():
+    from cce_bench.sweeps.work import Task
+
+    assert Task(0, "s", []).stack  # stacked unless asked otherwise
+    data = load_dataset(TINY_DATASET)
+    runs = [RunConfig(TINY_DATASET, "ce", 16 * 32, seed=s, epochs=2, batch_size=500)
+            for s in (0, 1)]
+    stacked = train_group(runs, data, "t", "cpu", Quiet())
+    alone = train_group(runs, data, "t", "cpu", Quiet(), stack=False)
+    for a, b in zip(stacked, alone):
+        assert [r["val_bce"] for r in a] == pytest.approx([r["val_bce"] for r in b], rel=1e-5)
