@@ -19,14 +19,18 @@ from .common import console, err_console, friendly_errors
 def download(
     name: Annotated[str, typer.Argument(
         help="Dataset: ml-100k, ml-1m, ml-10m, ml-20m, ml-25m, criteo-kaggle, criteo-terabyte "
-        "(or a generated one: syn-<vocab>-<interactions>, criteo-synthetic[-<rows>]).")],
+        "(or a generated one: syn-<vocab>-<interactions>, criteo-synthetic[-<rows>]); or a "
+        "name of your own for your clicks, with --from FILE.csv.")],
     mirror: Annotated[Optional[str], typer.Option(
         help="Base URL that serves the same file names (a mirror inside your network).")] = None,
     from_: Annotated[Optional[Path], typer.Option(
         "--from", help="Use a file you already have: the official archive, the folder it was "
-        "extracted into, or the ratings / log file itself.")] = None,
+        "extracted into, or the ratings / log file itself. With a name of your own: your "
+        "clicks, a .csv, .tsv or .parquet of user, item, label (0/1) and optional timestamp "
+        "columns.")] = None,
     force: Annotated[bool, typer.Option(
-        help="Download and preprocess again, even if the cache has it.")] = False,
+        help="Download and preprocess again, even if the cache has it (your own data: "
+        "rebuild it, also from a changed file).")] = False,
     max_ind_range: Annotated[Optional[int], typer.Option(
         help="Criteo: reduce categorical values modulo N first (DLRM's --max-ind-range; "
         "Terabyte's default 10000000, 0 for none).", min=0)] = None,
@@ -39,20 +43,41 @@ def download(
     device: Annotated[str, typer.Option(
         help="Synthetic data: generate on cpu (the default: every machine gets the same data) "
         "or cuda (fast for 100M interactions).")] = "cpu",
+    user_column: Annotated[Optional[str], typer.Option(
+        help="Your own data: the column of user ids (any strings or integers). Default: user.",
+        show_default=False)] = None,
+    item_column: Annotated[Optional[str], typer.Option(
+        help="Your own data: the column of item ids. Default: item.", show_default=False)] = None,
+    label_column: Annotated[Optional[str], typer.Option(
+        help="Your own data: the column of 0/1 labels (1: a click). Default: label.",
+        show_default=False)] = None,
+    time_column: Annotated[Optional[str], typer.Option(
+        help="Your own data: the column of timestamps (numbers or ISO dates); each user's last "
+        "2 rows go to validation. Default: timestamp if the file has it, else 2 rows per user "
+        "at random (seed 0).", show_default=False)] = None,
 ) -> None:
-    """Download NAME, verify its size and checksum, and preprocess it into the data cache.
+    """Download NAME, verify its size and checksum, and preprocess it into the data cache; or
+    add your own clicks as NAME with --from FILE.csv.
 
     An interrupted download resumes on the next call; nothing incomplete is ever left looking
-    complete.
+    complete. Your own data is split like MovieLens (each user's last 2 rows for validation)
+    and found by NAME afterwards: cce-bench sweep -d NAME.
     """
     _check_mirror(mirror)
     _check_device(device)
     options = {"max_ind_range": max_ind_range, "threshold": threshold}
     options = {key: value for key, value in options.items() if value is not None}
-    was = status(name, **options)
+    columns = None
+    if any(c is not None for c in (user_column, item_column, label_column, time_column)):
+        from cce_bench.datasets.custom import Columns
+
+        columns = Columns(**{role: given for role, given in (
+            ("user", user_column), ("item", item_column), ("label", label_column),
+            ("timestamp", time_column)) if given is not None})
+    was = status(name, **options) if from_ is None else None  # own data is new before --from
     reporter = RichReporter(err_console)
     folder = prepare(name, mirror=mirror, source=from_, force=force, reporter=reporter,
-                     workers=workers, device=device, **options)
+                     workers=workers, device=device, columns=columns, **options)
     reporter.finish()
     meta = read_meta(folder)
     sizes = meta.get("splits", {})
@@ -61,6 +86,8 @@ def download(
     verb = "already in the cache" if was == "ready" and not force and from_ is None else "ready"
     console.print(f"{name} {verb}: {splits} rows ({info(name).kind}); {folder}", highlight=False,
                   soft_wrap=True)
+    if meta.get("kind") == "custom":
+        console.print(f"train on it: cce-bench sweep -d {name} --method cce", highlight=False)
 
 
 def _check_mirror(mirror: str | None) -> None:

@@ -70,9 +70,12 @@ def is_ready(path: Path) -> bool:
 @contextlib.contextmanager
 def locked(name: str) -> Iterator[None]:
     folder = cache_root() / name
+    lock = folder / ".lock"
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        handle = open(folder / ".lock", "w")
+        if lock.is_symlink():  # never truncate or create what a planted link points at
+            lock.unlink()
+        handle = os.fdopen(os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW, 0o644), "w")
     except OSError as err:
         raise DatasetError(f"cannot write the data cache at {folder}: {err.strerror}; "
                            "set CCE_BENCH_DATA to a writable folder") from err

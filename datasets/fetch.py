@@ -13,9 +13,9 @@ from pathlib import Path
 
 from cce_bench.errors import ConfigError, DatasetError
 
-from . import cache, criteo, criteo_synthetic, movielens, synthetic
+from . import cache, criteo, criteo_synthetic, custom, movielens, synthetic
 # The module, not the package attribute: datasets/__init__ binds `catalog` to the function.
-from .catalog import DatasetInfo
+from .catalog import DatasetInfo, builtin, check_own_name
 from .catalog import info as dataset_info
 from .download import Reporter, SilentReporter, download, file_digest, verify
 
@@ -43,6 +43,9 @@ def entry_options(info: DatasetInfo, overrides: dict | None = None) -> tuple[int
     if info.kind == "movielens":
         _refuse_options(info, overrides)
         return movielens.VERSION, {}
+    if info.kind == "custom":  # one entry per name: custom.entry
+        _refuse_options(info, overrides)
+        return custom.VERSION, {}
     unknown = set(overrides) - set(info.defaults)
     if unknown:
         raise ConfigError(f"{info.name} has no option {', '.join(sorted(unknown))}; "
@@ -97,11 +100,26 @@ def require(name: str, download: bool = False, reporter: Reporter | None = None,
 
 def prepare(name: str, *, mirror: str | None = None, source: str | Path | None = None,
             force: bool = False, reporter: Reporter | None = None, workers: int | None = None,
-            device: str = "cpu", **options) -> Path:
+            device: str = "cpu", columns: custom.Columns | None = None, **options) -> Path:
     """Download (or take `source`), verify, and preprocess name into the cache; generate it
-    for synthetic data. Returns the entry's folder. force: download and build again."""
+    for synthetic data. Returns the entry's folder. force: download and build again.
+
+    A name that is not built in, with a source (or already in the cache that way), is the
+    user's own data: custom.prepare reads the CSV / Parquet file with `columns`."""
     reporter = reporter or SilentReporter()
+    if not builtin(name) and (source is not None or dataset_info(name).kind == "custom"):
+        check_own_name(name)
+        if mirror or options:
+            given = ["--mirror"] * bool(mirror) + [f"--{k.replace('_', '-')}" for k in options]
+            raise ConfigError(f"{', '.join(given)} do not apply to your own data ({name})")
+        return custom.prepare(name, None if source is None else Path(source), columns, force,
+                              reporter)
+    if columns is not None:
+        raise ConfigError(f"{name} is a built-in dataset; the column options (--user-column, "
+                          "...) apply to your own data only (a name of yours with --from FILE)")
     info = dataset_info(name)
+    if source is not None:
+        _refuse_own_file(info, Path(source).expanduser())
     version, opts = entry_options(info, options)
     final = cache.entry_dir(name, version, opts)
     if info.kind in GENERATED:
@@ -194,6 +212,16 @@ def _from_user(info: DatasetInfo, path: Path, reporter: Reporter) -> Source:
     if info.kind == "criteo":
         source.inputs = [criteo.LogFile(member)]
     return source
+
+
+def _refuse_own_file(info: DatasetInfo, path: Path) -> None:
+    """A table of clicks given for a built-in name: the user meant a dataset of their own."""
+    own = path.is_file() and path.name.lower().endswith(
+        (".csv", ".tsv", ".csv.gz", ".tsv.gz", ".parquet", ".pq"))
+    if own and path.name != (info.member or "").rsplit("/", 1)[-1]:
+        raise ConfigError(f"{info.name} is a built-in dataset and {path.name} is not its "
+                          f"release; to add your own data, give it a name of its own: "
+                          f"`cce-bench download my-clicks --from {path}`")
 
 
 def _locate(info: DatasetInfo, path: Path) -> Path:
