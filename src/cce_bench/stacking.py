@@ -83,8 +83,9 @@ class StackedEpoch:
         self.members = [_Member(self, r) for r in range(len(models))]
         self.active = list(range(len(models)))  # runs still training
         self.built_for: list[int] = []  # the runs the stacked model holds, in its row order
-        self.order = torch.zeros(len(models), self.steps, batch_size, dtype=torch.int64,
-                                 device=device)
+        # int32 rows: a permutation per run is the stack's one per-run copy of the epoch.
+        index = torch.int32 if padded < 2**31 else torch.int64
+        self.order = torch.zeros(len(models), self.steps, batch_size, dtype=index, device=device)
         self.loss_sum = torch.zeros(len(models), device=device)  # (R,) one per row
         self.cursor = torch.zeros(1, dtype=torch.int64, device=device)
         self._model: StackedGMF | None = None
@@ -101,6 +102,7 @@ class StackedEpoch:
     def _sync(self) -> None:
         self.dirty = False
         if self._model is not None and self.built_for == self.active and self._model.intact():
+            self._model.refresh()  # members changed in place (cluster()): derived caches
             return
         if self._model is not None:  # keep the rows of the runs still training
             keep = torch.tensor([self.built_for.index(r) for r in self.active],

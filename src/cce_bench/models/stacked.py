@@ -28,6 +28,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+# Largest per-id cache of hash values a stack keeps (elements, int32: 512 MB); beyond it the
+# hashes are computed every step.
+CACHE_ELEMENTS = 1 << 27
+
 from ..embeddings.hashing import hash_mod_prime
 from .gmf import GMF
 
@@ -117,7 +121,29 @@ class Stack(nn.Module):
         """The members' UniversalHash `name` as one StackedHash."""
         hashes = [m.get_submodule(name) for m in self.members]
         coefficients = self._stacked_buffer(f"{key}_coefficients", f"{name}.coefficients")
-        return StackedHash(coefficients, self._ints([h.m for h in hashes]))
+        return StackedHash(coefficients, self._ints([h.m for h in hashes]), self.vocab)
+
+    def _id_base(self, rows: int) -> None:
+        """Buffer id_base (R, 1): r x rows, member r's first row in a table of `rows` rows
+        per member (ids + id_base index a stacked per-id buffer)."""
+        self.register_buffer("id_base", (torch.arange(self.size, device=self.device)
+                                         * rows).view(-1, 1), persistent=False)
+
+    def cached(self, width: int) -> bool:
+        """Whether a per-id cache of `width` values per member fits CACHE_ELEMENTS."""
+        return self.size * self.vocab * width <= CACHE_ELEMENTS
+
+    def all_ids(self) -> torch.Tensor:
+        """Every id, once per member: (R, vocab)."""
+        return torch.arange(self.vocab, device=self.device).expand(self.size, -1)
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        """Recompute what the stack derives from its members' buffers (in place), after a
+        member changed them (cluster() redraws CCE's hashes)."""
+        for module in self.modules():
+            if isinstance(module, StackedHash):
+                module.refresh()
 
     def intact(self) -> bool:
         """Whether every member still reads the stack's tensors (False once one replaced a
@@ -137,15 +163,36 @@ class Stack(nn.Module):
 
 class StackedHash(nn.Module):
     """The members' universal hashes: ids (R, N) -> (R, N, n), row r by member r's n
-    functions into [0, m_r) (hashing.py; the same values as each member's own)."""
+    functions into [0, m_r) (hashing.py; the same values as each member's own).
 
-    def __init__(self, coefficients: torch.Tensor, moduli: torch.Tensor):
+    A member's hash of an id changes only when cluster() redraws it, so every id's values are
+    computed once into a table (R, vocab, n) and a step gathers them: one kernel instead of the
+    hash's dozen over (R, N, n) int64 values. refresh() recomputes the table."""
+
+    def __init__(self, coefficients: torch.Tensor, moduli: torch.Tensor, vocab: int):
         super().__init__()
         self.coefficients, self.moduli = coefficients, moduli  # (R, n, 4), (R,)
+        size, n = coefficients.shape[0], coefficients.shape[1]
+        self.register_buffer("table", None, persistent=False)
+        if size * vocab * n <= CACHE_ELEMENTS and moduli.max() < 2**31:
+            ids = torch.arange(vocab, device=moduli.device).expand(size, -1)
+            self.table = self._hash(ids).to(torch.int32)
+            self.register_buffer("id_base", (torch.arange(size, device=moduli.device)
+                                             * vocab).view(-1, 1), persistent=False)
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def _hash(self, ids: torch.Tensor) -> torch.Tensor:
         h = hash_mod_prime(ids, self.coefficients.unsqueeze(1))  # (R, N, n)
         return h % self.moduli.view(-1, 1, 1)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.table is None:
+            return self._hash(ids)
+        return self.table.view(-1, self.table.shape[2])[ids + self.id_base]  # int32 (R, N, n)
+
+    def refresh(self) -> None:
+        if self.table is not None:
+            ids = torch.arange(self.table.shape[1], device=self.table.device)
+            self.table.copy_(self._hash(ids.expand(self.table.shape[0], -1)))
 
 
 def stack_tables(members: list[nn.Module]) -> Stack:
@@ -177,3 +224,7 @@ class StackedGMF(nn.Module):
 
     def intact(self) -> bool:
         return self.user.intact() and self.item.intact()
+
+    def refresh(self) -> None:
+        self.user.refresh()
+        self.item.refresh()

@@ -111,12 +111,11 @@ class CCEStack(Stack):
                              persistent=False)
         self.register_buffer("base1", _chunk_base(starts1, self.width, rows, self.chunks),
                              persistent=False)
-        self.register_buffer("id_base", (torch.arange(self.size, device=self.device)
-                                         * self.vocab).view(-1, 1), persistent=False)
+        self._id_base(self.vocab)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         r, n = ids.shape
-        slots0 = self.index.view(-1, self.chunks)[ids + self.id_base].to(torch.int64)  # (R, N, c)
+        slots0 = self.index.view(-1, self.chunks)[ids + self.id_base]  # (R, N, c) int32
         first = _rows(self.table0, self.width, slots0 + self.base0).reshape(r, n, self.dim)
         second = _rows(self.table1, self.width, self.hash1(ids) + self.base1)
         return first + second.reshape(r, n, self.dim)
@@ -140,8 +139,7 @@ class CCERobeStack(Stack):
                              persistent=False)
         self.register_buffer("base1", starts1.view(-1, 1, 1, 1) + chunk * lengths,
                              persistent=False)
-        self.register_buffer("id_base", (torch.arange(self.size, device=self.device)
-                                         * self.vocab).view(-1, 1), persistent=False)
+        self._id_base(self.vocab)
 
     def _read(self, flat: torch.Tensor, base: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         r, n, _ = slots.shape
@@ -149,7 +147,7 @@ class CCERobeStack(Stack):
         return read_flat(flat, positions).reshape(r, n, self.dim)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        slots0 = self.index.view(-1, self.chunks)[ids + self.id_base].to(torch.int64)
+        slots0 = self.index.view(-1, self.chunks)[ids + self.id_base]
         return (self._read(self.table0, self.base0, slots0)
                 + self._read(self.table1, self.base1, self.hash1(ids)))
 
@@ -198,17 +196,42 @@ class HashedNetStack(Stack):
         self.register_buffer("sizes", self._ints([m.size for m in members]).view(-1, 1, 1),
                              persistent=False)
         self.register_buffer("base", starts.view(-1, 1, 1), persistent=False)
+        # Every id's slots (and signs), as StackedHash caches its values: (R, vocab, dim).
+        self.register_buffer("slot_table", None, persistent=False)
+        self.register_buffer("sign_table", None, persistent=False)
+        if self.cached(self.dim * (2 if self.signed else 1)):
+            self._id_base(self.vocab)
+            self.slot_table, self.sign_table = self._slots_and_signs(self.all_ids())
 
     def _pair_hash(self, keys: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
         """hnet's pair_hash with member r's function on row r: keys (R, N, dim)."""
         return hash_mod_prime(keys, coefficients.view(-1, 1, 1, 1, 4))[..., 0]
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def _slots_and_signs(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Member slots (R, N, dim) in its weights, and signs (+-1) when signed."""
         keys = pair_keys(ids, self.dim)  # (R, N, dim)
-        slots = self._pair_hash(keys, self.index_coefficients) % self.sizes + self.base
-        out = read_flat(self.weights, slots)
+        slots = (self._pair_hash(keys, self.index_coefficients) % self.sizes).to(torch.int32)
+        if not self.signed:
+            return slots, None
+        return slots, (1 - 2 * (self._pair_hash(keys, self.sign_coefficients) & 1)).to(torch.int32)
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        if self.slot_table is not None:
+            slots, signs = self._slots_and_signs(self.all_ids())
+            self.slot_table.copy_(slots)
+            if signs is not None:
+                self.sign_table.copy_(signs)
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        if self.slot_table is None:
+            slots, signs = self._slots_and_signs(ids)
+        else:
+            rows = ids + self.id_base
+            slots = self.slot_table.view(-1, self.dim)[rows]
+            signs = self.sign_table.view(-1, self.dim)[rows] if self.signed else None
+        out = read_flat(self.weights, slots + self.base)
         if self.signed:
-            signs = 1 - 2 * (self._pair_hash(keys, self.sign_coefficients) & 1)
             out = out * signs.to(out.dtype)
         return out
 
@@ -278,14 +301,13 @@ class PQStack(Stack):
         rows = self._ints([m.rows for m in members])
         self.register_buffer("base", _chunk_base(starts, self.width, rows, self.chunks),
                              persistent=False)
-        self.register_buffer("id_base", (torch.arange(self.size, device=self.device)
-                                         * self.vocab).view(-1, 1), persistent=False)
+        self._id_base(self.vocab)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if not self.compressed:
             return _rows(self.table, self.dim, ids + self.base)
         r, n = ids.shape
-        slots = self.codes.view(-1, self.chunks)[ids + self.id_base].to(torch.int64)
+        slots = self.codes.view(-1, self.chunks)[ids + self.id_base]
         return _rows(self.codebook, self.width, slots + self.base).reshape(r, n, self.dim)
 
 
@@ -305,10 +327,6 @@ class _EqualShapes(Stack):
         self._flat(key, name)
         return getattr(self, key).view(self.size, *self.members[0].get_parameter(name).shape)
 
-    def _ids_base(self, rows: int) -> None:
-        self.register_buffer("id_base", (torch.arange(self.size, device=self.device)
-                                         * rows).view(-1, 1), persistent=False)
-
 
 @stacks(LowDimensionalEmbedding)
 class LowDimensionalStack(_EqualShapes):
@@ -317,7 +335,7 @@ class LowDimensionalStack(_EqualShapes):
         self.rank = members[0].rank
         self._flat("table", "table")
         self._flat("projection", "projection")
-        self._ids_base(self.vocab)
+        self._id_base(self.vocab)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         low = _rows(self.table, self.rank, ids + self.id_base)  # (R, N, r)
@@ -336,9 +354,24 @@ class DeepHashStack(_EqualShapes):
         self.hash = self._hash("hash", "hash")
         self.features = members[0].features  # the same transformation for every member
         self.act = _ACTIVATIONS[members[0].activation]
+        # Every id's encoding (R, vocab, k): the hash features change only with the hashes.
+        k = members[0].n_hashes
+        self.register_buffer("encoding", None, persistent=False)
+        if self.cached(k):
+            self.encoding = self.features(self.hash(self.all_ids()))
+            self._id_base(self.vocab)
+
+    @torch.no_grad()
+    def refresh(self) -> None:
+        super().refresh()
+        if self.encoding is not None:
+            self.encoding.copy_(self.features(self.hash(self.all_ids())))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.features(self.hash(ids))  # (R, N, k)
+        if self.encoding is None:
+            x = self.features(self.hash(ids))  # (R, N, k)
+        else:
+            x = self.encoding.view(-1, self.encoding.shape[2])[ids + self.id_base]
         shapes = [p.shape for p in self.members[0].weights]
         for k, (out, inp) in enumerate(shapes):
             weight = getattr(self, f"weight{k}").view(self.size, out, inp)
@@ -361,7 +394,7 @@ class TensorTrainStack(_EqualShapes):
         self.cores = len(first.cores)
         for k in range(self.cores):
             self._flat(f"core{k}", f"cores.{k}")
-        self._ids_base(1)
+        self._id_base(1)
 
     def _core(self, k: int) -> torch.Tensor:
         return getattr(self, f"core{k}").view(self.size, *self.members[0].cores[k].shape)
