@@ -85,9 +85,9 @@ def plot(
     results: Annotated[Path, typer.Option(
         help="Folder where sweep names are looked up.")] = Path("results"),
     reference: Annotated[Optional[Reference], typer.Option(
-        help="compression: also draw the authors' mean curves (paper: their repository's "
-        "results/, shipped with cce-bench), dashed in each method's colour, on the datasets "
-        "they ran.", show_default=False)] = None,
+        help="compression, criteo: also draw the authors' mean curves (paper: their "
+        "repository's results/, shipped with cce-bench), dashed in each method's colour, on "
+        "the datasets they ran (GMF, Criteo Kaggle).", show_default=False)] = None,
 ) -> None:
     """Draw figures per dataset: best validation BCE / AUC against table size, one line and
     marker per method (mean over seeds, min..max band), the full table and the Bayes-optimal

@@ -43,7 +43,8 @@ def report(
     against: Annotated[Optional[Against], typer.Option(
         help="Instead: compare with the authors' own results (paper: their repository's "
         "results/, shipped with cce-bench): per dataset, method and budget our mean ± std, "
-        "theirs, the difference and whether ours is within their seed spread.",
+        "theirs, the difference and whether ours is within their seed spread (DLRM on "
+        "Criteo: the values of their figures), a section per sweep.",
         show_default=False)] = None,
 ) -> None:
     """Per dataset: methods x budgets with the best val BCE and AUC (mean ± std over seeds),
@@ -85,7 +86,7 @@ def print_comparison(best, fmt: Format) -> None:
             if not section.ran:
                 console.print(section.not_run_line(), highlight=False)
                 continue
-            for metric in ("auc", "bce"):
+            for metric in section.metrics:
                 console.print(comparison_table(section, metric))
             console.print("\n".join(paper_tables.notes(section)), highlight=False)
             console.print("[bold]verdict per method[/bold]", highlight=False)
@@ -97,10 +98,10 @@ def print_comparison(best, fmt: Format) -> None:
 
 
 def comparison_table(section, metric: str) -> Table:
-    from cce_bench.plots.paper_tables import GROUP_TITLES, HEADER, metric_rows
+    from cce_bench.plots.paper_tables import GROUP_TITLES, header, metric_rows
 
     table = Table(title=f"{section.title}: best {METRIC_NAMES[metric]}", title_justify="left")
-    for column in HEADER:
+    for column in header(section):
         table.add_column(column, justify="left" if column in ("method", "verdict") else "right")
     for group, cells in metric_rows(section, metric):
         if GROUP_TITLES[group]:
@@ -125,7 +126,9 @@ def rich_tables(built: Report) -> list[Table]:
                 what = "post-training reference, " if post else ""
                 table = Table(title=f"{section.title}: {what}best {METRIC_NAMES[metric]}",
                               caption=f"{caption}\n{seeds_note(section)}"
-                              + ("" if post else "; bold *: best at that budget"),
+                              + ("" if post else "; bold *: best at that budget")
+                              + (f"\n{section.improving_note()}" if section.any_improving
+                                 else ""),
                               title_justify="left")
                 table.add_column("method")
                 for b in budgets:

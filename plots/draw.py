@@ -28,7 +28,7 @@ class PlotRequest:
     formats: list[str] = field(default_factory=lambda: ["png", "pdf"])
     curves: CurveSelection = field(default_factory=CurveSelection)
     methods: list[str] | None = None  # only these (the full table stays as the reference)
-    reference: str | None = None  # "paper": the authors' curves dashed on the compression figure
+    reference: str | None = None  # "paper": the authors' curves dashed (compression, criteo)
 
     def __post_init__(self):
         _check("figure kind", self.kinds, KINDS + ["all"])
@@ -68,8 +68,8 @@ def _draw(rows: pd.DataFrame, request: PlotRequest, bayes: Bayes | None,
     best = best_per_run(rows)
     everything = "all" in request.kinds
     kinds = KINDS if everything else request.kinds
-    if request.reference and "compression" in kinds:
-        notes += paper_notes(best, request.x)
+    if request.reference and ("compression" in kinds or "criteo" in kinds):
+        notes += paper_notes(best, request.x, request.metrics)
     out, fmts = request.out_dir, request.formats
     written: list[Path] = []
     for kind in kinds:
@@ -89,7 +89,8 @@ def _draw(rows: pd.DataFrame, request: PlotRequest, bayes: Bayes | None,
             elif kind == "chunks":
                 written += chunks_figure(best, metric, request.x, out, fmts, bayes)
             elif kind == "criteo":
-                written += criteo_figure(best, metric, request.x, out, fmts, bayes)
+                written += criteo_figure(best, metric, request.x, out, fmts, bayes,
+                                         request.reference)
             elif kind == "curves":
                 written += curves_figure(rows, best, metric, out, fmts, request.curves, bayes)
     return PlotOutcome(written, notes)

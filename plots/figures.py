@@ -5,6 +5,9 @@
 - `chunks_figure`: per dataset, one panel per method run with several n_chunks values, one line
   per value.
 - `criteo_figure`: the DLRM datasets side by side, BCE against parameters in the largest table.
+
+A point whose runs were still improving at their last epoch (summary.py) gets a ring in its
+method's colour, a full table's line a ring at its right end, and the legend one entry for it.
 """
 
 from __future__ import annotations
@@ -17,8 +20,9 @@ import pandas as pd
 
 from cce_bench.errors import ResultsError
 
-from .style import (BAYES_STYLE, MARKERS, PAPER_STYLE, POST_TRAINING_STYLE, REFERENCE_STYLE, Style,
-                    figure_style, legend_outside, log2_axis, method_styles, save, sweep_label)
+from .style import (BAYES_STYLE, IMPROVING_LABEL, MARKERS, PAPER_STYLE, POST_TRAINING_STYLE,
+                    REFERENCE_STYLE, Style, figure_style, legend_outside, log2_axis,
+                    mark_improving, mark_improving_line, method_styles, save, sweep_label)
 from .summary import (PANEL_KEYS, is_post_training, is_reference, main_n_chunks, mean_over_seeds,
                       panels)
 
@@ -74,6 +78,9 @@ def draw_methods(ax, summary: pd.DataFrame, metric: str, x: str, styles: dict[st
                 label=f"{method}{label_suffix}", zorder=3)
         ax.fill_between(group[column], group[f"{metric}_min"], group[f"{metric}_max"],
                         color=style.color, alpha=0.18, linewidth=0, zorder=2)
+    for method, group in summary[~reference & (summary["improving"] > 0)].groupby(
+            "method", sort=False):
+        mark_improving(ax, group[column], group[f"{metric}_mean"], styles[method].color)
     draw_references(ax, summary[reference], metric, styles, bayes)
     log2_axis(ax, "x")
     ax.grid(True, which="major", alpha=0.3)
@@ -85,6 +92,8 @@ def draw_references(ax, reference: pd.DataFrame, metric: str, styles: dict[str, 
         params = int(group["params"].max())
         ax.axhline(group[f"{metric}_mean"].mean(), color=styles[method].color,
                    label=f"{method} table ({params:,} params)", **REFERENCE_STYLE)
+        if group["improving"].gt(0).any():
+            mark_improving_line(ax, group[f"{metric}_mean"].mean(), styles[method].color)
     if bayes is not None:
         ax.axhline(bayes, label="Bayes-optimal", **BAYES_STYLE)
 
@@ -99,9 +108,14 @@ def draw_paper(ax, dataset: str, model: str, epochs: int, methods, metric: str, 
                styles: dict[str, Style]) -> bool:
     """The authors' mean curves of `methods`, dashed in each method's colour, their full table
     as a dashed horizontal line; False where they did not run the dataset (or the axis is
-    bytes, which their results do not give)."""
+    bytes, which their results do not give). DLRM panels: their Criteo figures
+    (paper_criteo.py)."""
     from .paper import AUTHORS_DIM, authors_epochs, authors_summary
 
+    if model == "dlrm":
+        from .paper_criteo import draw_criteo_paper
+
+        return draw_criteo_paper(ax, dataset, methods, metric, x, styles)
     paper_epochs = authors_epochs(dataset, epochs) if model == "gmf" else None
     if paper_epochs is None or x == "bytes":
         return False
@@ -187,6 +201,9 @@ def chunks_figure(best: pd.DataFrame, metric: str, x: str, out_dir: Path, format
                             marker=MARKERS[i % len(MARKERS)], label=f"n_chunks {n}", zorder=3)
                     ax.fill_between(line[column], line[f"{metric}_min"], line[f"{metric}_max"],
                                     color=colours[i], alpha=0.18, linewidth=0, zorder=2)
+                    rising = line[line["improving"] > 0]
+                    if not rising.empty:
+                        mark_improving(ax, rising[column], rising[f"{metric}_mean"], colours[i])
                 draw_references(ax, reference, metric, styles, bayes_value(bayes, dataset, metric))
                 log2_axis(ax, "x")
                 ax.grid(True, which="major", alpha=0.3)
@@ -203,8 +220,9 @@ def chunks_figure(best: pd.DataFrame, metric: str, x: str, out_dir: Path, format
 
 
 def criteo_figure(best: pd.DataFrame, metric: str, x: str, out_dir: Path, formats: list[str],
-                  bayes: Bayes | None = None) -> list[Path]:
-    """The DLRM datasets side by side (the paper's Criteo figure): criteo_<metric>.<fmt>."""
+                  bayes: Bayes | None = None, reference: str | None = None) -> list[Path]:
+    """The DLRM datasets side by side (the paper's Criteo figure): criteo_<metric>.<fmt>. With
+    reference="paper", the authors' curves dashed beside ours where their figures have them."""
     dlrm = best[best["model"] == "dlrm"]
     if dlrm.empty:
         raise ResultsError("no DLRM runs in the results; the Criteo figure needs rows with "
@@ -219,6 +237,9 @@ def criteo_figure(best: pd.DataFrame, metric: str, x: str, out_dir: Path, format
             keep = is_reference(frame) | (frame["n_chunks"] == n_chunks)
             summary = in_registry_order(mean_over_seeds(frame[keep]), styles)
             draw_methods(ax, summary, metric, x, styles, bayes_value(bayes, dataset, metric))
+            if reference == "paper":
+                draw_paper(ax, dataset, model, int(frame["epochs"].max()),
+                           summary["method"].unique(), metric, x, styles)
             ax.set_xlabel(x_label(x, model))
             ax.set_title(panel_title(dataset, model, dim, n_chunks, frame["epochs"],
                                      frame["sweep"]))
@@ -228,11 +249,14 @@ def criteo_figure(best: pd.DataFrame, metric: str, x: str, out_dir: Path, format
 
 
 def figure_legend(fig, *axes) -> None:
-    """One legend for a figure of panels, right of them all, each label once."""
+    """One legend for a figure of panels, right of them all, each label once (the ring of
+    still-improving points last)."""
     seen: dict[str, object] = {}
     for ax in axes:
         for handle, label in zip(*ax.get_legend_handles_labels()):
             seen.setdefault(label, handle)
+    if IMPROVING_LABEL in seen:
+        seen[IMPROVING_LABEL] = seen.pop(IMPROVING_LABEL)
     fig.legend(list(seen.values()), list(seen), loc="outside right upper", frameon=False)
 
 

@@ -18,7 +18,12 @@ mean lies inside their min..max over seeds widened by ROUNDING (their files give
 "above" or "below" when it lies beyond that. `method_verdict` sums a method's verdicts over the
 budgets both ran into one line. What they did not run (a dataset, a method, a budget) is
 "not run by the authors", and a budget of theirs that we did not run is "not run here": neither
-is a miss. Only GMF is compared: their Criteo numbers are read off figures (see the README).
+is a miss. DLRM runs on Criteo are compared with their Criteo figures in paper_criteo.py.
+
+Several sweeps of one dataset are compared one by one (a section each, named by the sweep), as
+the report keeps them: their settings may differ, so their seeds are never pooled. Our cells
+with a seed still improving at its last epoch (summary.py) count it in `still_improving`, and
+the tables mark them.
 """
 
 from __future__ import annotations
@@ -30,8 +35,9 @@ from importlib import resources
 
 import pandas as pd
 
+from .report import IMPROVING_NOTE
 from .style import method_styles
-from .summary import PANEL_KEYS, is_post_training, is_reference, mean_over_seeds
+from .summary import PANEL_KEYS, is_post_training, is_reference, mean_over_seeds, report_groups
 
 REFERENCES = ["paper"]
 SOURCE = "github.com/thomasahle/cce (commit 5b8a93c, results/)"
@@ -42,10 +48,14 @@ NOT_RUN_HERE = "not run here"
 GROUPS = ["uncompressed", "training", "post-training"]  # row groups, in this order
 CELL_KEYS = ["dataset", "epochs", "method", "ppd", "seed", "metric"]
 STATS = ["mean", "std", "min", "max"]
-COLUMNS = ["dataset", "model", "dim", "group", "method", "n_chunks", "ppd", "seeds",
-           "auc_mean", "auc_std", "bce_mean", "bce_std", "paper_epochs", "paper_seeds",
-           *[f"paper_{m}_{s}" for m in ("auc", "bce") for s in STATS],
-           "auc_diff", "auc_verdict", "bce_diff", "bce_verdict", "note"]
+METRICS = ("auc", "bce", "test")  # val AUC, val BCE, test BCE at the best val BCE point
+# ppd and budget_asked are ours (the budget in parameters per dimension, and per table);
+# paper_budget is theirs in their own unit (GMF: ppd; Criteo: their figure's x value).
+COLUMNS = ["dataset", "sweep", "model", "dim", "group", "method", "n_chunks", "ppd",
+           "budget_asked", "paper_budget", "seeds", "still_improving",
+           "auc_mean", "auc_std", "bce_mean", "bce_std", "test_mean", "test_std",
+           "paper_epochs", "paper_seeds", *[f"paper_{m}_{s}" for m in METRICS for s in STATS],
+           *[f"{m}_{what}" for m in METRICS for what in ("diff", "verdict")], "note"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -92,14 +102,18 @@ def authors_summary(dataset: str, epochs: int) -> pd.DataFrame:
     return out.reset_index()
 
 
-def paper_notes(best: pd.DataFrame, x: str) -> list[str]:
+def paper_notes(best: pd.DataFrame, x: str, metrics=("bce", "auc")) -> list[str]:
     """What `plot --reference paper` cannot draw, and why: one line each."""
+    from .paper_criteo import criteo_plot_note
+
     if x == "bytes":
         return ["no paper curves on the bytes axis: the authors' results give parameters only; "
                 "use --x params or --x ppd"]
     notes = []
     for (dataset, model, _), frame in best.groupby(PANEL_KEYS, sort=True):
-        if model != "gmf" or authors_epochs(dataset, int(frame["epochs"].max())) is None:
+        if model == "dlrm":
+            notes += [note for metric in metrics if (note := criteo_plot_note(dataset, metric))]
+        elif authors_epochs(dataset, int(frame["epochs"].max())) is None:
             notes.append(f"no paper curves for {dataset}: {NOT_RUN_BY_AUTHORS}")
     return list(dict.fromkeys(notes))
 
@@ -115,21 +129,59 @@ class PaperSection:
     paper_epochs: int | None  # the run length of theirs compared against; None: they did not
     rows: pd.DataFrame  # COLUMNS, one row per group, method and ppd
     also_ran: list[str] = field(default_factory=list)  # their methods that ours lack
+    sweep: str | None = None  # set where the results hold several sweeps: one section each
+
+    metrics = ("auc", "bce")  # the metrics both sides give, in table order
+    budget_header = "ppd"
+    spread_header = "paper min..max"
+    spread_name = "their seed spread"  # what a verdict is within, above or below
+    widen = ROUNDING  # how far beyond their min..max a value still counts as within
+    digits = 4  # decimals of the values in the tables
 
     @property
     def title(self) -> str:
-        return f"{self.dataset} ({self.model.upper()}, dim {self.dim}) against the paper"
+        which = f", sweep {self.sweep}" if self.sweep else ""
+        return f"{self.dataset} ({self.model.upper()}, dim {self.dim}{which}) against the paper"
 
     @property
     def ran(self) -> bool:
         return self.paper_epochs is not None
 
     def not_run_line(self) -> str:
-        if self.model != "gmf":
-            return (f"{self.dataset}: {NOT_RUN_BY_AUTHORS} as a GMF run; their Criteo numbers "
-                    "are read off figures and are not compared here")
         return (f"{self.dataset}: {NOT_RUN_BY_AUTHORS} (their GMF datasets: "
                 f"{', '.join(authors_datasets())}); nothing to compare")
+
+    def budget_cell(self, row: dict) -> str:
+        return "—" if pd.isna(row["ppd"]) else f"{row['ppd']:g}"
+
+    def spread_cell(self, row: dict, metric: str) -> str:
+        return f"{row[f'paper_{metric}_min']:.3f}..{row[f'paper_{metric}_max']:.3f}"
+
+    def budgets_text(self, values) -> str:
+        """Their budgets as the verdict lines list them: '4, 8 ppd'."""
+        return f"{', '.join(f'{p:g}' for p in values)} ppd"
+
+    def notes(self) -> list[str]:
+        """The lines that say what is compared and how the verdict is defined."""
+        return [
+            self.source_line() + ".",
+            "ours: mean ± std over our seeds (one seed: the value alone); paper: mean ± std over "
+            "their seeds, and their min..max; ours − paper is the difference of the means.",
+            f"verdict: within = our mean inside their min..max over seeds (± {ROUNDING:g}, their "
+            "3-decimal rounding); above / below = beyond it. For AUC above is better, for BCE "
+            "below is better.",
+            "Their BCE overstates by about 2% where the last validation batch is short (their "
+            "mean of batch means), so a BCE below theirs by less than about 0.01 can be that "
+            "alone.",
+        ] + self.common_notes()
+
+    def common_notes(self) -> list[str]:
+        """The post-training and still-improving notes, where the rows need them."""
+        post = ("The post-training reference (pq) trains the full table, then quantizes it: "
+                "listed apart, it is not a training-time method.")
+        return (([post] if (self.rows["group"] == "post-training").any() else [])
+                + ([f"{IMPROVING_NOTE}; the mark follows our value."]
+                   if self.rows["still_improving"].gt(0).any() else []))
 
     def source_line(self) -> str:
         dims = "" if self.dim == AUTHORS_DIM else (f"; ours dim {self.dim}, compared at the "
@@ -143,24 +195,25 @@ class PaperSection:
         lines = []
         for (group, method), rows in self.rows.groupby(["group", "method"], sort=False):
             label = method_label(method, group, rows["n_chunks"].iloc[0])
-            if rows["auc_verdict"].eq("").all() and rows["bce_verdict"].eq("").all():
+            if all(rows[f"{m}_verdict"].eq("").all() for m in self.metrics):
                 lines.append(f"{label}: {NOT_RUN_BY_AUTHORS}" if not self.ran or
                              rows["note"].eq(NOT_RUN_BY_AUTHORS).all()
                              else f"{label}: no budget in common with the authors")
                 continue
             counted = rows["ppd"].notna().any()
-            line = (f"{label}: val AUC {method_verdict(rows['auc_verdict'], counted)}; "
-                    f"val BCE {method_verdict(rows['bce_verdict'], counted)}")
-            lines.append(line + self.not_run_here(rows))
+            line = "; ".join(
+                f"{METRIC_WORDS[m]} "
+                f"{method_verdict(rows[f'{m}_verdict'], counted, self.spread_name)}"
+                for m in self.metrics)
+            lines.append(f"{label}: {line}" + self.not_run_here(rows))
         return lines
 
-    @staticmethod
-    def not_run_here(rows: pd.DataFrame) -> str:
-        """'; not run here: 4, 8 ppd (the authors' budgets)' for budgets only they ran."""
-        missing = rows.loc[rows["note"] == NOT_RUN_HERE, "ppd"]
+    def not_run_here(self, rows: pd.DataFrame) -> str:
+        """'; not run here: 4, 8 ppd (theirs)' for budgets only they ran."""
+        missing = rows.loc[rows["note"] == NOT_RUN_HERE, "paper_budget"]
         if missing.empty:
             return ""
-        return f"; {NOT_RUN_HERE}: {', '.join(f'{p:g}' for p in missing)} ppd (theirs)"
+        return f"; {NOT_RUN_HERE}: {self.budgets_text(sorted(missing))} (theirs)"
 
     def also_ran_line(self) -> str:
         if not self.also_ran:
@@ -188,30 +241,34 @@ def method_label(method: str, group: str, n_chunks) -> str:
     return label
 
 
-def verdict(ours: float, lowest: float, highest: float) -> str:
-    """'within' their min..max over seeds (widened by ROUNDING), 'above' or 'below' it; ''
-    where either side has no value."""
+METRIC_WORDS = {"auc": "val AUC", "bce": "val BCE", "test": "test BCE"}
+
+
+def verdict(ours: float, lowest: float, highest: float, widen: float = ROUNDING) -> str:
+    """'within' their min..max over seeds (widened by `widen`: ROUNDING, their 3-decimal
+    rounding), 'above' or 'below' it; '' where either side has no value."""
     if pd.isna(ours) or pd.isna(lowest) or pd.isna(highest):
         return ""
-    if ours > highest + ROUNDING:
+    if ours > highest + widen:
         return "above"
-    if ours < lowest - ROUNDING:
+    if ours < lowest - widen:
         return "below"
     return "within"
 
 
-def method_verdict(verdicts, counted: bool = True) -> str:
+def method_verdict(verdicts, counted: bool = True, spread: str = "their seed spread") -> str:
     """A method's cell verdicts as one phrase: 'within their seed spread' when every budget
     both ran is within; 'above' ('below') when some are above (below) and none the other way;
-    'mixed' when both; with the counts where there are budgets to count."""
+    'mixed' when both; with the counts where there are budgets to count. `spread` names what
+    the verdicts are relative to."""
     counts = Counter(v for v in verdicts if v)
     n = sum(counts.values())
     if counts["within"] == n:
-        word = "within their seed spread"
+        word = f"within {spread}"
     elif not counts["below"]:
-        word = "above their seed spread"
+        word = f"above {spread}"
     elif not counts["above"]:
-        word = "below their seed spread"
+        word = f"below {spread}"
     else:
         word = "mixed"
     if not counted:
@@ -221,40 +278,58 @@ def method_verdict(verdicts, counted: bool = True) -> str:
 
 
 def build_comparison(best: pd.DataFrame) -> Comparison:
-    """best_per_run rows against the authors' results, per dataset, model and dim."""
+    """best_per_run rows against the authors' results, per dataset, model and dim, and per
+    sweep where there are several (never pooled: their settings may differ)."""
+    from .paper_criteo import criteo_section
+
     summary = mean_over_seeds(best)
     rank = {m: i for i, m in enumerate(method_styles(summary["method"].unique()))}
     sections = []
-    for (dataset, model, dim), frame in summary.groupby(PANEL_KEYS, sort=True):
+    for key, frame in summary.groupby(report_groups(summary), sort=True):
+        dataset, model, dim = key[:3]
+        sweep = key[3] if len(key) > 3 else None
         ours = _ours(frame)
         epochs = int(frame["epochs"].max())
-        paper_epochs = authors_epochs(dataset, epochs) if model == "gmf" else None
+        if model == "dlrm":
+            sections.append(criteo_section(ours, dataset, int(dim), epochs, sweep, rank))
+            continue
+        paper_epochs = authors_epochs(dataset, epochs)
         also_ran: list[str] = []
         if paper_epochs is None:
             rows = ours.assign(note=NOT_RUN_BY_AUTHORS)
         else:
             theirs = authors_summary(dataset, paper_epochs)
+            theirs = theirs.assign(paper_budget=theirs["ppd"])
             also_ran = sorted(set(theirs["method"]) - set(ours["method"]), key=rank.get)
             rows = _merge(ours, theirs[theirs["method"].isin(set(ours["method"]))])
-        rows = rows.assign(dataset=dataset, model=model, dim=int(dim), paper_epochs=paper_epochs)
-        for column in COLUMNS:
-            if column not in rows:
-                rows[column] = float("nan")
-        for metric in ("auc", "bce"):
-            rows[f"{metric}_diff"] = rows[f"{metric}_mean"] - rows[f"paper_{metric}_mean"]
-            rows[f"{metric}_verdict"] = [
-                verdict(o, lo, hi) for o, lo, hi in zip(rows[f"{metric}_mean"],
-                                                         rows[f"paper_{metric}_min"],
-                                                         rows[f"paper_{metric}_max"])]
-        for metric in ("auc", "bce"):  # one seed has no spread: no std, not 0
-            rows.loc[rows["seeds"] == 1, f"{metric}_std"] = float("nan")
-        rows = rows.sort_values(
-            ["group", "method", "ppd"], kind="stable",
-            key=lambda s: s.map(GROUPS.index) if s.name == "group"
-            else s.map(rank) if s.name == "method" else s)
-        sections.append(PaperSection(dataset, model, int(dim), epochs, paper_epochs,
-                                     rows[COLUMNS].reset_index(drop=True), also_ran))
+        rows = finish_rows(rows, dataset, model, int(dim), paper_epochs, rank, ROUNDING, "ppd")
+        sections.append(PaperSection(dataset, model, int(dim), epochs, paper_epochs, rows,
+                                     also_ran, sweep))
     return Comparison(sections)
+
+
+def finish_rows(rows: pd.DataFrame, dataset: str, model: str, dim: int,
+                paper_epochs: int | None, rank: dict, widen: float, order: str) -> pd.DataFrame:
+    """Merged rows to COLUMNS: differences and verdicts per metric (within their min..max
+    widened by `widen`), no std for one seed, rows in group, method and budget (the column
+    `order`, which both sides' rows have) order."""
+    rows = rows.assign(dataset=dataset, model=model, dim=dim, paper_epochs=paper_epochs)
+    for column in COLUMNS:
+        if column not in rows:
+            rows[column] = float("nan")
+    for metric in METRICS:
+        rows[f"{metric}_diff"] = rows[f"{metric}_mean"] - rows[f"paper_{metric}_mean"]
+        rows[f"{metric}_verdict"] = [
+            verdict(o, lo, hi, widen) for o, lo, hi in zip(rows[f"{metric}_mean"],
+                                                            rows[f"paper_{metric}_min"],
+                                                            rows[f"paper_{metric}_max"])]
+        rows.loc[rows["seeds"] == 1, f"{metric}_std"] = float("nan")  # one seed: no spread
+    rows["sweep"] = rows["sweep"].ffill().bfill()  # their budgets only: the section's sweep
+    rows = rows.sort_values(
+        ["group", "method", order], kind="stable",
+        key=lambda s: s.map(GROUPS.index) if s.name == "group"
+        else s.map(rank) if s.name == "method" else s)
+    return rows[COLUMNS].reset_index(drop=True)
 
 
 def _ours(frame: pd.DataFrame) -> pd.DataFrame:
@@ -270,21 +345,24 @@ def _ours(frame: pd.DataFrame) -> pd.DataFrame:
         keep.append(group if group["group"].iloc[0] == "uncompressed"
                     else group[group["n_chunks"] == chosen])
     ours = pd.concat(keep)
-    ours.loc[ours["group"] == "uncompressed", "ppd"] = float("nan")
-    return ours[["group", "method", "n_chunks", "ppd", "seeds", "auc_mean", "auc_std",
-                 "bce_mean", "bce_std"]]
+    ours.loc[ours["group"] == "uncompressed", ["ppd", "budget_asked"]] = float("nan")
+    return ours.rename(columns={"improving": "still_improving"})[
+        ["sweep", "group", "method", "n_chunks", "ppd", "budget_asked", "seeds",
+         "still_improving", "auc_mean", "auc_std", "bce_mean", "bce_std", "test_mean",
+         "test_std"]]
 
 
-def _merge(ours: pd.DataFrame, theirs: pd.DataFrame) -> pd.DataFrame:
-    """Outer join on method and ppd (the full table on method alone), with a note per row."""
-    key = lambda f: f.assign(_ppd=f["ppd"].fillna(-1.0))  # noqa: E731 - NaN never matches
-    rows = key(ours).merge(key(theirs).drop(columns="ppd"), on=["method", "_ppd"], how="outer",
+def _merge(ours: pd.DataFrame, theirs: pd.DataFrame, on: str = "ppd") -> pd.DataFrame:
+    """Outer join on method and the budget column `on` (the full table, NaN there, on method
+    alone), with a note per row."""
+    key = lambda f: f.assign(_key=f[on].fillna(-1.0))  # noqa: E731 - NaN never matches
+    rows = key(ours).merge(key(theirs).drop(columns=on), on=["method", "_key"], how="outer",
                            indicator=True)
-    rows["ppd"] = rows["_ppd"].where(rows["_ppd"] >= 0)
+    rows[on] = rows["_key"].where(rows["_key"] >= 0)
     # A budget only they ran: our method's group and n_chunks, our values missing.
     fill = ours.drop_duplicates("method").set_index("method")
     for column in ("group", "n_chunks"):
         rows[column] = rows[column].fillna(rows["method"].map(fill[column]))
     rows["note"] = rows["_merge"].map({"both": "", "left_only": NOT_RUN_BY_AUTHORS,
                                        "right_only": NOT_RUN_HERE}).astype(str)
-    return rows.drop(columns=["_ppd", "_merge"])
+    return rows.drop(columns=["_key", "_merge"])

@@ -1,35 +1,29 @@
 """The comparison against the paper as text: markdown, CSV and LaTeX; the CLI draws its rich
-tables from the same `metric_rows`. One table per metric and dataset, rows grouped as the full
-table, the training-time methods and the post-training reference (pq), then one verdict line
-per method."""
+tables from the same `metric_rows`. One table per metric and dataset (and sweep), rows grouped
+as the full table, the training-time methods and the post-training reference (pq), then one
+verdict line per method. The section says which metrics, budget column and spread it has (GMF:
+their result files; Criteo: their figures, paper_criteo.py)."""
 
 from __future__ import annotations
 
 import pandas as pd
 
-from .paper import (NOT_RUN_BY_AUTHORS, NOT_RUN_HERE, ROUNDING, Comparison, PaperSection,
-                    method_label)
-from .report import METRIC_NAMES, _tex, cell_text
+from .paper import NOT_RUN_BY_AUTHORS, NOT_RUN_HERE, Comparison, PaperSection, method_label
+from .report import IMPROVING_MARK, METRIC_NAMES, _tex, cell_text
 
 HEADER = ("method", "ppd", "ours", "paper", "paper min..max", "ours − paper", "verdict")
-POST_NOTE = ("The post-training reference (pq) trains the full table, then quantizes it: listed "
-             "apart, it is not a training-time method.")
 GROUP_TITLES = {"uncompressed": "", "training": "",
                 "post-training": "post-training reference"}
 
 
 def notes(section: PaperSection) -> list[str]:
     """The lines that say what is compared and how the verdict is defined."""
-    return [
-        section.source_line() + ".",
-        "ours: mean ± std over our seeds (one seed: the value alone); paper: mean ± std over "
-        "their seeds, and their min..max; ours − paper is the difference of the means.",
-        f"verdict: within = our mean inside their min..max over seeds (± {ROUNDING:g}, their "
-        "3-decimal rounding); above / below = beyond it. For AUC above is better, for BCE "
-        "below is better.",
-        "Their BCE overstates by about 2% where the last validation batch is short (their mean "
-        "of batch means), so a BCE below theirs by less than about 0.01 can be that alone.",
-    ] + ([POST_NOTE] if (section.rows["group"] == "post-training").any() else [])
+    return section.notes()
+
+
+def header(section: PaperSection) -> tuple[str, ...]:
+    """HEADER with the section's budget and spread columns."""
+    return ("method", section.budget_header, *HEADER[2:4], section.spread_header, *HEADER[5:])
 
 
 def metric_rows(section: PaperSection, metric: str) -> list[tuple[str, list[tuple[str, ...]]]]:
@@ -42,17 +36,21 @@ def metric_rows(section: PaperSection, metric: str) -> list[tuple[str, list[tupl
             row = row._asdict()
             label = method_label(row["method"], "training" if group == "training" else "",
                                  row["n_chunks"])
-            ppd = "—" if pd.isna(row["ppd"]) else f"{row['ppd']:g}"
+            digits = section.digits
             ours = (NOT_RUN_HERE if pd.isna(row[f"{metric}_mean"]) else
-                    cell_text(row[f"{metric}_mean"], row[f"{metric}_std"], row["seeds"]))
+                    cell_text(row[f"{metric}_mean"], row[f"{metric}_std"], row["seeds"],
+                              digits=digits)
+                    + (f" {IMPROVING_MARK}" if row["still_improving"] > 0 else ""))
             if pd.isna(row[f"paper_{metric}_mean"]):
                 paper, spread = NOT_RUN_BY_AUTHORS, "—"
             else:
                 paper = cell_text(row[f"paper_{metric}_mean"], row[f"paper_{metric}_std"],
-                                  row["paper_seeds"])
-                spread = f"{row[f'paper_{metric}_min']:.3f}..{row[f'paper_{metric}_max']:.3f}"
-            diff = "—" if pd.isna(row[f"{metric}_diff"]) else f"{row[f'{metric}_diff']:+.4f}"
-            cells.append((label, ppd, ours, paper, spread, diff, row[f"{metric}_verdict"] or "—"))
+                                  row["paper_seeds"], digits=digits)
+                spread = section.spread_cell(row, metric)
+            diff = ("—" if pd.isna(row[f"{metric}_diff"])
+                    else f"{row[f'{metric}_diff']:+.{digits}f}")
+            cells.append((label, section.budget_cell(row), ours, paper, spread, diff,
+                          row[f"{metric}_verdict"] or "—"))
         out.append((group, cells))
     return out
 
@@ -69,9 +67,9 @@ def to_markdown(comparison: Comparison) -> str:
             lines += [section.not_run_line() + ".", ""]
             continue
         lines += [" ".join(notes(section)), ""]
-        for metric in ("auc", "bce"):
+        for metric in section.metrics:
             lines += [f"Best {METRIC_NAMES[metric]}.", ""]
-            lines.append("| " + " | ".join(HEADER) + " |")
+            lines.append("| " + " | ".join(header(section)) + " |")
             lines.append("| --- |" + " ---: |" * (len(HEADER) - 2) + " --- |")
             for group, cells in metric_rows(section, metric):
                 if GROUP_TITLES[group]:
@@ -93,13 +91,13 @@ def to_latex(comparison: Comparison) -> str:
         if not section.ran:
             out.append(f"% {_tex(section.not_run_line())}.\n")
             continue
-        for metric in ("auc", "bce"):
+        for metric in section.metrics:
             out.append("\\begin{table}[t]\n\\centering\n\\small")
             caption = (f"{section.title}: best {METRIC_NAMES[metric]}. " + " ".join(notes(section))
                        + " Verdicts: " + "; ".join(section.method_lines()) + ".")
             out.append(f"\\caption{{{_tex(caption)}}}")
             out.append("\\begin{tabular}{lrrrrrl}\n\\toprule")
-            out.append(" & ".join(_tex(h) for h in HEADER)
+            out.append(" & ".join(_tex(h) for h in header(section))
                        + " \\\\\n\\midrule")
             for group, cells in metric_rows(section, metric):
                 if GROUP_TITLES[group]:

@@ -9,6 +9,11 @@ the real compression of cce, cce_robe and pq). A post-training method (pq) is li
 trains the full table and quantizes it afterwards, so it is a reference, not a competitor, and
 its peak training size is the full table's. Renderers write it as markdown, CSV or LaTeX; the
 CLI draws the terminal tables from the same Report.
+
+A cell some of whose seeds were still improving at their last epoch (they ran every epoch, and
+the last one still improved their best val BCE or AUC by more than the early-stop tolerance;
+summary.py) carries IMPROVING_MARK and a footnote says so: its score measures the training
+length as much as the method. The CSV gives the number of such seeds (`still_improving`).
 """
 
 from __future__ import annotations
@@ -22,6 +27,11 @@ from .summary import is_post_training, is_reference, mean_over_seeds, report_gro
 
 FORMATS = ["table", "markdown", "csv", "latex"]
 DEFAULT_TOLERANCE = 0.001  # BCE; the paper's parity threshold
+IMPROVING_MARK = "†"
+IMPROVING_NOTE = ("† still improving at the last epoch (in at least one seed): the run ran every "
+                  "epoch and its last epoch still improved its best val BCE or AUC by more than "
+                  "the early-stop tolerance (1% by default), so its score may rise with more "
+                  "epochs (under-trained, not a measure of capacity alone)")
 METRIC_NAMES = {"bce": "val BCE (lower is better)", "auc": "val AUC (higher is better)",
                 "test": "test BCE at the best val BCE point (lower is better)"}
 
@@ -62,8 +72,9 @@ class Section:
         return f"{method}, {n_chunks} chunks" if several else method
 
     def grid(self, metric: str, post: bool = False) -> tuple[list[str], list[float], dict]:
-        """Row labels, budgets (ppd) and {(label, ppd): (mean, std, best, seeds)} for one
-        metric, of the training-time methods or (post=True) of the post-training ones."""
+        """Row labels, budgets (ppd) and {(label, ppd): (mean, std, best, seeds, improving)}
+        for one metric, of the training-time methods or (post=True) of the post-training ones;
+        improving: how many of the cell's seeds were still improving at their last epoch."""
         frame = self.post if post else self.cells
         budgets = sorted(frame["ppd"].unique())
         labels, values = [], {}
@@ -73,7 +84,8 @@ class Section:
                 labels.append(label)
             values[(label, row.ppd)] = (getattr(row, f"{metric}_mean"),
                                         getattr(row, f"{metric}_std"),
-                                        getattr(row, f"best_{metric}", False), row.seeds)
+                                        getattr(row, f"best_{metric}", False), row.seeds,
+                                        row.improving)
         return labels, budgets, values
 
     def reference_line(self) -> str:
@@ -86,7 +98,18 @@ class Section:
                 f"val AUC {cell_text(ref['auc_mean'], ref['auc_std'], ref['seeds'])}"
                 + (f", test BCE {cell_text(ref['test_mean'], ref['test_std'], ref['seeds'])}"
                    if pd.notna(ref.get("test_mean")) else "")
-                + f" ({int(ref['seeds'])} seed{'s' if ref['seeds'] > 1 else ''})")
+                + f" ({int(ref['seeds'])} seed{'s' if ref['seeds'] > 1 else ''}"
+                + (f"; {IMPROVING_MARK} {int(ref['improving'])} of {int(ref['seeds'])} still "
+                   "improving at the last epoch" if ref["improving"] else "") + ")")
+
+    @property
+    def any_improving(self) -> bool:
+        """Whether any run of the section was still improving at its last epoch."""
+        return bool(pd.concat([self.cells, self.post, self.reference])["improving"].gt(0).any())
+
+    def improving_note(self) -> str:
+        """The footnote for IMPROVING_MARK, or '' where no run of the section needs it."""
+        return IMPROVING_NOTE if self.any_improving else ""
 
     @property
     def peak_params(self) -> int | None:
@@ -120,13 +143,14 @@ class Report:
             cells = pd.concat([cells, post]).merge(parity, on=["method", "n_chunks"], how="left")
             reference = s.reference.assign(best_auc=False, best_bce=False, post_training=False)
             frames.append(pd.concat([reference, cells]))
-        frame = pd.concat(frames, ignore_index=True)
+        frame = pd.concat(frames, ignore_index=True).rename(
+            columns={"improving": "still_improving"})  # seeds still improving at the last epoch
         if "peak_train_params" not in frame:
             frame["peak_train_params"] = float("nan")
-        return frame[["dataset", "model", "dim", "method", "n_chunks", "ppd", "budget_asked",
-                      "params", "total_bytes", "seeds", "auc_mean", "auc_std", "bce_mean",
-                      "bce_std", "best_auc", "best_bce", "test_mean", "test_std",
-                      "post_training", "peak_train_params",
+        return frame[["dataset", "sweep", "model", "dim", "method", "n_chunks", "ppd",
+                      "budget_asked", "params", "total_bytes", "seeds", "auc_mean", "auc_std",
+                      "bce_mean", "bce_std", "best_auc", "best_bce", "test_mean", "test_std",
+                      "still_improving", "post_training", "peak_train_params",
                       *PARITY_COLUMNS]]
 
 
@@ -200,23 +224,26 @@ def parity_rows(section: Section) -> list[tuple[str, ...]]:
 
 
 def row_cells(values: dict, label: str, budgets: list[float], bold, pm: str = "±",
-              dash: str = "—") -> list[str]:
+              dash: str = "—", mark: str = IMPROVING_MARK) -> list[str]:
     """One method's cells across budgets: "mean ± std", `bold(text)` where best, a dash where
-    the method has no result at that budget."""
+    the method has no result at that budget, `mark` after a cell with a seed still improving
+    at its last epoch."""
     cells = []
     for b in budgets:
         if (label, b) not in values:
             cells.append(dash)
             continue
-        mean, std, best, seeds = values[(label, b)]
-        text = cell_text(mean, std, seeds, pm)
+        mean, std, best, seeds, improving = values[(label, b)]
+        text = cell_text(mean, std, seeds, pm) + (f" {mark}" if improving else "")
         cells.append(bold(text) if best else text)
     return cells
 
 
-def cell_text(mean: float, std: float, seeds: int = 2, pm: str = "±") -> str:
+def cell_text(mean: float, std: float, seeds: int = 2, pm: str = "±", digits: int = 4) -> str:
     """'mean ± std'; one seed has no spread, so the value alone (never '± 0.0000')."""
-    return f"{mean:.4f}" if seeds == 1 else f"{mean:.4f} {pm} {std:.4f}"
+    if seeds == 1:
+        return f"{mean:.{digits}f}"
+    return f"{mean:.{digits}f} {pm} {std:.{digits}f}"
 
 
 def seeds_note(section: Section) -> str:
@@ -250,6 +277,8 @@ def to_markdown(report: Report) -> str:
     lines = []
     for section in report.sections:
         lines += [f"### {section.title}", "", section.reference_line() + ".", ""]
+        if section.any_improving:
+            lines += [section.improving_note() + ".", ""]
         for metric in section.metrics:
             if not section.cells.empty:
                 lines.append(f"Best {METRIC_NAMES[metric]}, {seeds_note(section)}; **bold**: "
@@ -290,18 +319,22 @@ def to_latex(report: Report) -> str:
                        f"bold: best at that budget. {section.reference_line()}.")
             if post_labels:
                 caption += f" {section.post_line()}."
+            if section.any_improving:
+                caption += f" {section.improving_note()}."
             out.append(f"\\caption{{{_tex(caption)}}}")
             out.append("\\begin{tabular}{l" + "r" * len(budgets) + "}\n\\toprule")
             header = " & ".join(section.budget_label(b) for b in budgets)
             out.append("method & " + header + " \\\\\n\\midrule")
             for label in labels:
-                cells = row_cells(values, label, budgets, bold, pm="$\\pm$", dash="--")
+                cells = row_cells(values, label, budgets, bold, pm="$\\pm$", dash="--",
+                                  mark="$^\\dagger$")
                 out.append(f"{_tex(label)} & " + " & ".join(cells) + " \\\\")
             if post_labels:
                 out.append(f"\\midrule\n\\multicolumn{{{len(budgets) + 1}}}{{l}}"
                            "{\\emph{post-training reference}} \\\\")
                 for label in post_labels:
-                    cells = row_cells(post_values, label, budgets, bold, pm="$\\pm$", dash="--")
+                    cells = row_cells(post_values, label, budgets, bold, pm="$\\pm$", dash="--",
+                                      mark="$^\\dagger$")
                     out.append(f"{_tex(label)} & " + " & ".join(cells) + " \\\\")
             out.append("\\bottomrule\n\\end{tabular}\n\\end{table}\n")
         out.append("\\begin{table}[t]\n\\centering\n\\small")
@@ -319,6 +352,6 @@ def to_latex(report: Report) -> str:
 
 def _tex(text: str) -> str:
     for char, escaped in (("\\", "\\textbackslash{}"), ("&", "\\&"), ("%", "\\%"), ("_", "\\_"),
-                          ("#", "\\#"), ("±", "$\\pm$"), ("−", "$-$")):
+                          ("#", "\\#"), ("±", "$\\pm$"), ("−", "$-$"), ("†", "$^\\dagger$")):
         text = text.replace(char, escaped)
     return text

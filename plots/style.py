@@ -38,6 +38,12 @@ PAPER_STYLE = {"linestyle": "--", "linewidth": 1.2, "alpha": 0.9}
 # Artists carry one of these gids; the legend lists each group under its title, after the rest.
 LEGEND_GROUPS = {"post-training": "post-training reference",
                  "paper": "dashed: the authors' results (paper)"}
+# A ring around a point (or at the right end of a reference line) whose runs were still
+# improving at their last epoch (summary.py); one legend entry, last, explains it.
+IMPROVING_STYLE = {"marker": "o", "markersize": 11, "markerfacecolor": "none",
+                   "markeredgewidth": 1.1, "linestyle": "none"}
+IMPROVING_GID = "improving"
+IMPROVING_LABEL = "ring: still improving at the last epoch (more epochs may score better)"
 
 RC = {
     "font.size": 10, "axes.titlesize": 10.5, "axes.labelsize": 10, "legend.fontsize": 8.5,
@@ -95,6 +101,27 @@ def log10_axis(ax, values, axis: str = "y") -> None:
     target.set_major_formatter(FuncFormatter(lambda value, _: compact_number(value)))
 
 
+def mark_improving(ax, xs, ys, color: str, transform=None) -> None:
+    """Rings around the points (xs, ys) whose runs were still improving at their last epoch,
+    and the one legend entry that says what a ring means (legend_outside lists it last)."""
+    ring = Line2D(list(xs), list(ys), color=color, zorder=4, label="_improving",
+                  clip_on=transform is None, transform=transform or ax.transData,
+                  **IMPROVING_STYLE)
+    ax.add_line(ring)  # a ring in axes coordinates along x leaves the x limits alone
+    ax.autoscale_view()
+    if not any(line.get_gid() == IMPROVING_GID for line in ax.get_lines()):
+        ax.plot([], [], color="#555555", label=IMPROVING_LABEL, gid=IMPROVING_GID,
+                **IMPROVING_STYLE)
+
+
+def mark_improving_line(ax, y: float, color: str) -> None:
+    """A ring at the right end of a horizontal reference line (the full table) whose runs were
+    still improving at their last epoch."""
+    from matplotlib.transforms import blended_transform_factory
+
+    mark_improving(ax, [1.0], [y], color, blended_transform_factory(ax.transAxes, ax.transData))
+
+
 def compact_number(value: float) -> str:
     for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(value) >= scale:
@@ -108,14 +135,16 @@ def legend_outside(ax) -> None:
     handles, labels = ax.get_legend_handles_labels()
     if not handles:
         return
-    grouped: dict = {gid: [] for gid in (None, *LEGEND_GROUPS)}
+    grouped: dict = {gid: [] for gid in (None, *LEGEND_GROUPS, IMPROVING_GID)}
     for handle, label in zip(handles, labels):
-        grouped[handle.get_gid() if handle.get_gid() in LEGEND_GROUPS else None].append(
+        gid = handle.get_gid()
+        grouped[gid if gid in LEGEND_GROUPS or gid == IMPROVING_GID else None].append(
             (handle, label))
     entries = grouped[None]
     for gid, title in LEGEND_GROUPS.items():
         if grouped[gid]:
             entries += [(Line2D([], [], linestyle="none"), title)] + grouped[gid]
+    entries += grouped[IMPROVING_GID][:1]
     legend = ax.legend(*zip(*entries), loc="upper left", bbox_to_anchor=(1.02, 1.0),
                        frameon=False, borderaxespad=0.0)
     for text in legend.get_texts():

@@ -3,7 +3,13 @@
 Everything that draws or tabulates starts here: `load_results` reads one or more CSVs (or sweep
 names), `best_per_run` keeps the best validation score of each run over its evaluation points,
 as the paper reports, with the test score at that same point (never the best test score), and
-`mean_over_seeds` gives mean, std, min and max over seeds per method and budget.
+`mean_over_seeds` gives mean, std, min and max over seeds per method and budget. A run is
+`still_improving` when it ran every epoch it was given (not stopped early, not diverged) and its
+last epoch still improved its best val BCE or AUC by more than the early-stop tolerance
+(engine.improved_in_last_epoch): the CSV says so on a run's last row; rows written before that
+column existed are judged from their own rows by the same rule (status ok, the default tolerance,
+as their own is not recorded; an early stop is implied, since a run stops only at a point worse
+than its best in both metrics). `mean_over_seeds` counts such seeds per cell (`improving`).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from cce_bench.engine import IMPROVING_TOLERANCE, improved_in_last_epoch
 from cce_bench.errors import ResultsError
 from cce_bench.results import read_rows
 
@@ -96,7 +103,24 @@ def best_per_run(rows: pd.DataFrame) -> pd.DataFrame:
     best = best.merge(cost, on="run_id", how="left")
     best["ppd"] = best["budget_asked"] / best["dim"]
     best["fit_s"] = best["train_s"] + best["cluster_s"].fillna(0.0)
+    best["still_improving"] = (best["run_id"].map(still_improving(rows, ok))
+                               .astype("boolean").fillna(False).astype(bool))
     return best
+
+
+def still_improving(rows: pd.DataFrame, scored: pd.DataFrame) -> pd.Series:
+    """Per run id: whether the run was still improving at its last epoch. The CSV's own
+    verdict on the run's last row where it has one; else judged from its scored rows (`scored`:
+    result rows, a post-training method's after compression only) by the engine's rule."""
+    last = rows.groupby("run_id").tail(1).set_index("run_id")
+    recorded = last["still_improving"].dropna().astype(bool)
+    judged = {}
+    for run_id, group in scored[~scored["run_id"].isin(recorded.index)].groupby("run_id"):
+        points = list(group.sort_values("step")[["epoch", "val_bce", "val_auc"]]
+                      .itertuples(index=False, name=None))
+        judged[run_id] = (last.loc[run_id, "status"] == "ok"
+                          and improved_in_last_epoch(points, IMPROVING_TOLERANCE))
+    return pd.concat([recorded, pd.Series(judged, dtype=bool)])
 
 
 def mean_over_seeds(best: pd.DataFrame) -> pd.DataFrame:
@@ -110,6 +134,7 @@ def mean_over_seeds(best: pd.DataFrame) -> pd.DataFrame:
         bce_mean=("val_bce", "mean"), bce_std=("val_bce", "std"),
         bce_min=("val_bce", "min"), bce_max=("val_bce", "max"),
         test_mean=("test_bce", "mean"), test_std=("test_bce", "std"),
+        improving=("still_improving", "sum"),
         fit_s_mean=("fit_s", "mean"), fit_s_min=("fit_s", "min"), fit_s_max=("fit_s", "max"),
         samples_per_s_mean=("samples_per_s", "mean"), samples_per_s_min=("samples_per_s", "min"),
         samples_per_s_max=("samples_per_s", "max"))

@@ -83,3 +83,39 @@ def test_clustering_schedule():
 def test_bad_run_settings_are_named(field, value, message):
     with pytest.raises(ConfigError, match=message):
         RunConfig("d", "cce", 64, **{field: value})
+
+
+def test_still_improving_is_the_last_epoch_beating_the_earlier_ones_by_the_tolerance():
+    from cce_bench.engine import improved_in_last_epoch
+
+    rising = [(1, 0.60, 0.70), (2, 0.55, 0.74), (3, 0.52, 0.77)]
+    assert improved_in_last_epoch(rising, 0.01)
+    plateau = [(1, 0.60, 0.70), (2, 0.55, 0.74), (3, 0.549, 0.7405)]  # better, by < 1%
+    assert not improved_in_last_epoch(plateau, 0.01)
+    assert improved_in_last_epoch(plateau, 0.001)
+    worse = [(1, 0.60, 0.70), (2, 0.55, 0.74), (3, 0.56, 0.73)]
+    assert not improved_in_last_epoch(worse, 0.01)
+    # Either metric: AUC still rising by 2% while BCE has flattened.
+    assert improved_in_last_epoch([(1, 0.55, 0.70), (2, 0.55, 0.714)], 0.01)
+    # Several points per epoch: the last epoch's best against every earlier epoch's best.
+    steps = [(1, 0.60, 0.7), (1, 0.50, 0.7), (2, 0.499, 0.7), (2, 0.51, 0.7)]
+    assert not improved_in_last_epoch(steps, 0.01)
+    assert improved_in_last_epoch([(1, 0.60, 0.7), (1, 0.50, 0.7), (2, 0.40, 0.7),
+                                   (2, 0.45, 0.7)], 0.01)
+    # One epoch: its last point against the ones before; one point: nothing to compare.
+    assert improved_in_last_epoch([(1, 0.60, 0.7), (1, 0.50, 0.7)], 0.01)
+    assert not improved_in_last_epoch([(1, 0.50, 0.7)], 0.01)
+
+
+def test_a_run_still_rising_at_its_last_epoch_is_marked_one_stopped_early_is_not(tiny):
+    rising = train(RunConfig(TINY_DATASET, "full", 0, epochs=3, lr=3e-3, batch_size=128),
+                   tiny, "cpu")
+    assert rising.status == "ok" and len(rising.epochs) == 3 and rising.still_improving
+    # lr 0.3 overshoots: both metrics worse after the first epoch, so it stops early.
+    stopped = train(RunConfig(TINY_DATASET, "full", 0, epochs=20, lr=0.3, batch_size=128),
+                    tiny, "cpu")
+    assert len(stopped.epochs) < 20 and not stopped.still_improving
+    # Early stopping off and a peak before the last epoch: not still improving either.
+    peaked = train(RunConfig(TINY_DATASET, "full", 0, epochs=6, lr=1e-2, batch_size=128,
+                             early_stop=0), tiny, "cpu")
+    assert len(peaked.epochs) == 6 and not peaked.still_improving

@@ -86,3 +86,36 @@ def test_numpy_numbers_are_written_as_plain_numbers(tmp_path):
     log.append(rows, run)
     frame = read_rows(log.path)
     assert frame["val_bce"].tolist() == [0.25] and frame["params"].tolist() == [512]
+
+
+def test_still_improving_is_recorded_on_the_last_row_of_a_run(tmp_path):
+    from cce_bench.engine import EpochRecord, RunResult
+
+    run = RunConfig(dataset="syn-60-2400", method="cce", budget=64, epochs=2)
+    records = [EpochRecord(e, 10 * e, 0.6, 0.6 - 0.05 * e, 0.6 + 0.05 * e, None, None, 1.0, 0.0,
+                           0.1, 100.0) for e in (1, 2)]
+    result = RunResult("ok", 64, 0, 256, records, still_improving=True)
+    log = ResultsLog(tmp_path / "r.csv")
+    log.append(run_rows(run, "t", result, now_timestamp()), run)
+    frame = read_rows(log.path)
+    assert frame["still_improving"].isna().tolist() == [True, False]  # the run's last row only
+    assert frame["still_improving"].tolist()[1] == 1
+    result.still_improving = False
+    log.append(run_rows(run, "t", result, now_timestamp()), run)
+    assert read_rows(log.path)["still_improving"].tolist()[3] == 0
+
+
+@pytest.mark.parametrize("dropped", [("still_improving",), ("still_improving", "table_params")])
+def test_older_files_without_the_column_load_and_take_new_rows(tmp_path, dropped):
+    """A results file of an earlier version (header without still_improving, or without
+    table_params too) is read, its missing columns empty, and appended to in its own columns."""
+    columns = [c for c in COLUMNS if c not in dropped]
+    path = tmp_path / "old.csv"
+    run, rows = rows_for(0)
+    path.write_text(",".join(columns) + "\n")
+    log = ResultsLog(path)
+    log.append(rows, run)
+    assert path.read_text().splitlines()[0] == ",".join(columns)  # the header is kept
+    frame = read_rows(path)
+    assert list(frame.columns) == COLUMNS and frame["still_improving"].isna().all()
+    assert frame["status"].tolist() == ["too_small"] and log.completed_run_ids() == {run.run_id}

@@ -5,14 +5,19 @@ the device and read once per evaluation. A run evaluates after each epoch and, w
 every `eval_every` steps (DLRM on Criteo: every 50,000 batches, as the paper); it clusters after
 epochs or every `cluster_every` steps, on every embedding that has a cluster() method. GMF and
 DLRM go through this one loop: a split's `features` are the model's inputs.
+
+A run that ran every epoch it was given (not stopped early, not diverged) and whose last epoch
+still improved its best validation BCE or AUC by more than the early-stop tolerance is marked
+`still_improving` (see `improved_in_last_epoch`): its score says more about its training length
+than about its table's capacity.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
-from typing import Callable
+from dataclasses import dataclass, field, fields
+from typing import Callable, Sequence
 
 import torch
 from torch import nn
@@ -34,6 +39,9 @@ EVAL_BATCH = 1 << 16
 # start from ln 2 never gets there by learning, only by exploding (lr 1e6 reached 2e28 with
 # status ok before this); such a run is `diverged`.
 DIVERGED_BCE = 10.0
+# The tolerance `still_improving` uses when a run's early stopping is off (early_stop 0): a
+# tolerance of 0 would call a plateau's noise an improvement. RunConfig's own default.
+IMPROVING_TOLERANCE = next(f.default for f in fields(RunConfig) if f.name == "early_stop")
 
 Data = InteractionData | CriteoData
 
@@ -65,6 +73,9 @@ class RunResult:
     peak_mem_bytes: int | None = None
     device: str = "cpu"
     table_params: int = 0  # trainable parameters of all embedding tables together
+    # Ran every epoch (not stopped early, not diverged) and its last epoch still improved its
+    # best val BCE or AUC by more than the early-stop tolerance (improved_in_last_epoch).
+    still_improving: bool = False
 
     def set_sizes(self, model: nn.Module) -> None:
         self.params, self.table_params, self.buffer_bytes, self.total_bytes = model_size(model)
@@ -219,6 +230,7 @@ def _train_lockstep(runs: list[RunConfig], data: Data, device: torch.device,
         state.result.peak_mem_bytes = peak
         # Sizes of the trained model: a post-training method (pq) shrinks when it compresses.
         state.result.set_sizes(state.model)
+        state.result.still_improving = state.still_improving()
     return [state.result for state in states]
 
 
@@ -266,6 +278,16 @@ class _RunState:
         self.recorded_rows = 0  # rows of this epoch already in a record
         self.pending_cluster_s, self.segment_start = 0.0, 0.0
         self.best_bce, self.best_auc = math.inf, -math.inf
+        self.stopped_early = False
+        self.scored_from = 0  # the first record scored (a post-training method: after compressing)
+
+    def still_improving(self) -> bool:
+        """Ran out of epochs (neither stopped early nor diverged) while its last epoch still
+        improved on the epochs before it by more than the early-stop tolerance."""
+        if self.result.status != "ok" or self.stopped_early:
+            return False
+        points = [(r.epoch, r.val_bce, r.val_auc) for r in self.result.epochs[self.scored_from:]]
+        return improved_in_last_epoch(points, self.run.early_stop or IMPROVING_TOLERANCE)
 
     @property
     def total_steps(self) -> int:
@@ -334,13 +356,14 @@ class _RunState:
             self.result.status, self.done = "diverged", True
         elif (not awaiting
               and _should_stop(run.early_stop, val_bce, val_auc, self.best_bce, self.best_auc)):
-            self.done = True
+            self.done = self.stopped_early = True
         else:
             self.best_bce, self.best_auc = min(self.best_bce, val_bce), max(self.best_auc, val_auc)
         if awaiting and not _awaiting_compression(self.model):
             # A post-training method (pq) just compressed: early stopping compares the
             # compressed model with itself, never with the full table it was.
             self.best_bce, self.best_auc = math.inf, -math.inf
+            self.scored_from = len(self.result.epochs)
         self.segment_start = device_clock(device)
 
     def _cluster(self) -> float:
@@ -386,6 +409,28 @@ def _should_stop(tolerance: float, bce: float, auc: float, best_bce: float, best
     if tolerance <= 0 or not math.isfinite(best_bce):
         return False
     return bce > best_bce * (1 + tolerance) and auc < best_auc * (1 - tolerance)
+
+
+def improved_in_last_epoch(points: Sequence[tuple[int, float, float]], tolerance: float) -> bool:
+    """Whether a run's last epoch improved on the epochs before it by more than `tolerance`.
+
+    points: (epoch, val_bce, val_auc) of the run's scored evaluation points, in order. The best
+    val BCE of the last epoch's points must lie below the best of the earlier epochs' points by
+    more than the fraction `tolerance` (bce < best x (1 - tolerance)), or the best val AUC above
+    theirs by more (auc > best x (1 + tolerance)): the mirror of early stopping, which stops
+    when both got worse by that fraction. A run of one epoch compares its last point with the
+    ones before it; a run with a single point has nothing to compare with (False).
+    """
+    if len(points) < 2:
+        return False
+    last_epoch = points[-1][0]
+    before = [p for p in points if p[0] < last_epoch]
+    recent = [p for p in points if p[0] == last_epoch]
+    if not before:
+        before, recent = list(points[:-1]), list(points[-1:])
+    best_bce, best_auc = min(p[1] for p in before), max(p[2] for p in before)
+    return (min(p[1] for p in recent) < best_bce * (1 - tolerance)
+            or max(p[2] for p in recent) > best_auc * (1 + tolerance))
 
 
 def device_clock(device: torch.device) -> float:

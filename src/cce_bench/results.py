@@ -6,6 +6,12 @@ or not at all. A row is always one line (no field holds a newline), and the read
 line on its own: a torn, non-UTF-8 or malformed line is skipped with a warning naming it and can
 never swallow the next one. A sweep holds the file's lock while it runs, so two sweeps never
 train and record the same runs twice.
+
+`still_improving` describes the run, like `status` on its last row: on a run's last row 1 when
+it ran every epoch (not stopped early, not diverged) and its last epoch still improved its best
+val BCE or AUC by more than the early-stop tolerance (engine.improved_in_last_epoch), else 0;
+empty on its other rows and on a run without a result. Files of earlier versions lack it; the
+summary (plots/summary.py) judges their runs from their rows by the same rule.
 """
 
 from __future__ import annotations
@@ -35,14 +41,17 @@ from .errors import ResultsError
 
 COLUMNS = [
     "run_id", "sweep", "dataset", "model", "method", "budget_asked", "params", "table_params",
-    "buffer_bytes", "total_bytes", "dim", "n_chunks", "seed", "epoch", "step", "train_bce", "val_bce", "val_auc",
-    "test_bce", "test_auc", "train_s", "cluster_s", "eval_s", "samples_per_s", "peak_mem_bytes",
-    "status", "error", "device", "torch_version", "cce_bench_version", "git_rev", "started_at",
+    "buffer_bytes", "total_bytes", "dim", "n_chunks", "seed", "epoch", "step", "train_bce",
+    "val_bce", "val_auc", "test_bce", "test_auc", "train_s", "cluster_s", "eval_s",
+    "samples_per_s", "peak_mem_bytes", "status", "still_improving", "error", "device",
+    "torch_version", "cce_bench_version", "git_rev", "started_at",
 ]
 STATUSES = ("ok", "diverged", "oom", "failed", "too_small")
 # Headers of files written by earlier versions: read as they are, appended to in their own
 # columns, so an old results folder still resumes (a column it lacks reads as empty).
-OLDER_HEADERS = [[c for c in COLUMNS if c != "table_params"]]
+# still_improving came last, after table_params.
+OLDER_HEADERS = [[c for c in COLUMNS if c != "still_improving"],
+                 [c for c in COLUMNS if c not in ("table_params", "still_improving")]]
 TEXT_COLUMNS = ("run_id", "sweep", "dataset", "model", "method", "status", "error", "device",
                 "torch_version", "cce_bench_version", "git_rev", "started_at")
 _TIMESTAMP_LEN = len("2026-01-01T00:00:00+00:00")
@@ -72,7 +81,9 @@ def run_rows(run: RunConfig, sweep: str, result: RunResult | None, started_at: s
     for i, record in enumerate(result.epochs):
         last = i == len(result.epochs) - 1
         row_status = result.status if last else "ok"
-        rows.append({**base, **vars(record), "status": status or row_status})
+        improving = int(result.still_improving) if last else None
+        rows.append({**base, **vars(record), "status": status or row_status,
+                     "still_improving": improving})
     return rows
 
 

@@ -274,3 +274,38 @@ def test_two_sweeps_of_one_dataset_get_their_own_files_and_titles(results_csv, t
     with naming(["qs"]):
         assert panel_title(GMF_DATASET, "gmf", 8, 4, gmf["epoch"]).startswith(
             f"{GMF_DATASET} (sweep qs)\n")
+
+
+def test_points_still_improving_get_a_ring_and_the_legend_says_so(results_csv, captured):
+    from cce_bench.plots.style import IMPROVING_LABEL
+
+    from .conftest import still_rising
+
+    rows = load_results([str(results_csv)])
+    cce16 = (rows["method"] == "cce") & (rows["budget_asked"] == 16 * DIM) & (
+        rows["n_chunks"] == 4) & (rows["seed"] == 0)
+    full = (rows["dataset"] == GMF_DATASET) & (rows["method"] == "full")
+    rising = still_rising(rows, cce16 | full)
+    draw(rising, PlotRequest(kinds=["compression", "criteo", "chunks"], metrics=["bce"]), BAYES)
+    ax = captured[f"{GMF_DATASET}_bce"].axes[0]
+    rings = [line for line in ax.get_lines() if line.get_label() == "_improving"]
+    cce = next(line for line in ax.get_lines() if line.get_label() == "cce")
+    # One ring on cce's 16 ppd point, in its colour; one at the right end of the full table.
+    assert [list(r.get_xdata()) for r in rings] == [[16 * DIM], [1.0]]
+    assert rings[0].get_ydata()[0] == pytest.approx(cce.get_ydata()[1])
+    assert rings[0].get_color() == cce.get_color()
+    assert rings[0].get_markerfacecolor() == "none"
+    legend = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert legend[-1] == IMPROVING_LABEL and legend.count(IMPROVING_LABEL) == 1
+    # The DLRM panel's cce 16 ppd run rose too; the full table there did not.
+    dlrm = captured[f"{DLRM_DATASET}_bce"].axes[0]
+    assert [list(r.get_xdata()) for r in dlrm.get_lines() if r.get_label() == "_improving"] == [
+        [16 * DIM]]
+    for stem in ("criteo_bce", f"{GMF_DATASET}_chunks_bce"):
+        texts = [t.get_text() for t in captured[stem].legends[0].get_texts()]
+        assert texts[-1] == IMPROVING_LABEL, stem
+    # Without such runs: no ring and no legend entry.
+    draw(rows, PlotRequest(metrics=["bce"]), BAYES)
+    ax = captured[f"{GMF_DATASET}_bce"].axes[0]
+    assert IMPROVING_LABEL not in [t.get_text() for t in ax.get_legend().get_texts()]
+    assert not [line for line in ax.get_lines() if line.get_label() == "_improving"]

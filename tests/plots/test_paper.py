@@ -267,3 +267,53 @@ def test_cli_plot_reference_paper(paper_csv, in_tmp):
     assert f"no paper curves for {GMF_DATASET}: not run by the authors" in result.output
     assert (in_tmp / "figs" / f"paper_{PAPER_DATASET}_bce.png").read_bytes()[:4] == b"\x89PNG"
     assert runner.invoke(app, ["plot", str(paper_csv), "--reference", "thesis"]).exit_code == 2
+
+
+def test_two_sweeps_of_one_dataset_are_compared_one_by_one(paper_csv, in_tmp):
+    """Two sweeps of their dataset that differ (another lr, say) get a section each, named by
+    the sweep, with their own means and verdicts; they are never pooled as seeds."""
+    rows = load_results([str(paper_csv)])
+    ours = rows[rows["dataset"] == PAPER_DATASET]
+    worse = ours.assign(sweep="lr01", run_id=ours["run_id"] + "-lr01",
+                        val_auc=ours["val_auc"] - 0.1)
+    both = pd.concat([ours.assign(sweep="paper"), worse], ignore_index=True)
+    comparison = build_comparison(best_per_run(both))
+    assert [s.title for s in comparison.sections] == [
+        f"{PAPER_DATASET} (GMF, dim 32, sweep lr01) against the paper",
+        f"{PAPER_DATASET} (GMF, dim 32, sweep paper) against the paper"]
+    lr01, paper = comparison.sections
+    for section, shift in ((paper, 0.0), (lr01, 0.1)):
+        row = cell(section, "cce", 16)
+        assert row["seeds"] == 2  # the sweep's own two seeds, not four
+        assert row["auc_mean"] == pytest.approx(0.526 - shift)
+        assert set(section.rows["sweep"]) == {section.sweep}
+    assert cell(paper, "cce", 16)["auc_verdict"] == "within"
+    assert cell(lr01, "cce", 16)["auc_verdict"] == "below"
+    assert set(to_csv_frame(comparison)["sweep"]) == {"lr01", "paper"}
+    both.to_csv(in_tmp / "both.csv", index=False)
+    result = runner.invoke(app, ["report", "both.csv", "--against", "paper", "--format",
+                                 "markdown"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.count(f"### {PAPER_DATASET} (GMF, dim 32, sweep ") == 2
+
+
+def to_csv_frame(comparison):
+    return pd.read_csv(io.StringIO(to_csv(comparison)))
+
+
+def test_our_cells_still_improving_are_marked_against_the_paper(paper_csv):
+    from .conftest import still_rising
+
+    rows = load_results([str(paper_csv)])
+    cce16 = ((rows["dataset"] == PAPER_DATASET) & (rows["method"] == "cce")
+             & (rows["budget_asked"] == 16 * 32) & (rows["seed"] == 0))
+    comparison = build_comparison(best_per_run(still_rising(rows, cce16)))
+    section = section_of(comparison, PAPER_DATASET)
+    assert cell(section, "cce", 16)["still_improving"] == 1
+    assert cell(section, "cce", 64)["still_improving"] == 0
+    text = to_markdown(comparison)
+    bce = text.split("Best val BCE")[1]
+    line = next(li for li in bce.splitlines() if li.startswith("| cce | 16 |"))
+    assert line.split(" | ")[2].endswith(" †")
+    assert "† still improving at the last epoch" in text
+    assert "†" not in to_markdown(build_comparison(best_per_run(rows)))

@@ -227,3 +227,43 @@ def test_two_sweeps_of_one_dataset_are_never_pooled_as_seeds(results_csv, tmp_pa
     outcome = draw(both, PlotRequest(metrics=["bce"], formats=["png"], out_dir=tmp_path))
     assert sorted(p.name for p in outcome.written) == [
         f"lr01+qs_{GMF_DATASET}_lr01_bce.png", f"lr01+qs_{GMF_DATASET}_qs_bce.png"]
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "csv", "latex"])
+def test_runs_still_improving_are_marked_in_every_format(results_csv, in_tmp, fmt):
+    from typer.testing import CliRunner
+
+    from cce_bench.cli import app
+
+    from .conftest import still_rising
+
+    rows = load_results([str(results_csv)])
+    gmf = rows["dataset"] == GMF_DATASET
+    # cce at 16 ppd, 4 chunks: one seed of three still rising; the full table: every seed.
+    cce16 = gmf & (rows["method"] == "cce") & (rows["budget_asked"] == 16 * DIM) & (
+        rows["n_chunks"] == 4) & (rows["seed"] == 0)
+    rising = still_rising(rows, cce16 | (gmf & (rows["method"] == "full")))
+    rising.to_csv(in_tmp / "rising.csv", index=False)
+    result = CliRunner().invoke(app, ["report", "rising.csv", "--format", fmt])
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    if fmt == "csv":
+        back = pd.read_csv(io.StringIO(out))
+        marked = back[back["still_improving"] > 0]
+        assert sorted(zip(marked["method"], marked["ppd"].fillna(0), marked["still_improving"])
+                      ) == [("cce", 16, 1), ("full", 0, 3)]
+        assert back.loc[back["dataset"] != GMF_DATASET, "still_improving"].eq(0).all()
+        return
+    mark = "$^\\dagger$" if fmt == "latex" else "†"
+    flat = " ".join(out.split())
+    if fmt != "table":  # (rich wraps the cells of a wide table over lines)
+        gmf_part = out[out.index(GMF_DATASET):]
+        line = next(li for li in gmf_part.splitlines()
+                    if li.startswith(("| cce, 4 chunks |", "cce, 4 chunks &")))
+        cells = line.split(" | " if fmt == "markdown" else " & ")
+        assert f" {mark}" in cells[2]  # the 16 ppd cell (in bold: the best there), only it
+        assert line.count(mark) == 1
+    assert f"{mark} still improving at the last epoch (in at least one seed)" in flat
+    assert "(3 seeds; " + mark + " 3 of 3 still improving at the last epoch)" in flat
+    # The DLRM dataset's section (first, in name order) carries no mark and no footnote.
+    assert mark not in flat.split(GMF_DATASET)[0]

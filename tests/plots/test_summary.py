@@ -82,3 +82,26 @@ def test_test_scores_come_from_the_best_validation_point():
         base | {"step": 150, "val_bce": 0.46, "val_auc": 0.71, "test_bce": 0.440, "test_auc": 0.73}])
     best = best_per_run(rows).iloc[0]
     assert (best["val_bce"], best["test_bce"], best["best_step"]) == (0.45, 0.452, 100)
+
+
+def test_still_improving_comes_from_the_csv_or_is_judged_from_older_rows(results_csv):
+    from .conftest import GMF_DATASET, still_rising
+
+    rows = load_results([str(results_csv)])
+    assert rows["still_improving"].isna().all()  # the fixture is written without the column
+    assert not best_per_run(rows)["still_improving"].any()  # its runs peak before the last epoch
+    cce = ((rows["dataset"] == GMF_DATASET) & (rows["method"] == "cce") & (rows["seed"] == 0)
+           & (rows["status"] == "ok"))
+    rising = still_rising(rows, cce)
+    best = best_per_run(rising).set_index("run_id")["still_improving"]
+    assert set(best[best].index) == set(rows.loc[cce, "run_id"])
+    # A diverged run is never still improving, whatever its rows before diverging did.
+    diverged = rows.groupby("run_id")["status"].last() == "diverged"
+    assert not best_per_run(still_rising(rows, rows["run_id"].isin(diverged[diverged].index)))[
+        "still_improving"].any()
+    # The CSV's own verdict (the run's last row) wins over the rows: it knows the run's
+    # tolerance and whether it stopped early.
+    said = rising.copy()
+    last = said.groupby("run_id").tail(1).index
+    said.loc[last, "still_improving"] = 0.0
+    assert not best_per_run(said)["still_improving"].any()
