@@ -55,3 +55,26 @@ def test_bce_matches_the_formula():
                         rel_tol=1e-6)
     assert math.isclose(float(metrics.bce_of_probabilities(p, labels)), float(expected),
                         rel_tol=1e-12)
+
+
+@settings(max_examples=100, deadline=None)
+@given(data=st.lists(st.lists(st.integers(-4, 4), min_size=12, max_size=12), min_size=1,
+                     max_size=5),
+       labels=st.lists(st.integers(0, 1), min_size=12, max_size=12))
+def test_auc_of_rows_is_each_rows_auc(data, labels):
+    scores = torch.tensor(data, dtype=torch.float32) / 2  # few distinct values: many ties
+    y = torch.tensor(labels)
+    got = metrics.auc_rows(scores, y)
+    for row, value in zip(scores, got):
+        expected = float(metrics.auc(row, y))
+        assert (math.isnan(expected) and math.isnan(float(value))) or \
+            math.isclose(float(value), expected, abs_tol=1e-12)
+
+
+def test_bce_of_rows_is_each_rows_bce():
+    gen = torch.Generator().manual_seed(1)
+    logits, labels = torch.randn(3, 200, generator=gen), (torch.rand(200, generator=gen) < 0.3)
+    got = metrics.bce_rows(logits, labels)
+    for row, value in zip(logits, got):
+        assert math.isclose(float(value), float(metrics.bce_with_logits(row, labels)),
+                            rel_tol=1e-6)

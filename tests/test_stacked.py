@@ -98,3 +98,19 @@ def test_plan_keeps_order_and_caps_the_stack_size():
     runs.insert(1, RunConfig("d", "cce", 512, model="dlrm"))  # never stacks
     assert plan_stacks(runs) == [[0, 2, 3], [1], [4, 5, 6]]
     assert plan_stacks(runs, max_size=2) == [[0, 2], [3], [1], [4, 5], [6]]
+
+
+def test_stacked_runs_are_scored_on_the_test_split_as_alone(tiny):
+    from dataclasses import replace
+
+    from cce_bench.data import InteractionSplit
+
+    half = len(tiny.val) // 2
+    val, test = (InteractionSplit(tiny.val.users[s], tiny.val.items[s], tiny.val.labels[s])
+                 for s in (slice(0, half), slice(half, None)))
+    data = replace(tiny, val=val, test=test)
+    runs = stack_runs("hash")
+    for run, result in zip(runs, train_many(runs, data, "cpu")):
+        alone = train(run, data, "cpu", stepper="static")
+        for a, b in zip(result.epochs, alone.epochs):
+            assert (a.test_bce, a.test_auc) == pytest.approx((b.test_bce, b.test_auc), rel=1e-5)

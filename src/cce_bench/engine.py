@@ -30,7 +30,7 @@ from .embeddings.sparse_update import enable_sparse_sgd
 from .errors import ConfigError
 from .models import build_model, model_size
 from .models.dlrm import dense_precision
-from .stacking import StackedEpoch, plan_stacks
+from .stacking import StackedEpoch, StackMember, plan_stacks
 from .steps import PlainEpoch, Split, StaticEpoch, capture_steps, reset_optimizer_state
 from .streaming import HostSplit, StreamingEpoch, fits_on_device
 
@@ -329,8 +329,8 @@ class _RunState:
         rows = min(position * run.batch_size, len(self.train_split))
         segment_rows, self.recorded_rows = rows - self.recorded_rows, 0 if end_of_epoch else rows
         start = device_clock(device)
-        val_bce, val_auc = evaluate(self.model, self.val_split)
-        test_bce, test_auc = (evaluate(self.model, self.test_split) if self.test_split is not None
+        val_bce, val_auc = self._evaluate(self.val_split)
+        test_bce, test_auc = (self._evaluate(self.test_split) if self.test_split is not None
                               else (None, None))
         loss = self.epochs.loss_total()
         if distributed.shard() is not None:
@@ -365,6 +365,13 @@ class _RunState:
             self.best_bce, self.best_auc = math.inf, -math.inf
             self.scored_from = len(self.result.epochs)
         self.segment_start = device_clock(device)
+
+    def _evaluate(self, split: Split) -> tuple[float, float]:
+        """(BCE, AUC) of the run on a split; a stacked run's come from its stack, which
+        evaluates all of its runs at once (stacking.py)."""
+        if isinstance(self.epochs, StackMember):
+            return self.epochs.evaluate(split, self.step)
+        return evaluate(self.model, split)
 
     def _cluster(self) -> float:
         """cluster() every table that has it; returns the seconds it took."""

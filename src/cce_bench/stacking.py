@@ -18,8 +18,11 @@ What keeps each run's numbers its own:
   parameter tensor, and AdamW's update is element-wise, so each run's moments, step count and
   weight decay are its own; a run that stopped has no gradient (the optimizer skips it) and
   leaves the stack at the next rebuild, so its parameters and state stay frozen;
-- evaluation, cluster() and the optimizer-state reset of cluster_all run on each run's own
-  model as before; a member that replaced a tensor (pq's compression) makes the stack rebuild.
+- cluster() and the optimizer-state reset of cluster_all run on each run's own model as
+  before; a member that replaced a tensor (pq's compression) makes the stack rebuild;
+- evaluation reads every run's scores from one stacked forward over the split, with each
+  row's BCE and AUC (metrics.bce_rows, auc_rows) and one host read for all runs, the first
+  time one of them asks at a step; a run's scores depend on its own model only.
 """
 
 from __future__ import annotations
@@ -31,10 +34,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import metrics
 from .config import RunConfig
 from .embeddings.registry import get_method
 from .models.stacked import StackedGMF, stack_class
 from .steps import Split, _Epoch
+
+# Ids per evaluation chunk, all runs of a stack together (one run alone: 65,536 a chunk).
+EVAL_ELEMENTS = 1 << 18
 
 
 def stack_key(run: RunConfig) -> tuple | None:
@@ -80,7 +87,7 @@ class StackedEpoch:
         padded = self.steps * batch_size
         self.weight = (torch.arange(padded, device=device) < n).float().view(self.steps,
                                                                              batch_size)
-        self.members = [_Member(self, r) for r in range(len(models))]
+        self.members = [StackMember(self, r) for r in range(len(models))]
         self.active = list(range(len(models)))  # runs still training
         self.built_for: list[int] = []  # the runs the stacked model holds, in its row order
         # int32 rows: a permutation per run is the stack's one per-run copy of the epoch.
@@ -91,6 +98,8 @@ class StackedEpoch:
         self._model: StackedGMF | None = None
         self.dirty = True
         self.pointers: list[int] = []
+        self.scores: dict[int, dict[int, list[float]]] = {}  # split -> run -> (BCE, AUC)
+        self.scored_step = -1
 
     @property
     def model(self) -> StackedGMF:
@@ -131,6 +140,30 @@ class StackedEpoch:
             self.active.remove(run)
             self.dirty = True
 
+    def evaluate(self, run: int, split: Split, step: int) -> tuple[float, float]:
+        """(BCE, AUC) of a run on a split after `step` steps; the first run to ask at a step
+        has every run of the stack evaluated."""
+        if step != self.scored_step:
+            self.scores, self.scored_step = {}, step
+        if id(split) not in self.scores:
+            logits = self._predict(split)  # (R, N)
+            values = torch.stack([metrics.bce_rows(logits, split.labels).double(),
+                                  metrics.auc_rows(logits, split.labels)], 1).tolist()
+            self.scores[id(split)] = dict(zip(self.built_for, values))
+        bce, auc = self.scores[id(split)][run]
+        return bce, auc
+
+    @torch.no_grad()
+    def _predict(self, split: Split) -> torch.Tensor:
+        model = self.model
+        for r in self.built_for:
+            self.models[r].eval()  # as engine.predict leaves a run's model
+        rows = len(self.built_for)
+        chunk = max(1, EVAL_ELEMENTS // rows)
+        return torch.cat([
+            model(*(f[s:s + chunk].expand(rows, -1) for f in split.features))
+            for s in range(0, len(split), chunk)], dim=1)
+
     def _step(self) -> None:
         model, slot = self.model, self.cursor
         rows = self.order.index_select(1, slot)[:, 0]  # (R, B) rows of the split
@@ -168,7 +201,7 @@ class StackedEpoch:
         self.pointers = [t.data_ptr() for t in self._tensors()]
 
 
-class _Member(_Epoch):
+class StackMember(_Epoch):
     """One run's view of a StackedEpoch: what train_many asks of a run's stepper."""
 
     def __init__(self, stack: StackedEpoch, run: int):
@@ -197,3 +230,6 @@ class _Member(_Epoch):
 
     def retire(self) -> None:
         self.stack.retire(self.run)
+
+    def evaluate(self, split: Split, step: int) -> tuple[float, float]:
+        return self.stack.evaluate(self.run, split, step)
