@@ -47,6 +47,10 @@ def bench(
     rows: Annotated[Optional[int], typer.Option(
         help="dlrm: training rows drawn on the device. Default: Kaggle's 39,291,958.",
         show_default=False, min=1)] = None,
+    stack: Annotated[bool, typer.Option(
+        "--stack/--no-stack", help="--paper-sweep: train runs of one method and shapes as one "
+        "stacked model (one step for all of them); --no-stack: each run its own step, as "
+        "before stacking. Default: --stack.")] = True,
 ) -> None:
     """Measure steps/s, epoch, eval and cluster() times, GPU memory and a small sweep's wall
     time, each against a reference loop that syncs the host every step (--model dlrm: DLRM's
@@ -68,7 +72,7 @@ def bench(
         data = load_dataset(dataset)
     with console.status("benchmarking") as status:
         report = run_bench(methods, budget or [16, 256], device, data, cluster_vocab, sweep,
-                           paper_sweep, group_size, progress=_progress_printer(status))
+                           paper_sweep, group_size, stack, progress=_progress_printer(status))
     console.print(_methods_table(report))
     for reason in report.skipped:
         console.print(f"not timed: {reason}", highlight=False)
@@ -79,13 +83,17 @@ def bench(
         s = report.sweep
         console.print(f"small sweep ({s['runs']} runs x {s['epochs']} epochs, one after another):"
                       f" {s['seconds']:.1f} s; all {s['runs']} in one lockstep group "
-                      f"{s['grouped_seconds']:.1f} s; reference loop {s['reference_seconds']:.1f} s "
-                      f"({s['reference_seconds'] / s['grouped_seconds']:.1f}x)")
+                      f"{s['grouped_seconds']:.1f} s, stacked {s['stacked_seconds']:.1f} s; "
+                      f"reference loop {s['reference_seconds']:.1f} s "
+                      f"({s['reference_seconds'] / s['stacked_seconds']:.1f}x)")
     if report.paper_sweep:
         p = report.paper_sweep
         console.print(f"paper sweep: {p['runs']} runs ({p['trained']} trained, {p['too_small']} "
-                      f"too small), {p['epochs']} epochs, groups of {p['group_size']}: "
-                      f"{p['seconds']:.1f} s")
+                      f"too small), {p['epochs']} epochs, groups of {p['group_size']}, "
+                      f"{'stacked' if p['stack'] else 'not stacked'}: {p['seconds']:.1f} s, "
+                      f"{p['run_steps']:,} run-steps, {p['us_per_run_step']:.1f} us per run-step "
+                      f"(of which clustering {p['cluster_s']:.1f} s, evaluation "
+                      f"{p['eval_s']:.1f} s)", highlight=False)
     if json_out:
         from cce_bench.results import write_atomically
         write_atomically(json_out, json.dumps(report.to_dict(), indent=2))

@@ -24,6 +24,8 @@ from cce_bench.engine import build_model, device_clock, resolve_device, train, t
 from cce_bench.errors import BudgetTooSmall
 from cce_bench.results import git_revision
 
+from .work import group_runs
+
 # GMF on MovieLens-1M: 6,040 users, 3,706 items, ~730k training rows after dropping rating 3.
 ML1M_SHAPE = {"n_users": 6040, "n_items": 3706, "n_train": 730_000, "n_val": 12_080}
 
@@ -163,31 +165,48 @@ def time_small_sweep(data: InteractionData, device: torch.device, methods: list[
     for run in runs:
         train(run, data, device)
     fast = time.perf_counter() - start
-    grouped = time_groups(runs, data, device, group_size=len(runs))
+    grouped = time_groups(runs, data, device, group_size=len(runs), stack=False)
+    stacked = time_groups(runs, data, device, group_size=len(runs), stack=True)
     start = time.perf_counter()
     for run in runs:
         reference_train(run, data, device)
     reference = time.perf_counter() - start
     return {"runs": len(runs), "methods": methods, "budgets": budgets, "seeds": seeds,
             "epochs": epochs, "seconds": fast, "grouped_seconds": grouped,
+            "stacked_seconds": stacked,
             "reference_seconds": reference}
 
 
 def time_groups(runs: list[RunConfig], data: InteractionData, device: torch.device,
-                group_size: int, progress=lambda text: None) -> float:
-    """Wall time to train runs in lockstep groups of group_size (consecutive runs)."""
-    start = time.perf_counter()
-    for first in range(0, len(runs), group_size):
-        train_many(runs[first:first + group_size], data, device)
-        progress(f"{min(first + group_size, len(runs))}/{len(runs)} runs, "
-                 f"{time.perf_counter() - start:.1f} s")
+                group_size: int, progress=lambda text: None, stack: bool = True) -> float:
+    """Wall time to train runs in lockstep groups of group_size (see train_groups)."""
+    return train_groups(runs, data, device, group_size, progress, stack)["seconds"]
+
+
+def train_groups(runs: list[RunConfig], data: InteractionData, device: torch.device,
+                 group_size: int, progress=lambda text: None, stack: bool = True) -> dict:
+    """Train runs in lockstep groups of group_size, grouped as a sweep groups them
+    (work.group_runs): consecutive runs, or with stack whole stacks of runs of one method and
+    shapes, each trained as one stacked model. Returns the wall seconds, the run-steps (one
+    optimizer step of one run; early stopping makes them fewer than runs x epochs x steps),
+    and the seconds all runs spent clustering and evaluating (their records' cluster_s and
+    eval_s, which each run spends on its own)."""
+    start, done = time.perf_counter(), 0
+    out = {"run_steps": 0, "cluster_s": 0.0, "eval_s": 0.0}
+    for group in group_runs(runs, group_size, stack=stack):
+        results = train_many(group, data, device, stack=stack)
+        out["run_steps"] += sum(r.epochs[-1].step for r in results if r.epochs)
+        out["cluster_s"] += sum(e.cluster_s for r in results for e in r.epochs)
+        out["eval_s"] += sum(e.eval_s for r in results for e in r.epochs)
+        done += len(group)
+        progress(f"{done}/{len(runs)} runs, {time.perf_counter() - start:.1f} s")
     if device.type == "cuda":
         torch.cuda.synchronize(device)
-    return time.perf_counter() - start
+    return {"seconds": time.perf_counter() - start, **out}
 
 
 def time_paper_sweep(data: InteractionData, device: torch.device, methods: list[str],
-                     seeds: int = 3, epochs: int = 10, group_size: int = 16,
+                     seeds: int = 3, epochs: int = 10, group_size: int = 16, stack: bool = True,
                      progress=lambda text: None) -> dict:
     """The paper's MovieLens sweep: every method x 2..4096 ppd x seeds x epochs, early stop on.
 
@@ -206,15 +225,17 @@ def time_paper_sweep(data: InteractionData, device: torch.device, methods: list[
                 continue
             runs += [RunConfig(data.name, method, budget, seed=s, epochs=epochs)
                      for s in range(seeds)]
-    seconds = time_groups(runs, data, device, group_size, progress)
+    timing = train_groups(runs, data, device, group_size, progress, stack)
     return {"runs": len(runs) + too_small, "trained": len(runs), "too_small": too_small,
             "methods": len(methods), "budgets": len(PAPER_BUDGETS), "seeds": seeds,
-            "epochs": epochs, "group_size": group_size, "seconds": seconds}
+            "epochs": epochs, "group_size": group_size, "stack": stack, **timing,
+            "us_per_run_step": 1e6 * timing["seconds"] / max(timing["run_steps"], 1)}
 
 
 def run_bench(methods: list[str], budgets: list[int], device: str = "auto",
               data: InteractionData | None = None, cluster_vocab: int = 1_000_000,
               sweep: bool = True, paper_sweep: bool = False, group_size: int = 16,
+              stack: bool = True,
               progress=lambda text: None) -> BenchReport:
     dev = resolve_device(device)
     data = data or ml1m_shaped()
@@ -242,7 +263,8 @@ def run_bench(methods: list[str], budgets: list[int], device: str = "auto",
         report.sweep = time_small_sweep(data, dev, methods[:4], SMALL_SWEEP_BUDGETS, seeds=2,
                                         epochs=3)
     if paper_sweep:
-        progress(f"paper sweep, groups of {group_size}")
+        progress(f"paper sweep, groups of {group_size}, {'' if stack else 'not '}stacked")
         report.paper_sweep = time_paper_sweep(data, dev, methods, group_size=group_size,
+                                              stack=stack,
                                               progress=progress)
     return report
