@@ -61,7 +61,7 @@ reproduce-quick:
 # how close it came to the authors' own results: tables/<spec>-vs-paper.md (a dataset they never
 # ran, as the quick stand-in, says so there).
 define paper_spec
-$(CCE_BENCH) sweep paper/$(1) --out $(2) $(3)
+$(CCE_BENCH) sweep paper/$(1) --results $(2) $(3)
 $(CCE_BENCH) plot $(1) --results $(2) --kind all --reference paper --out $(2)/figures/$(1)
 @mkdir -p $(2)/tables
 $(CCE_BENCH) report $(1) --results $(2) --format markdown > $(2)/tables/$(1).md.tmp

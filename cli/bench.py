@@ -10,9 +10,10 @@ import typer
 from rich import box
 from rich.table import Table
 
+from cce_bench.config import MODELS
 from cce_bench.embeddings import get_method, method_names
 
-from .common import console, friendly_errors
+from .common import choice, console, friendly_errors
 
 
 @friendly_errors
@@ -23,27 +24,30 @@ def bench(
         "--budget", "-b", help="Params per dimension (repeatable). Default: 16 and 256. "
         "With --model dlrm: caps in parameters per table; default 1,600, 35,200, 800,000.")]
         = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    device: Annotated[str, typer.Option(
+        help="Where to time: auto (a GPU if there is one), cpu, cuda or cuda:N. Default: auto.",
+        **choice(["auto", "cpu", "cuda", "cuda:N"]))] = "auto",
     dataset: Annotated[Optional[str], typer.Option(
         help="Dataset to time on. Default: random data shaped like MovieLens-1M.")] = None,
-    sweep: Annotated[bool, typer.Option(help="Also time a small sweep (4 methods x 4 budgets "
-                                             "x 2 seeds x 3 epochs).")] = True,
+    sweep: Annotated[bool, typer.Option(
+        "--sweep/--no-sweep", help="Also time a small sweep (4 methods x 4 budgets x 2 seeds x "
+        "3 epochs). Default: --sweep.")] = True,
     paper_sweep: Annotated[bool, typer.Option(
-        help="Also time the paper's whole MovieLens sweep: every method x 2..4096 ppd x 3 seeds "
-             "x 10 epochs, trained in lockstep groups.")] = False,
-    group_size: Annotated[int, typer.Option(help="Runs per lockstep group for --paper-sweep.",
-                                            min=1)] = 16,
-    cluster_vocab: Annotated[int, typer.Option(help="Vocabulary for timing CCE's cluster().")]
-        = 1_000_000,
+        "--paper-sweep", help="Also time the paper's whole MovieLens sweep: every method x "
+        "2..4096 ppd x 3 seeds x 10 epochs, trained in lockstep groups.")] = False,
+    group_size: Annotated[int, typer.Option(
+        help="Runs per lockstep group for --paper-sweep. Default: 16.", min=1)] = 16,
+    cluster_vocab: Annotated[int, typer.Option(
+        help="Vocabulary for timing CCE's cluster(). Default: 1000000.")] = 1_000_000,
     json_out: Annotated[Optional[Path], typer.Option(
         "--json", help="Also write the numbers, device, torch version and git revision here.")]
         = None,
     model: Annotated[str, typer.Option(
         help="gmf (the options above) or dlrm: DLRM on Kaggle-shaped data, what each speed-up "
-        "buys, every method of the paper's Kaggle grid and that grid's estimated GPU-hours.")]
-        = "gmf",
-    steps: Annotated[int, typer.Option(help="dlrm: timed steps per configuration.", min=1)]
-        = 2000,
+        "buys, every method of the paper's Kaggle grid and that grid's estimated GPU-hours. "
+        "Default: gmf.", **choice(MODELS))] = "gmf",
+    steps: Annotated[int, typer.Option(
+        help="dlrm: timed steps per configuration. Default: 2000.", min=1)] = 2000,
     rows: Annotated[Optional[int], typer.Option(
         help="dlrm: training rows drawn on the device. Default: Kaggle's 39,291,958.",
         show_default=False, min=1)] = None,
@@ -52,12 +56,12 @@ def bench(
         "stacked model (one step for all of them); --no-stack: each run its own step, as "
         "before stacking. Default: --stack.")] = True,
 ) -> None:
-    """Measure steps/s, epoch, eval and cluster() times, GPU memory and a small sweep's wall
-    time, each against a reference loop that syncs the host every step (--model dlrm: DLRM's
-    step on Kaggle's shape and the paper grid's cost)."""
-    if model not in ("gmf", "dlrm"):
-        from cce_bench.errors import ConfigError
-        raise ConfigError(f"unknown model '{model}'; choose from: gmf, dlrm")
+    """Time training on this machine against the authors' style of loop.
+
+    Steps/s, epoch, eval and cluster() times, GPU memory and a small sweep's wall time, each
+    against a reference loop that syncs the host every step (--model dlrm: DLRM's step on
+    Kaggle's shape and the paper grid's cost).
+    """
     if model == "dlrm":
         _bench_dlrm(method, budget, device, steps, rows, json_out)
         return

@@ -13,8 +13,11 @@ from .common import console, friendly_errors
 
 @friendly_errors
 def datasets() -> None:
-    """List every dataset: name, download size, rows, cache status, the Bayes-optimal
-    validation AUC / BCE of generated data in the cache, source and description."""
+    """List every dataset with its download size, rows and status in the data cache.
+
+    Also the Bayes-optimal validation AUC / BCE of generated data in the cache, the source and
+    a description.
+    """
     rows = []
     for entry in catalog() + _generated_in_cache():
         state = status(entry.name)

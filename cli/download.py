@@ -12,7 +12,7 @@ from cce_bench.datasets.cache import read_meta
 
 from cce_bench.errors import ConfigError
 
-from .common import console, err_console, friendly_errors
+from .common import choice, console, err_console, friendly_errors
 
 
 @friendly_errors
@@ -29,20 +29,20 @@ def download(
         "clicks, a .csv, .tsv or .parquet of user, item, label (0/1) and optional timestamp "
         "columns.")] = None,
     force: Annotated[bool, typer.Option(
-        help="Download and preprocess again, even if the cache has it (your own data: "
+        "--force", help="Download and preprocess again, even if the cache has it (your own data: "
         "rebuild it, also from a changed file).")] = False,
     max_ind_range: Annotated[Optional[int], typer.Option(
-        help="Criteo: reduce categorical values modulo N first (DLRM's --max-ind-range; "
-        "Terabyte's default 10000000, 0 for none).", min=0)] = None,
+        help="Criteo: reduce categorical values modulo N first (DLRM's --max-ind-range; 0: "
+        "none). Default: none, Terabyte's 10000000.", min=0)] = None,
     threshold: Annotated[Optional[int], typer.Option(
-        help="Criteo: values seen fewer than N times share one id (default 1: keep all).",
+        help="Criteo: values seen fewer than N times share one id. Default: 1 (keep all).",
         min=1)] = None,
     workers: Annotated[Optional[int], typer.Option(
-        help="Criteo: processes that parse in parallel (default: CPU cores, at most 8).",
+        help="Criteo: processes that parse in parallel. Default: the CPU cores, at most 8.",
         min=1)] = None,
     device: Annotated[str, typer.Option(
-        help="Synthetic data: generate on cpu (the default: every machine gets the same data) "
-        "or cuda (fast for 100M interactions).")] = "cpu",
+        help="Synthetic data: generate on cpu (every machine gets the same data) or cuda (fast "
+        "for 100M interactions). Default: cpu.", **choice(["cpu", "cuda", "cuda:N"]))] = "cpu",
     user_column: Annotated[Optional[str], typer.Option(
         help="Your own data: the column of user ids (any strings or integers). Default: user.",
         show_default=False)] = None,
@@ -56,12 +56,12 @@ def download(
         "2 rows go to validation. Default: timestamp if the file has it, else 2 rows per user "
         "at random (seed 0).", show_default=False)] = None,
 ) -> None:
-    """Download NAME, verify its size and checksum, and preprocess it into the data cache; or
-    add your own clicks as NAME with --from FILE.csv.
+    """Fetch NAME into the data cache, or add your own clicks as NAME with --from FILE.csv.
 
-    An interrupted download resumes on the next call; nothing incomplete is ever left looking
-    complete. Your own data is split like MovieLens (each user's last 2 rows for validation)
-    and found by NAME afterwards: cce-bench sweep -d NAME.
+    A download is verified by its size and checksum, then preprocessed. An interrupted
+    download resumes on the next call; nothing incomplete is ever left looking complete. Your
+    own data is split like MovieLens (each user's last 2 rows for validation) and found by NAME
+    afterwards: cce-bench sweep -d NAME.
     """
     _check_mirror(mirror)
     _check_device(device)
@@ -100,8 +100,6 @@ def _check_mirror(mirror: str | None) -> None:
 
 
 def _check_device(device: str) -> None:
-    if device not in ("cpu", "cuda") and not device.startswith("cuda:"):
-        raise ConfigError(f"--device '{device}' is not cpu or cuda")
     import torch
 
     if device.startswith("cuda") and not torch.cuda.is_available():

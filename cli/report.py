@@ -4,16 +4,18 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.table import Table
 
-from cce_bench.plots import (DEFAULT_TOLERANCE, Report, best_per_run, build_report,
-                             failed_summary, load_results, to_csv, to_latex, to_markdown)
-from cce_bench.plots.report import METRIC_NAMES, PARITY_HEADER, parity_rows, row_cells, seeds_note
+from .common import choice, console, err_console, friendly_errors
 
-from .common import console, err_console, friendly_errors
+if TYPE_CHECKING:
+    from cce_bench.plots import Report
+
+# plots.report.DEFAULT_TOLERANCE, said here so the help does not import pandas (a test checks).
+DEFAULT_TOLERANCE = 0.001
 
 
 class Against(str, Enum):
@@ -30,27 +32,35 @@ class Format(str, Enum):
 @friendly_errors
 def report(
     sources: Annotated[Optional[list[str]], typer.Argument(
-        help="Results CSVs or sweep names (a name means RESULTS/<name>.csv). "
-        "Default: default.", show_default=False)] = None,
-    fmt: Annotated[Format, typer.Option(
+        metavar="[SOURCE]...", help="Results CSVs or sweep names (a name means "
+        "RESULTS/<name>.csv). Default: default.")] = None,
+    fmt: Annotated[str, typer.Option(
         "--format", help="table (for a terminal), markdown, csv (one tidy row per cell) or "
-        "latex (booktabs).")] = Format.table,
+        "latex (booktabs). Default: table.", **choice(f.value for f in Format))] = "table",
     tolerance: Annotated[float, typer.Option(
         min=0.0, help="Compression at parity: how close (in val BCE) to the full table "
-        "counts as parity.")] = DEFAULT_TOLERANCE,
+        f"counts as parity. Default: {DEFAULT_TOLERANCE:g}.")] = DEFAULT_TOLERANCE,
     results: Annotated[Path, typer.Option(
-        help="Folder where sweep names are looked up.")] = Path("results"),
-    against: Annotated[Optional[Against], typer.Option(
+        help="Results folder, where sweep names are looked up. Default: results.")]
+        = Path("results"),
+    against: Annotated[Optional[str], typer.Option(
         help="Instead: compare with the authors' own results (paper: their repository's "
         "results/, shipped with cce-bench): per dataset, method and budget our mean ± std, "
         "theirs, the difference and whether ours is within their seed spread (DLRM on "
         "Criteo: the values of their figures), a section per sweep.",
-        show_default=False)] = None,
+        **choice(a.value for a in Against))] = None,
 ) -> None:
-    """Per dataset: methods x budgets with the best val BCE and AUC (mean ± std over seeds),
-    the best method per budget marked, and each method's compression at parity with the full
+    """Tabulate the best val BCE and AUC per method and budget, and compression at parity.
+
+    Per dataset: methods x budgets with the best val BCE and AUC (mean ± std over seeds), the
+    best method per budget marked, and each method's compression at parity with the full
     table, in parameters and in bytes; or, with --against paper, the comparison with the
-    authors' results."""
+    authors' results.
+    """
+    from cce_bench.plots import (best_per_run, build_report, failed_summary, load_results,
+                                 to_csv, to_latex, to_markdown)
+
+    fmt = Format(fmt)
     rows = load_results(sources, results)
     skipped = failed_summary(rows)
     if skipped:  # stderr, so redirected markdown / csv / latex stays clean
@@ -99,6 +109,7 @@ def print_comparison(best, fmt: Format) -> None:
 
 def comparison_table(section, metric: str) -> Table:
     from cce_bench.plots.paper_tables import GROUP_TITLES, header, metric_rows
+    from cce_bench.plots.report import METRIC_NAMES
 
     table = Table(title=f"{section.title}: best {METRIC_NAMES[metric]}", title_justify="left")
     for column in header(section):
@@ -113,6 +124,9 @@ def comparison_table(section, metric: str) -> Table:
 
 
 def rich_tables(built: Report) -> list[Table]:
+    from cce_bench.plots.report import (METRIC_NAMES, PARITY_HEADER, parity_rows, row_cells,
+                                        seeds_note)
+
     tables = []
     for section in built.sections:
         groups = [(False, section.reference_line())]

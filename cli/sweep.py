@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
-import torch
 import typer
-from rich.table import Table
 
-from cce_bench.datasets import DEFAULT_DATASET, RichReporter
-from cce_bench.embeddings import get_method
+from cce_bench.config import MODELS, OPTIMIZERS, PRECISIONS
+from cce_bench.datasets import DEFAULT_DATASET
 from cce_bench.errors import CceBenchError, ConfigError
-from cce_bench.sweeps import (DEFAULT_BUDGETS, Execution, SweepSpec, load_spec, plan_sweeps,
-                              run_sweeps)
-from cce_bench.sweeps.estimate import estimate
-from cce_bench.sweeps.runner import missing_datasets
-from cce_bench.sweeps.progress import RichObserver, describe, format_seconds
+from cce_bench.sweeps.execution import BACKENDS
+from cce_bench.sweeps.spec import BUDGET_UNITS, DEFAULT_BUDGETS, DEVICES, KMEANS_BACKENDS
 
-from .common import console, friendly_errors
+from .common import choice, console, friendly_errors
+
+if TYPE_CHECKING:
+    from cce_bench.sweeps import Execution, SweepSpec
 
 DRY_RUN_ROWS = 20
 
@@ -33,99 +31,102 @@ class EveryRunFailed(CceBenchError, RuntimeError):
 @friendly_errors
 def sweep(
     specs: Annotated[Optional[list[str]], typer.Argument(
-        metavar="[SPEC]...", show_default=False,
+        metavar="[SPEC]...",
         help="Spec files (.toml) or shipped specs such as paper/ml-1m; flags override their "
         "fields. Without one: the defaults and the flags.")] = None,
     name: Annotated[Optional[str], typer.Option(
-        help="Sweep name: rows go to OUT/NAME.csv. Default: the spec's, else 'default'.")] = None,
+        help="Sweep name: rows go to RESULTS/NAME.csv. Default: the spec's, else 'default'.")]
+        = None,
     datasets: Annotated[Optional[list[str]], typer.Option(
-        "--datasets", "--dataset", "-d", show_default=False,
+        "--datasets", "--dataset", "-d",
         help=f"Datasets (repeat or comma-separate). Default: {DEFAULT_DATASET}.")] = None,
     model: Annotated[Optional[str], typer.Option(
         help="Model: gmf (interaction data) or dlrm (Criteo data). Default: gmf.",
-        show_default=False)] = None,
+        **choice(MODELS))] = None,
     methods: Annotated[Optional[list[str]], typer.Option(
-        "--methods", "--method", "-m", show_default=False,
+        "--methods", "--method", "-m",
         help="Embedding methods (repeat or comma-separate; 'all' for every one). "
         "Default: cce.")] = None,
     budgets: Annotated[Optional[list[str]], typer.Option(
-        "--budgets", "--budget", "-b", show_default=False,
+        "--budgets", "--budget", "-b",
         help="Budgets, in parameters per dimension unless --budget-unit params: numbers "
         "(repeat or comma-separate) or lo:hi, every power of two from lo to hi (2:4096). "
         f"Default: {','.join(map(str, DEFAULT_BUDGETS))}.")] = None,
     budget_unit: Annotated[Optional[str], typer.Option(
         help="ppd (parameters per dimension: a table gets ppd x dim) or params (per table). "
-        "Default: ppd.", show_default=False)] = None,
+        "Default: ppd.", **choice(BUDGET_UNITS))] = None,
     n_chunks: Annotated[Optional[list[str]], typer.Option(
-        "--n-chunks", show_default=False,
+        "--n-chunks",
         help="Chunks per embedding: numbers or lo:hi (1:16). Default: 4.")] = None,
     seeds: Annotated[Optional[str], typer.Option(
-        help="A count N (seeds 0..N-1) or a list 0,4,7. Default: 1.", show_default=False)] = None,
+        help="A count N (seeds 0..N-1) or a list 0,4,7. Default: 1.")] = None,
     dim: Annotated[Optional[int], typer.Option(
-        help="Embedding dimension. Default: 32 (GMF), 16 (DLRM).", show_default=False)] = None,
+        help="Embedding dimension. Default: 32 (GMF), 16 (DLRM).")] = None,
     epochs: Annotated[Optional[int], typer.Option(
-        help="Training epochs. Default: 10.", show_default=False)] = None,
+        help="Training epochs. Default: 10.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(
-        help="Training batch size. Default: 4096 (GMF), 128 (DLRM).", show_default=False)] = None,
+        help="Training batch size. Default: 4096 (GMF), 128 (DLRM).")] = None,
     lr: Annotated[Optional[float], typer.Option(
-        help="Learning rate. Default: 0.001 (GMF), 0.1 (DLRM).", show_default=False)] = None,
+        help="Learning rate. Default: 0.001 (GMF), 0.1 (DLRM).")] = None,
     weight_decay: Annotated[Optional[float], typer.Option(
-        help="Weight decay. Default: 0.01 (GMF), 0 (DLRM).", show_default=False)] = None,
+        help="Weight decay. Default: 0.01 (GMF), 0 (DLRM).")] = None,
     optimizer: Annotated[Optional[str], typer.Option(
-        help="adamw or sgd. Default: adamw (GMF), sgd (DLRM).", show_default=False)] = None,
+        help="Optimizer. Default: adamw (GMF), sgd (DLRM).", **choice(OPTIMIZERS))] = None,
     eval_every: Annotated[Optional[int], typer.Option(
         help="Also evaluate every N steps (0: after each epoch only). Default: 0 (GMF), 50000 "
-        "(DLRM).", show_default=False)] = None,
+        "(DLRM).")] = None,
     cluster_every: Annotated[Optional[int], typer.Option(
-        help="Cluster every N steps (0: after each epoch). Default: 0 (GMF), 50000 (DLRM).",
-        show_default=False)] = None,
+        help="Cluster every N steps (0: after each epoch). Default: 0 (GMF), 50000 (DLRM).")]
+        = None,
     cluster_until: Annotated[Optional[float], typer.Option(
         help="Cluster up to this fraction of the run (of its epochs, or of its steps with "
-        "--cluster-every). Default: 0.75 (GMF), 0.05 (DLRM).", show_default=False)] = None,
+        "--cluster-every). Default: 0.75 (GMF), 0.05 (DLRM).")] = None,
     bottom_mlp: Annotated[Optional[str], typer.Option(
-        help="DLRM's bottom MLP, dense features to dim. Default: 13-512-256-64-16.",
-        show_default=False)] = None,
+        help="DLRM's bottom MLP, dense features to dim. Default: 13-512-256-64-16.")] = None,
     top_mlp: Annotated[Optional[str], typer.Option(
-        help="DLRM's top MLP, ending in one logit. Default: 512-256-1.",
-        show_default=False)] = None,
+        help="DLRM's top MLP, ending in one logit. Default: 512-256-1.")] = None,
     precision: Annotated[Optional[str], typer.Option(
         help="DLRM's MLPs and interaction: fp32, tf32 (tensor-core matmuls) or bf16 "
-        "(autocast); tables stay fp32. Default: fp32.", show_default=False)] = None,
+        "(autocast); tables stay fp32. Default: fp32.", **choice(PRECISIONS))] = None,
     early_stop: Annotated[Optional[float], typer.Option(
         help="Stop when val BCE and AUC both worsen by this fraction (0: never). "
-        "Default: 0.01.", show_default=False)] = None,
+        "Default: 0.01.")] = None,
     kmeans: Annotated[Optional[str], typer.Option(
-        help="k-means backend: auto, faiss or torch. Default: auto.", show_default=False)] = None,
+        help="k-means backend (auto: torch on a GPU when faiss has no GPU support, else "
+        "faiss). Default: auto.", **choice(KMEANS_BACKENDS))] = None,
     device: Annotated[Optional[str], typer.Option(
-        help="auto, cpu, cuda (every visible GPU) or cuda:N. Default: auto.",
-        show_default=False)] = None,
-    out: Annotated[Optional[str], typer.Option(  # text: an empty --out "" is refused, not "."
-        help="Results folder. Default: results.", show_default=False)] = None,
+        help="Where runs train: auto, cpu, cuda (every visible GPU) or cuda:N. Default: auto.",
+        **choice(DEVICES))] = None,
+    results: Annotated[Optional[str], typer.Option(  # text: an empty "" is refused, not "."
+        metavar="<path>", help="Results folder: rows go to RESULTS/NAME.csv. Default: results.")]
+        = None,
+    out: Annotated[Optional[str], typer.Option(
+        "--out", hidden=True, help="The old name of --results.")] = None,
     backend: Annotated[str, typer.Option(
-        help="local (worker processes on this machine) or ray.")] = "local",
+        help="local (worker processes on this machine) or ray. Default: local.",
+        **choice(BACKENDS))] = "local",
     workers: Annotated[Optional[int], typer.Option(
         help="local: worker processes in all (CPU workers without a GPU; 0: train in this "
-        "process). Default: --workers-per-gpu per visible GPU, or 0 on a CPU.",
-        show_default=False)] = None,
+        "process). Default: --workers-per-gpu per visible GPU, or 0 on a CPU.")] = None,
     workers_per_gpu: Annotated[int, typer.Option(
-        help="local: worker processes per visible GPU.")] = 1,
+        help="local: worker processes per visible GPU. Default: 1.")] = 1,
     group_size: Annotated[Optional[int], typer.Option(
         help="Runs a worker trains together in lockstep (same dataset and batch size; same "
-        "results as alone). Default: 16 on a GPU, 1 on a CPU.", show_default=False)] = None,
+        "results as alone). Default: 16 on a GPU, 1 on a CPU.")] = None,
     address: Annotated[Optional[str], typer.Option(
         help="ray: the cluster address (e.g. auto or ray://head:10001). Default: start a "
-        "local Ray instance.", show_default=False)] = None,
+        "local Ray instance.")] = None,
     gpus_per_run: Annotated[Optional[float], typer.Option(
         help="ray: GPUs per run; fractions share a GPU (0.25: four runs on one). "
-        "Default: 1 if the cluster has GPUs, else 0.", show_default=False)] = None,
+        "Default: 1 if the cluster has GPUs, else 0.")] = None,
     threads: Annotated[Optional[int], typer.Option(
         help="Torch threads per process on the CPU. Default: 1 when training in this process "
         "(small steps run fastest so), the cores shared out among --workers; OMP_NUM_THREADS "
-        "also sets it.", show_default=False, min=1)] = None,
+        "also sets it.", min=1)] = None,
     ddp: Annotated[int, typer.Option(
         help="Train each run data-parallel over N processes with torch.distributed: one per "
         "visible GPU (NCCL), or CPU processes (gloo) with --device cpu; the batch size is the "
-        "global batch. 0: off.", min=0)] = 0,
+        "global batch. Default: 0 (off).", min=0)] = 0,
     retry_failed: Annotated[bool, typer.Option(
         "--retry-failed", help="Run again the runs recorded as failed, oom or diverged.")]
         = False,
@@ -136,12 +137,22 @@ def sweep(
         "--dry-run", help="Print the runs (count, the first ones, estimated time); train "
         "nothing.")] = False,
 ) -> None:
-    """Train each method over a grid of datasets, budgets, n_chunks and seeds; append rows to
-    OUT/NAME.csv.
+    """Train every run of a grid of datasets, methods, budgets, n_chunks and seeds.
 
-    Runs already in the results file are skipped, so an interrupted sweep resumes. A spec file
-    holds the same fields as the flags (see `sweeps/paper/*.toml`).
+    Each run's rows are appended to RESULTS/NAME.csv. Runs already in the results file are
+    skipped, so an interrupted sweep resumes. A spec file holds the same fields as the flags
+    (see `sweeps/paper/*.toml`).
     """
+    import torch
+
+    from cce_bench.datasets import RichReporter
+    from cce_bench.sweeps import Execution, load_spec, run_sweeps
+    from cce_bench.sweeps.progress import RichObserver
+
+    if out is not None:
+        if results is not None:
+            raise ConfigError("--out is the old name of --results; give one of them")
+        results = out
     overrides = {
         "name": name, "datasets": datasets, "model": model, "methods": methods,
         "budgets": budgets, "budget_unit": budget_unit, "n_chunks": n_chunks, "seeds": seeds,
@@ -150,7 +161,7 @@ def sweep(
         "cluster_every": cluster_every, "bottom_mlp": bottom_mlp, "top_mlp": top_mlp,
         "precision": precision,
         "cluster_until": cluster_until, "early_stop": early_stop,
-        "kmeans": kmeans, "device": device, "out": out}
+        "kmeans": kmeans, "device": device, "results": results}
     if specs and len(specs) > 1 and name is not None:
         raise ConfigError("--name with several specs would send them all to one file; "
                           "drop --name or give one spec")
@@ -195,6 +206,14 @@ def _grid_line(spec: SweepSpec) -> str:
 
 
 def _print_plan(sweeps: list[SweepSpec], execution: Execution, retry_failed: bool) -> None:
+    from rich.table import Table
+
+    from cce_bench.embeddings import get_method
+    from cce_bench.sweeps import plan_sweeps
+    from cce_bench.sweeps.estimate import estimate_lines
+    from cce_bench.sweeps.progress import describe
+    from cce_bench.sweeps.runner import missing_datasets
+
     plan = plan_sweeps(sweeps, retry_failed)
     files = ", ".join(str(s.results_path) for s in sweeps)
     console.print(f"{len(plan.runs)} runs, {plan.skipped} already in {files}, "
@@ -219,20 +238,9 @@ def _print_plan(sweeps: list[SweepSpec], execution: Execution, retry_failed: boo
     todo = [run for _, run in plan.todo]
     if not todo:
         return
-    folders = sorted({s.out for s in sweeps})
-    guess = estimate(todo, folders)
-    if not guess.covered:
-        console.print(f"estimated time: unknown (no earlier results of these datasets in "
-                      f"{', '.join(map(str, folders))})", highlight=False)
-        return
-    seconds, covered = guess.seconds, guess.covered
-    parallel = execution.parallel_runs(sweeps[0].device)
-    part = "" if covered == len(todo) else f" for {covered} of the {len(todo)} runs"
-    if parallel is None:
-        console.print(f"estimated time{part}: {format_seconds(seconds)} run after run; divide by "
-                      "the runs the Ray cluster trains at once", highlight=False)
-    else:
-        console.print(f"estimated time{part}: {format_seconds(seconds / parallel)} with "
-                      f"{parallel} run{'s' if parallel > 1 else ''} at once (from "
-                      f"{guess.history} earlier runs)", highlight=False)
+    folders = sorted({s.results for s in sweeps})
+    # One line per spec (and the total): from earlier results, else the device's cost model.
+    for line in estimate_lines([(spec.name, run) for spec, run in plan.todo], folders,
+                               sweeps[0].device, execution.parallel_runs(sweeps[0].device)):
+        console.print(line, highlight=False)
 

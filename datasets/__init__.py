@@ -8,10 +8,10 @@ on. Generated data is built on first use; downloaded data must be fetched first 
 
 from __future__ import annotations
 
-import numpy as np
-import torch
+from typing import TYPE_CHECKING
 
-from cce_bench.data import CriteoData, InteractionData, InteractionSplit
+import numpy as np
+
 from cce_bench.errors import ConfigError, DatasetError
 
 from . import cache
@@ -19,6 +19,9 @@ from .catalog import DEFAULT_DATASET, DatasetInfo, SourceFile, catalog, info
 from .criteo import N_CAT, N_DENSE
 from .download import Reporter, RichReporter, SilentReporter
 from .fetch import entry_path, prepare, require, status
+
+if TYPE_CHECKING:  # torch loads with the data, not with the catalog (`cce-bench datasets`)
+    from cce_bench.data import CriteoData, InteractionData, InteractionSplit
 
 CRITEO_KINDS = ("criteo", "criteo-synthetic")
 
@@ -30,6 +33,8 @@ def load_dataset(name: str = DEFAULT_DATASET, download: bool = False,
     download: fetch and preprocess a missing downloadable dataset (else DatasetError says the
     command). device: where synthetic data is generated the first time ("cpu", "cuda").
     """
+    from cce_bench.data import InteractionData
+
     folder = require_interactions(name, download, reporter, device)
     meta = cache.read_meta(folder)
     return InteractionData(name, meta["n_users"], meta["n_items"],
@@ -54,6 +59,8 @@ def load_criteo(name: str = "criteo-synthetic", download: bool = False,
     options: preprocessing options of the entry (threshold, max_ind_range), defaults from the
     catalog; each set of options is its own cache entry.
     """
+    from cce_bench.data import CriteoData
+
     if info(name).kind not in CRITEO_KINDS:
         raise ConfigError(f"{name} is not a Criteo dataset; choose criteo-kaggle, "
                           "criteo-terabyte or criteo-synthetic[-<rows>]")
@@ -93,6 +100,10 @@ def require_training_data(name: str, model: str = "gmf", download: bool = False,
 
 
 def _split(folder, split: str) -> InteractionSplit:
+    import torch
+
+    from cce_bench.data import InteractionSplit
+
     def column(key: str) -> torch.Tensor:
         return torch.from_numpy(np.array(cache.load_array(folder, f"{split}_{key}")))
 

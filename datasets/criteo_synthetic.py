@@ -26,9 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from cce_bench import metrics
 from cce_bench.errors import ConfigError
 
 from . import cache
@@ -185,6 +183,10 @@ def generate(spec: CriteoSyntheticSpec, folder: Path, workers: int | None = None
             labels.append(y)
             dense.append(x)
             cats.append(ids)
+    import torch  # here, not at the top: the catalog reads VERSION without torch
+
+    from cce_bench import metrics
+
     probs = torch.from_numpy(np.concatenate(val_probs))
     truth = torch.from_numpy(np.concatenate(val_labels))
     return {

@@ -30,15 +30,21 @@ import re
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from cce_bench.errors import DatasetError
 
 from . import cache
 from .download import Reporter, file_digest
 from .movielens import split_last_two
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+# pandas loads in the functions that read a file, not here: the catalog finds your datasets
+# through this module, and `cce-bench datasets` lists them without pandas.
 
 VERSION = 1
 NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9_-]{0,63}")
@@ -204,6 +210,8 @@ def read(source: Path, columns: Columns):
 
 
 def _csv(source: Path, sep: str):
+    import pandas as pd
+
     options = dict(sep=sep, index_col=False, skipinitialspace=True, engine="c")
 
     def header() -> list[str]:
@@ -254,6 +262,8 @@ def _first_bad_line(source: Path, sep: str) -> str | None:
 
 
 def _parquet(source: Path):
+    import pandas as pd
+
     try:
         import pyarrow.parquet as pq
     except ImportError:
@@ -291,6 +301,8 @@ def _resolve(columns: Columns, available: list, source: Path) -> dict:
 
 def _ids(series: pd.Series, role: str, where) -> tuple[np.ndarray, np.ndarray]:
     """(the distinct ids in sorted order, each row's dense id)."""
+    import pandas as pd
+
     empty = series.isna().to_numpy()
     if empty.any():
         raise DatasetError(f"{where(int(np.argmax(empty)))}: the {role} id is empty; every row "
@@ -300,6 +312,8 @@ def _ids(series: pd.Series, role: str, where) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _labels(series: pd.Series, where) -> np.ndarray:
+    import pandas as pd
+
     if pd.api.types.is_bool_dtype(series) and not series.isna().any():
         return series.to_numpy(bool).astype(np.uint8)
     values = pd.to_numeric(series, errors="coerce").to_numpy("float64", na_value=np.nan)
@@ -316,6 +330,8 @@ def _labels(series: pd.Series, where) -> np.ndarray:
 def _times(series: pd.Series, where) -> np.ndarray:
     """Each row's time as numbers that sort like the timestamps: numbers as they are, dates
     as nanoseconds. A column of text is numbers or dates, whichever most of it parses as."""
+    import pandas as pd
+
     if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
         kind, bad = "number", series.isna().to_numpy()
         integral = pd.api.types.is_integer_dtype(series)

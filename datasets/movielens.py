@@ -26,14 +26,16 @@ import io
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Iterator
+from typing import TYPE_CHECKING, BinaryIO, Iterator
 
 import numpy as np
-import pandas as pd
 
 from cce_bench.errors import DatasetError
 
 from . import cache
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 VERSION = 1
 COLUMNS = ["user", "item", "rating", "timestamp"]
@@ -95,6 +97,8 @@ def open_ratings(source: Path, member: str) -> Iterator[tuple[BinaryIO, str]]:
 def read_ratings(source: Path, member: str) -> Ratings:
     """Every rating of the release, in file order. A malformed line raises DatasetError
     naming the file and the line."""
+    import pandas as pd  # here, not at the top: the catalog reads VERSION without pandas
+
     fmt = member.rsplit("/", 1)[-1]
     try:
         with open_ratings(source, member) as (stream, display):
@@ -119,6 +123,8 @@ def read_ratings(source: Path, member: str) -> Ratings:
 
 
 def _read_frame(stream: BinaryIO, fmt: str) -> pd.DataFrame:
+    import pandas as pd
+
     dtypes = {"user": np.int64, "item": np.int64, "rating": np.float32, "timestamp": np.int64}
     common = dict(header=None, dtype=dtypes, skip_blank_lines=False, engine="c")
     if fmt == "u.data":

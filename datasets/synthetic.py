@@ -20,14 +20,19 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from cce_bench import metrics
 from cce_bench.errors import ConfigError
 
 from . import cache
+
+if TYPE_CHECKING:
+    import torch
+
+# torch loads in the functions that draw, not here: the catalog and `cce-bench datasets` read
+# NAME_PATTERN, VERSION and SyntheticSpec without it.
 
 NAME_PATTERN = re.compile(r"^syn-(\d+)-(\d+)$")
 LATENT_DIM = 8
@@ -70,6 +75,10 @@ def generate(spec: SyntheticSpec, folder: Path, device: str | torch.device = "cp
     torch's CPU and CUDA generators differ: same name, seed and device type, same data;
     meta.json records the device type. The default is the CPU, so every machine agrees.
     """
+    import torch
+
+    from cce_bench import metrics
+
     device = torch.device("cuda" if str(device) == "auto" and torch.cuda.is_available()
                           else "cpu" if str(device) == "auto" else device)
     gen = torch.Generator(device=device)
@@ -128,6 +137,8 @@ def _assign(drawn: torch.Tensor, per_user: torch.Tensor,
     replacement, in draw order). Shuffle those columns so that the first two, the validation
     items, are two of them at random; the rest of the row is not the user's. Returns the
     shuffled draws and the mask of training columns (b, width - 2)."""
+    import torch
+
     b, width = drawn.shape
     column = torch.arange(width, device=drawn.device)
     keys = torch.rand(drawn.shape, generator=gen, device=drawn.device)
@@ -140,6 +151,8 @@ def _assign(drawn: torch.Tensor, per_user: torch.Tensor,
 def _draw_items(users: torch.Tensor, items: torch.Tensor, k: int,
                 gen: torch.Generator) -> torch.Tensor:
     """k items per user without replacement from softmax(u . v / sqrt(8)) (Gumbel top-k)."""
+    import torch
+
     scores = users @ items.T / math.sqrt(LATENT_DIM)  # (b, V)
     uniform = torch.rand(scores.shape, generator=gen, device=scores.device).clamp_(1e-12, 1.0)
     gumbel = -torch.log(-torch.log(uniform))

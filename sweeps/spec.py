@@ -32,6 +32,7 @@ from cce_bench.errors import CceBenchError, ConfigError
 DEFAULT_BUDGETS = [16, 64, 256]
 BUDGET_UNITS = ("ppd", "params")
 KMEANS_BACKENDS = ("auto", "faiss", "torch")
+DEVICES = ("auto", "cpu", "cuda", "cuda:N")  # cuda: every visible GPU; cuda:N: that one
 _DEVICE = re.compile(r"^(auto|cpu|cuda(:\d+)?)$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]*$")
 
@@ -56,7 +57,7 @@ MODEL_DEFAULTS = {
 
 @dataclass
 class SweepSpec:
-    name: str = "default"  # rows go to OUT/NAME.csv
+    name: str = "default"  # rows go to RESULTS/NAME.csv
     datasets: list[str] = field(default_factory=lambda: [DEFAULT_DATASET])
     model: str = "gmf"
     methods: list[str] = field(default_factory=lambda: ["cce"])
@@ -80,13 +81,13 @@ class SweepSpec:
     early_stop: float = 0.01
     kmeans: str = "auto"
     device: str = "auto"
-    out: Path = Path("results")
+    results: Path = Path("results")  # the results folder
 
     def __post_init__(self):
         self.name = _text(self, "name")
         if not _NAME.match(self.name):
             raise ConfigError(f"field 'name': '{self.name}' must be a file name (letters, digits, "
-                              ". _ + -), as rows go to OUT/NAME.csv")
+                              ". _ + -), as rows go to RESULTS/NAME.csv")
         self.datasets = _strings(self, "datasets")
         for dataset in self.datasets:
             _check_name(dataset, "datasets", info)
@@ -151,10 +152,10 @@ class SweepSpec:
         self.device = _text(self, "device")
         if not _DEVICE.match(self.device):
             raise ConfigError(f"field 'device': '{self.device}' is not auto, cpu, cuda or cuda:N")
-        if not isinstance(self.out, (str, Path)) or not str(self.out):
-            raise ConfigError(f"field 'out': expected a folder path, got {self.out!r} (the "
-                              "current folder is '.')")
-        self.out = Path(self.out)
+        if not isinstance(self.results, (str, Path)) or not str(self.results):
+            raise ConfigError(f"field 'results': expected a folder path, got {self.results!r} "
+                              "(the current folder is '.')")
+        self.results = Path(self.results)
 
     def _check_mlps(self) -> None:
         for name in ("bottom_mlp", "top_mlp"):
@@ -179,7 +180,7 @@ class SweepSpec:
 
     @property
     def results_path(self) -> Path:
-        return self.out / f"{self.name}.csv"
+        return self.results / f"{self.name}.csv"
 
     def params_per_table(self, budget: int) -> int:
         return budget * self.dim if self.budget_unit == "ppd" else budget

@@ -22,6 +22,8 @@ else:  # pragma: no cover - Python 3.10 (tomli is a dependency there)
     import tomli as tomllib
 
 SHIPPED = Path(__file__).resolve().parent
+# Fields under the name they had before, still read: `out` became `results` (--results).
+OLD_FIELDS = {"out": "results"}
 
 
 def shipped_specs() -> list[str]:
@@ -60,6 +62,9 @@ def read_spec_file(source: str | Path) -> dict:
     except OSError as err:
         raise ConfigError(f"cannot read spec {path}: {err.strerror}") from None
     fields.setdefault("name", path.stem)
+    for old, new in OLD_FIELDS.items():
+        if old in fields and new not in fields:
+            fields[new] = fields.pop(old)
     return fields
 
 

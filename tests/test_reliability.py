@@ -200,14 +200,15 @@ def cli(*args):
     return result.exit_code, " ".join(result.output.split())
 
 
-@pytest.mark.parametrize("args, message", [
-    (["download", "ml-1m", "--mirror", "not a url"],
+@pytest.mark.parametrize("args, exit_code, message", [
+    (["download", "ml-1m", "--mirror", "not a url"], 1,
      "--mirror 'not a url' is not a URL; give the base URL the files are under"),
-    (["download", TINY_DATASET, "--device", "bogus"], "--device 'bogus' is not cpu or cuda"),
+    (["download", TINY_DATASET, "--device", "bogus"], 2,  # a usage error, as click counts them
+     "Invalid value for '--device': 'bogus' is not one of cpu, cuda, cuda:N"),
 ])
-def test_download_options_are_checked_first(args, message):
+def test_download_options_are_checked_first(args, exit_code, message):
     code, output = cli(*args)
-    assert code == 1 and message in output and "internal error" not in output
+    assert code == exit_code and message in output and "internal error" not in output
 
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a machine without GPU")
@@ -256,9 +257,9 @@ def test_a_report_of_diverged_runs_says_so(in_tmp):
     assert "no run with a validation score to summarise (2 diverged)" in output
 
 
-def test_an_empty_out_is_refused_before_anything_is_written(in_tmp):
-    code, output = cli("sweep", "-d", TINY_DATASET, "--epochs", "1", "--out", "")
-    assert code == 1 and "field 'out': expected a folder path, got ''" in output
+def test_an_empty_results_folder_is_refused_before_anything_is_written(in_tmp):
+    code, output = cli("sweep", "-d", TINY_DATASET, "--epochs", "1", "--results", "")
+    assert code == 1 and "field 'results': expected a folder path, got ''" in output
     assert list(in_tmp.iterdir()) == []
 
 

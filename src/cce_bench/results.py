@@ -278,7 +278,7 @@ def _known_header(line: str, path: Path) -> list[str]:
     if header == COLUMNS or header in OLDER_HEADERS:
         return header
     raise ResultsError(f"{path} is not a cce-bench results file (missing or different header); "
-                       "choose another --out or --name")
+                       "choose another --results or --name")
 
 
 def _complete(row: list[str], columns: list[str]) -> bool:

@@ -99,7 +99,7 @@ def test_budget_too_small_for_every_run(in_tmp):
 
 def test_unwritable_results_folder(in_tmp):
     (in_tmp / "blocker").write_text("")
-    result = invoke("sweep", "-d", TINY_DATASET, "--out", str(in_tmp / "blocker" / "results"))
+    result = invoke("sweep", "-d", TINY_DATASET, "--results", str(in_tmp / "blocker" / "results"))
     assert_one_line_error(result, 1, "cannot write results")
 
 

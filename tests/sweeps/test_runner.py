@@ -19,7 +19,7 @@ SAME = ["run_id", "method", "budget_asked", "params", "seed", "epoch", "step", "
 def tiny_spec(tmp_path, name: str, **fields) -> SweepSpec:
     return SweepSpec(**({"name": name, "datasets": TINY_DATASET, "methods": ["cce", "hash"],
                          "budgets": [4, 16], "epochs": 2, "batch_size": 512, "device": "cpu",
-                         "out": tmp_path} | fields))
+                         "results": tmp_path} | fields))
 
 
 def metrics(path) -> pd.DataFrame:

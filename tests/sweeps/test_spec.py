@@ -172,7 +172,7 @@ def test_run_ids_are_stable_and_depend_only_on_the_runs():
     assert len(set(ids)) == len(ids)
     assert ids == [r.run_id for r in SweepSpec(**spec).expand()]
     # Where results go and where runs train do not change what a run is.
-    elsewhere = SweepSpec(**spec, name="other", out=Path("x"), device="cpu")
+    elsewhere = SweepSpec(**spec, name="other", results=Path("x"), device="cpu")
     assert ids == [r.run_id for r in elsewhere.expand()]
     # The same run written in ppd or in params is the same run.
     absolute = SweepSpec(**(spec | {"budgets": [128, 256, 512]}), budget_unit="params")

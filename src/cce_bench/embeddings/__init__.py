@@ -1,14 +1,28 @@
-"""Compressed embedding tables: one module per method, a registry, hashing and k-means."""
+"""Compressed embedding tables: one module per method, a registry, hashing and k-means.
+
+The registry is torch-free (listing the methods loads none of them); the methods and their base
+class load, with torch, when first used.
+"""
 
 from __future__ import annotations
 
 import inspect
-
-from torch import nn
+from typing import TYPE_CHECKING
 
 from ..errors import ConfigError
-from .base import CompressedEmbedding
 from .registry import MethodInfo, get_method, method_names, methods, register
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from .base import CompressedEmbedding
+
+
+def __getattr__(name: str):
+    if name == "CompressedEmbedding":
+        from .base import CompressedEmbedding
+        return CompressedEmbedding
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def make_embedding(vocab: int, num_params: int, dim: int, method: str = "cce",
@@ -30,6 +44,8 @@ def make_embedding(vocab: int, num_params: int, dim: int, method: str = "cce",
 
 def _keyword_options(cls: type) -> set[str]:
     """Keyword options a method accepts: its own and those of CompressedEmbedding."""
+    from .base import CompressedEmbedding
+
     names: set[str] = set()
     for klass in (cls, CompressedEmbedding):
         params = inspect.signature(klass.__init__).parameters.values()

@@ -25,8 +25,7 @@ from .hashing import UniversalHash
 from .registry import register
 
 
-@register("bloom", "hashing", "sum of n_chunks hashed rows of one table of P/d rows",
-          "Serrà & Karatzoglou, RecSys 2017 (arXiv:1706.03993)")
+@register("bloom")
 class BloomEmbedding(CompressedEmbedding):
     def __init__(self, vocab: int, num_params: int, dim: int, n_chunks: int = 4, **opts):
         super().__init__(vocab, num_params, dim, **opts)

@@ -38,8 +38,7 @@ from .registry import register
 _ID_BATCH = 1 << 18  # ids per batch when recomputing vectors over the whole vocabulary
 
 
-@register("cce", "clustering", "two hashed tables per chunk, re-clustered with k-means while training",
-          "Tsang & Ahle, NeurIPS 2023 (arXiv:2210.05974)")
+@register("cce")
 class CCEmbedding(CompressedEmbedding):
     def __init__(self, vocab: int, num_params: int, dim: int, n_chunks: int = 4, *,
                  kmeans_backend: str = "auto", kmeans_iters: int = 50,

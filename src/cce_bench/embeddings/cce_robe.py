@@ -38,8 +38,7 @@ from .registry import register
 from .robe import circular_positions, read_flat
 
 
-@register("cce_robe", "clustering", "cce whose two tables are per-chunk ROBE circular arrays",
-          "Tsang & Ahle, NeurIPS 2023 (arXiv:2210.05974); Desai et al., MLSys 2022")
+@register("cce_robe")
 class CCERobeEmbedding(CCEmbedding):
     def _make_tables(self, num_params: int, std: float) -> None:
         c, w = self.n_chunks, self.width

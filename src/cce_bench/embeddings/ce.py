@@ -19,8 +19,7 @@ from .hashing import UniversalHash
 from .registry import register
 
 
-@register("ce", "compositional", "n_chunks hashed tables of P/d rows, concatenated",
-          "Shi et al., KDD 2020 (arXiv:1909.02107)")
+@register("ce")
 class CompositionalEmbedding(CompressedEmbedding):
     def __init__(self, vocab: int, num_params: int, dim: int, n_chunks: int = 4, **opts):
         super().__init__(vocab, num_params, dim, **opts)

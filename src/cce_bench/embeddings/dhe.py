@@ -49,8 +49,7 @@ def mlp_params(n_hashes: int, width: int, hidden_layers: int, dim: int) -> int:
             + width * dim + dim)
 
 
-@register("dhe", "neural", "k dense hash features per id decoded by an MLP, largest MLP that fits",
-          "Kang et al., KDD 2021 (arXiv:2010.10784)")
+@register("dhe")
 class DeepHashEmbedding(CompressedEmbedding):
     uses_chunks = False  # n_chunks is ignored
 

@@ -14,8 +14,7 @@ from .base import CompressedEmbedding, lookup, normal_init
 from .registry import register
 
 
-@register("full", "uncompressed", "plain vocab x dim table; the budget is ignored",
-          "baseline (torch.nn.Embedding)")
+@register("full")
 class FullEmbedding(CompressedEmbedding):
     uses_chunks = False  # n_chunks is ignored
 

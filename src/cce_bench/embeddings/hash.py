@@ -17,8 +17,7 @@ from .hashing import UniversalHash
 from .registry import register
 
 
-@register("hash", "hashing", "one table of P/d rows, each id mapped to a row by one hash",
-          "Weinberger et al., ICML 2009 (arXiv:0902.2206)")
+@register("hash")
 class HashEmbedding(CompressedEmbedding):
     uses_chunks = False  # n_chunks is ignored
 

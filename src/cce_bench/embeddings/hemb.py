@@ -45,8 +45,7 @@ def pool_sizes(num_params: int, dim: int, n_hashes: int) -> tuple[int, int]:
     return b, k
 
 
-@register("hemb", "hashing", "n_chunks hashed vectors of a shared pool mixed by hashed importance weights",
-          "Svenstrup et al., NeurIPS 2017 (arXiv:1709.03933)")
+@register("hemb")
 class HashEmbeddings(CompressedEmbedding):
     def __init__(self, vocab: int, num_params: int, dim: int, n_chunks: int = 4, **opts):
         super().__init__(vocab, num_params, dim, **opts)

@@ -53,8 +53,7 @@ def pair_hash(ids: torch.Tensor, dim: int, coefficients: torch.Tensor) -> torch.
     return hash_mod_prime(pair_keys(ids, dim), coefficients.unsqueeze(0))[..., 0]
 
 
-@register("hnet", "hashing", "every coordinate one hashed weight of a flat array of P; signs optional",
-          "Chen et al., ICML 2015 (arXiv:1504.04788)")
+@register("hnet")
 class HashedNetEmbedding(CompressedEmbedding):
     uses_chunks = False  # n_chunks is ignored
 

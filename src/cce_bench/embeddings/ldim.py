@@ -25,8 +25,7 @@ from .base import CompressedEmbedding, lookup, normal_init
 from .registry import register
 
 
-@register("ldim", "low-rank", "vocab x r table times a shared r x d projection, largest r that fits",
-          "low-rank baseline (Tsang & Ahle, NeurIPS 2023, arXiv:2210.05974)")
+@register("ldim")
 class LowDimensionalEmbedding(CompressedEmbedding):
     uses_chunks = False  # n_chunks is ignored
 

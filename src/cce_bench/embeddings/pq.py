@@ -41,9 +41,7 @@ from .registry import register
 _ID_BATCH = 1 << 18  # ids per batch when assigning codes over the whole vocabulary
 
 
-@register("pq", "post-training", "full table trained, then product-quantized to P/d codewords per "
-          "chunk with k-means and fine-tuned", "Jégou et al., TPAMI 2011; reference in Tsang & "
-          "Ahle, NeurIPS 2023 (arXiv:2210.05974)")
+@register("pq")
 class ProductQuantizedEmbedding(CompressedEmbedding):
     post_training = True
 

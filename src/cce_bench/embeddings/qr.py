@@ -88,8 +88,7 @@ def choose_m(vocab: int, max_rows: int) -> int | None:
     return max(options, key=lambda m: (total_rows(vocab, m), m))
 
 
-@register("qr", "compositional", "quotient and remainder tables combined by product (or sum, concat)",
-          "Shi et al., KDD 2020 (arXiv:1909.02107)")
+@register("qr")
 class QREmbedding(CompressedEmbedding):
     uses_chunks = False  # n_chunks is ignored
 

@@ -42,8 +42,7 @@ def read_flat(array: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
     return array.index_select(0, positions.reshape(-1)).reshape(positions.shape)
 
 
-@register("robe", "hashing", "one circular array of P weights; each chunk a window at a hashed offset",
-          "Desai et al., MLSys 2022 (arXiv:2108.02191)")
+@register("robe")
 class RobeEmbedding(CompressedEmbedding):
     def __init__(self, vocab: int, num_params: int, dim: int, n_chunks: int = 4, **opts):
         super().__init__(vocab, num_params, dim, **opts)

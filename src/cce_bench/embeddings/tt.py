@@ -122,8 +122,7 @@ def initial_cores(layout: list[tuple[int, int]], rank: int, output_std: float,
     return [nn.Parameter(core) for core in cores]
 
 
-@register("tt", "tensor-train", "the table as a tensor train of n_chunks cores, largest rank that fits",
-          "Yin et al., MLSys 2021 (arXiv:2101.11714)")
+@register("tt")
 class TensorTrainEmbedding(CompressedEmbedding):
     def __init__(self, vocab: int, num_params: int, dim: int, n_chunks: int = 4, **opts):
         super().__init__(vocab, num_params, dim, **opts)
