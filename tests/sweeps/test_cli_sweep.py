@@ -32,7 +32,11 @@ def test_dry_run_lists_the_runs_and_trains_nothing(in_tmp):
     assert "12 runs, 0 already in results/tiny.csv, 12 to run" in result.output
     assert len(re.findall(r"^[0-9a-f]{16} ", result.output, re.M)) == 12
     assert f"{TINY_DATASET} cce ppd=4 c=4 seed=1" in result.output
-    assert "estimated time: unknown" in result.output
+    # No earlier results: the device's cost model, which says where its rate comes from.
+    assert re.search(r"estimated time, tiny: 0:\d\d:\d\d with 1 run at once \(12 from the cost "
+                     r"model, 120 run-steps\)", " ".join(result.output.split())), result.output
+    assert re.search(r"cost model \((cpu|cuda)\): [\d,]+ us per run-step, measured for",
+                     " ".join(result.output.split()))
     assert not (in_tmp / "results").exists()
 
 
@@ -46,8 +50,8 @@ def test_a_spec_with_flags_runs_and_then_estimates_the_rest(in_tmp):
 
     more = invoke("tiny.toml", "--seeds", "2", "-m", "hash", "--dry-run")
     assert "6 runs, 3 already in results/tiny.csv, 3 to run" in more.output
-    assert re.search(r"estimated time: 0:00:\d\d with 1 run at once \(from 3 earlier runs\)",
-                     more.output), more.output
+    assert re.search(r"estimated time, tiny: 0:00:\d\d with 1 run at once \(3 runs from 3 "
+                     r"earlier\)", " ".join(more.output.split())), more.output
 
 
 def test_a_shipped_spec_by_name(in_tmp):
