@@ -112,7 +112,11 @@ def sweep(
         help="local: worker processes per visible GPU. Default: 1.")] = 1,
     group_size: Annotated[Optional[int], typer.Option(
         help="Runs a worker trains together in lockstep (same dataset and batch size; same "
-        "results as alone). Default: 16 on a GPU, 1 on a CPU.")] = None,
+        "results as alone). Default on a GPU: 64 (16 with --no-stack); on a CPU: 1.")] = None,
+    stack: Annotated[bool, typer.Option(
+        "--stack/--no-stack", help="Train a group's runs of one method and shapes as one "
+        "stacked model, one step for all of them (same results as alone); --no-stack: each "
+        "run its own step. Default: --stack.")] = True,
     address: Annotated[Optional[str], typer.Option(
         help="ray: the cluster address (e.g. auto or ray://head:10001). Default: start a "
         "local Ray instance.")] = None,
@@ -167,9 +171,11 @@ def sweep(
                           "drop --name or give one spec")
     sweeps = [load_spec(s, overrides) for s in specs] if specs else [load_spec(None, overrides)]
     if group_size is None:
-        group_size = 16 if torch.cuda.is_available() and device != "cpu" else 1
+        # Stacks fill a GPU the more runs they hold (BENCHMARKS.md); 16 was the best group of
+        # separate steps.
+        group_size = (64 if stack else 16) if torch.cuda.is_available() and device != "cpu" else 1
     execution = Execution(backend=backend, workers=workers, workers_per_gpu=workers_per_gpu,
-                          group_size=1 if ddp else group_size, address=address,
+                          group_size=1 if ddp else group_size, stack=stack, address=address,
                           gpus_per_run=gpus_per_run, ddp=ddp, threads=threads)
     if dry_run:
         _print_plan(sweeps, execution, retry_failed)

@@ -26,6 +26,10 @@ class Execution:
     # Runs a worker trains together in lockstep (same dataset and batch size); results are
     # those of training each alone. On a GPU this is what fills it with small runs.
     group_size: int = 1
+    # Runs of a group that share a method and shapes train as one stacked model, one step for
+    # all of them (stacking.py); False: each run its own step (what stacking is measured
+    # against). Results are those of training each alone either way.
+    stack: bool = True
     address: str | None = None  # ray: the cluster; None starts a local Ray instance
     gpus_per_run: float | None = None  # ray: GPUs per task (fractions share); None: 1 if any
     cpus_per_run: float = 1.0  # ray: CPUs per task

@@ -139,8 +139,8 @@ def _run_locked(specs: list[SweepSpec], logs: dict, observer: SweepObserver,
     tasks, by_id = [], {}
     for spec in specs:
         mine = [run for owner, run in plan.todo if owner is spec]
-        for group in group_runs(mine, execution.group_size):
-            task = Task(len(tasks), spec.name, group)
+        for group in group_runs(mine, execution.group_size, stack=execution.stack):
+            task = Task(len(tasks), spec.name, group, stack=execution.stack)
             tasks.append(task)
             by_id[task.id] = (task, logs[spec.results_path])
     observer.sweep_started(len(plan.runs), plan.skipped, list(backend.workers))

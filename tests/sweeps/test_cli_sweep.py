@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from typer.testing import CliRunner
 
 from cce_bench.cli import app
@@ -99,3 +101,15 @@ def test_a_missing_dataset_stops_before_anything_is_written(in_tmp):
     result = invoke("-d", "ml-100k")
     assert result.exit_code == 1 and "run `cce-bench download ml-100k` first" in result.output
     assert not (in_tmp / "results").exists()
+
+
+def test_a_stacked_sweep_writes_the_rows_of_an_unstacked_one(in_tmp):
+    (in_tmp / "tiny.toml").write_text(SPEC)
+    for name, flag in (("stacked", "--stack"), ("alone", "--no-stack")):
+        result = invoke("tiny.toml", "--name", name, "--seeds", "2", "--group-size", "8",
+                        "--workers", "0", flag)
+        assert result.exit_code == 0, result.output
+    stacked, alone = (read_rows(in_tmp / "results" / f"{n}.csv").sort_values(["run_id", "epoch"])
+                      for n in ("stacked", "alone"))
+    assert stacked["run_id"].tolist() == alone["run_id"].tolist()
+    assert stacked["val_bce"].tolist() == pytest.approx(alone["val_bce"].tolist(), rel=1e-5)
