@@ -35,8 +35,9 @@ def bench(
     paper_sweep: Annotated[bool, typer.Option(
         "--paper-sweep", help="Also time the paper's whole MovieLens sweep: every method x "
         "2..4096 ppd x 3 seeds x 10 epochs, trained in lockstep groups.")] = False,
-    group_size: Annotated[int, typer.Option(
-        help="Runs per lockstep group for --paper-sweep. Default: 16.", min=1)] = 16,
+    group_size: Annotated[Optional[int], typer.Option(
+        help="Runs per lockstep group for --paper-sweep. Default: 64 (16 with --no-stack), "
+        "as cce-bench sweep on a GPU.", min=1)] = None,
     cluster_vocab: Annotated[int, typer.Option(
         help="Vocabulary for timing CCE's cluster(). Default: 1000000.")] = 1_000_000,
     json_out: Annotated[Optional[Path], typer.Option(
@@ -76,7 +77,8 @@ def bench(
         data = load_dataset(dataset)
     with console.status("benchmarking") as status:
         report = run_bench(methods, budget or [16, 256], device, data, cluster_vocab, sweep,
-                           paper_sweep, group_size, stack, progress=_progress_printer(status))
+                           paper_sweep, group_size or (64 if stack else 16), stack,
+                           progress=_progress_printer(status))
     console.print(_methods_table(report))
     for reason in report.skipped:
         console.print(f"not timed: {reason}", highlight=False)
