@@ -106,4 +106,8 @@ def test_batches_gathered_through_the_permutation_match_copied_batches(tiny, dev
     copied = curves(run, tiny, device, stepper)
     monkeypatch.setattr(StaticEpoch, "copy_limit_bytes", 0)
     gathered = curves(run, tiny, device, stepper)
-    assert gathered == pytest.approx(copied, rel=1e-5, abs=1e-6)
+    # On CUDA the lookups' backward adds with atomics, in no fixed order: the graph test's
+    # tolerance.
+    tolerance = dict(rel=1e-5, abs=1e-6) if device == "cpu" else dict(rel=1e-3, abs=1e-4)
+    for a, b in zip(copied, gathered):
+        assert a == pytest.approx(b, **tolerance)
