@@ -5,6 +5,7 @@ compression, and whichever runs share the stack."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from cce_bench.config import RunConfig
 from cce_bench.datasets import load_dataset
@@ -12,7 +13,7 @@ from cce_bench.embeddings import get_method, method_names
 from cce_bench.engine import train, train_many
 from cce_bench.models.stacked import stack_class
 from cce_bench.stacking import plan_stacks, stack_key
-from tests.conftest import TINY_DATASET
+from tests.conftest import TINY_DATASET, requires_cuda
 
 # Budgets (ppd) that every method can take on the tiny set's 60 ids; qr and ldim need more.
 BUDGETS = {"qr": [32, 64], "ldim": [64, 64]}
@@ -114,3 +115,33 @@ def test_stacked_runs_are_scored_on_the_test_split_as_alone(tiny):
         alone = train(run, data, "cpu", stepper="static")
         for a, b in zip(result.epochs, alone.epochs):
             assert (a.test_bce, a.test_auc) == pytest.approx((b.test_bce, b.test_auc), rel=1e-5)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", method_names())
+def test_stacks_in_a_cuda_graph_equal_runs_alone(method, tiny):
+    # One graph replays every stack's step; atomic gradient sums on the GPU reorder float
+    # additions, hence the CUDA tolerance of test_steps.py.
+    runs = stack_runs(method) + stack_runs("hash", lr=1e-1)  # a second stack in the graph
+    for run, result in zip(runs, train_many(runs, tiny, "cuda")):
+        assert_same_records(result, train(run, tiny, "cuda", stepper="plain"), 1e-3, 1e-4)
+
+
+@pytest.fixture
+def deterministic():
+    """Sorted (bitwise reproducible) gradient sums, so that no run's stopping epoch hangs on
+    the order of atomic additions."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+    torch.use_deterministic_algorithms(False)
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_a_stack_on_cuda_recaptures_when_a_run_stops(tiny, deterministic):
+    runs = stack_runs("cce", epochs=8, lr=0.1, early_stop=0.001)
+    alone = [train(run, tiny, "cuda", stepper="plain") for run in runs]
+    assert len({len(r.epochs) for r in alone}) > 1
+    for a, b in zip(train_many(runs, tiny, "cuda"), alone):
+        assert_same_records(a, b, 1e-3, 1e-4)
