@@ -8,6 +8,7 @@ while it loads is one line, not a traceback.
 
 from __future__ import annotations
 
+import inspect
 import sys
 from typing import Annotated
 
@@ -21,6 +22,15 @@ def _version(value: bool) -> None:
         from cce_bench import __version__
         typer.echo(f"cce-bench {__version__}")
         raise typer.Exit()
+
+
+def reflow(doc: str | None) -> str | None:
+    """A docstring's paragraphs as single lines: the help screen wraps them to the terminal,
+    where the docstring's own line breaks would cut phrases in two."""
+    if not doc:
+        return doc
+    paragraphs = inspect.cleandoc(doc).split("\n\n")
+    return "\n\n".join(" ".join(line.strip() for line in p.splitlines()) for p in paragraphs)
 
 
 def build_app() -> typer.Typer:
@@ -50,7 +60,7 @@ def build_app() -> typer.Typer:
         state["debug"] = debug
 
     for command in (sweep, plot, report, methods, datasets, download, bench):
-        app.command(cls=Command)(command)
+        app.command(cls=Command, help=reflow(command.__doc__))(command)
     _app = app
     return app
 
