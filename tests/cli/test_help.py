@@ -141,3 +141,16 @@ def test_the_choices_the_help_shows_are_the_ones_plots_draws():
     assert plot.CURVE_X == list(training.CURVE_X)
     assert [f.value for f in report.Format] == list(tables.FORMATS)
     assert report.DEFAULT_TOLERANCE == tables.DEFAULT_TOLERANCE
+
+
+def test_docstring_paragraphs_reach_the_help_screen_unbroken():
+    from cce_bench.cli import reflow
+
+    doc = """Summary line.
+
+    A paragraph written over
+    two lines.
+
+    Another one.
+    """
+    assert reflow(doc) == "Summary line.\n\nA paragraph written over two lines.\n\nAnother one."
