@@ -159,3 +159,18 @@ def test_runs_that_diverge_leave_the_stack_as_they_leave_alone(tiny):
         assert a.status == b.status and len(a.epochs) == len(b.epochs)
         if b.status == "ok":
             assert_same_records(a, b)
+
+
+@pytest.mark.parametrize("method,fields", [
+    ("cce", {"eval_every": 2}),  # records, and loss sums read, in the middle of an epoch
+    ("cce", {"cluster_every": 3, "cluster_until": 0.6}),  # clustering on a step schedule
+    ("pq", {"cluster_every": 4, "eval_every": 3}),  # compressing mid-epoch rebuilds the stack
+    ("qr", {"method_opts": {"combine": "concat"}}),
+    ("hnet", {"method_opts": {"signed": True}}),
+    ("cce", {"method_opts": {"residual_init": "zero"}}),
+    ("dhe", {"method_opts": {"distribution": "gaussian"}}),
+])
+def test_schedules_and_method_options_stack_too(method, fields, tiny):
+    runs = stack_runs(method, **fields)
+    for run, result in zip(runs, train_many(runs, tiny, "cpu")):
+        assert_same_records(result, train(run, tiny, "cpu", stepper="static"))

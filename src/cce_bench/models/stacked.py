@@ -36,12 +36,12 @@ from ..embeddings.hashing import hash_mod_prime
 from .gmf import GMF
 
 # Method class -> its stack class (filled by stacked_tables.py's @stacks).
-STACKS: dict[type, type["Stack"]] = {}
+STACKS: dict[type, type[Stack]] = {}
 
 
 def stacks(*classes: type):
     """Class decorator: this Stack subclass stacks members of these embedding classes."""
-    def wrap(stack: type["Stack"]) -> type["Stack"]:
+    def wrap(stack: type[Stack]) -> type[Stack]:
         for cls in classes:
             STACKS[cls] = stack
         return stack
@@ -52,7 +52,7 @@ def _load() -> None:
     from . import stacked_tables  # noqa: F401 - fills STACKS
 
 
-def stack_class(method_cls: type) -> type["Stack"] | None:
+def stack_class(method_cls: type) -> type[Stack] | None:
     """The stack for a method's class, None if its runs train one by one."""
     _load()
     return STACKS.get(method_cls)
@@ -117,7 +117,7 @@ class Stack(nn.Module):
         """One integer per member as an (R,) int64 tensor on the stack's device."""
         return torch.tensor(values, dtype=torch.int64, device=self.device)
 
-    def _hash(self, key: str, name: str) -> "StackedHash":
+    def _hash(self, key: str, name: str) -> StackedHash:
         """The members' UniversalHash `name` as one StackedHash."""
         hashes = [m.get_submodule(name) for m in self.members]
         coefficients = self._stacked_buffer(f"{key}_coefficients", f"{name}.coefficients")
