@@ -3,7 +3,7 @@
 Which runs stack: GMF runs whose configurations differ only in seed and, where the method's
 budgets change row counts only, in budget (`stack_key`). Their models become one StackedGMF
 (models/stacked.py): one gather per table, one loss, one optimizer update for all of them. One
-`StackedEpoch` steps them; to train_many each run still has its own stepper, a `_Member`
+`StackedEpoch` steps them; to train_many each run still has its own stepper, a `StackMember`
 that prepares the run's own shuffle, holds its own summed loss and says when the run stops,
 so the schedule (evaluation, clustering, early stopping) is train_many's, run by run.
 
