@@ -46,3 +46,12 @@ def in_tmp(tmp_path, monkeypatch):
 
 
 requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+@pytest.fixture
+def deterministic():
+    """Sorted (bitwise reproducible) gradient sums instead of atomic ones, for exact checks on
+    CUDA: a reordered last bit can move a run's stopping epoch or a k-means assignment."""
+    torch.use_deterministic_algorithms(True, warn_only=True)
+    yield
+    torch.use_deterministic_algorithms(False)

@@ -131,14 +131,6 @@ def test_stacks_in_a_cuda_graph_equal_runs_alone(method, tiny, deterministic):
         assert_same_records(result, train(run, tiny, "cuda", stepper="plain"), 1e-3, 1e-4)
 
 
-@pytest.fixture
-def deterministic():
-    """Sorted (bitwise reproducible) gradient sums, so that no run's stopping epoch hangs on
-    the order of atomic additions."""
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    yield
-    torch.use_deterministic_algorithms(False)
-
 
 @requires_cuda
 @pytest.mark.gpu

@@ -72,13 +72,6 @@ def test_runs_trained_together_match_runs_trained_alone(tiny):
                 (b.train_bce, b.val_bce, b.val_auc), rel=1e-4, abs=1e-5)
 
 
-@pytest.fixture
-def deterministic():
-    """Sorted (bitwise reproducible) gradient sums instead of atomic ones, for exact checks."""
-    torch.use_deterministic_algorithms(True, warn_only=True)
-    yield
-    torch.use_deterministic_algorithms(False)
-
 
 @requires_cuda
 @pytest.mark.gpu
