@@ -31,6 +31,8 @@ def format_seconds(seconds: float) -> str:
 class RichObserver:
     """A SweepObserver that draws live progress; use as a context manager."""
 
+    LONG_RUN_S = 60  # a log gets per-evaluation and clustering lines of runs longer than this
+
     def __init__(self, console: Console | None = None):
         self.console = console or Console()
         # Redirected (nohup, SLURM, CI): no live display, one plain line per finished run and
@@ -73,11 +75,22 @@ class RichObserver:
     def epoch_done(self, run: RunConfig, record: EpochRecord, worker: str) -> None:
         with self._lock:
             state = self.workers.setdefault(worker, {"run": run, "since": time.monotonic()})
-            state.update(epoch=record.epoch, auc=record.val_auc)
-            long_run = time.monotonic() - state["since"] > 60
+            state.update(epoch=record.epoch, auc=record.val_auc, clustering=False)
+            long_run = time.monotonic() - state["since"] > self.LONG_RUN_S
         if self.plain and long_run:
             self._say(f"{describe(run)}: epoch {record.epoch}/{run.epochs}, step {record.step:,}, "
                       f"val BCE {record.val_bce:.4f}, AUC {record.val_auc:.4f}")
+
+    def clustering(self, run: RunConfig, epoch: int, step: int, worker: str) -> None:
+        """cluster() starts: the live table says so until the next evaluation; a log gets a
+        line for a run longer than a minute (k-means over 1M ids takes minutes on a CPU)."""
+        with self._lock:
+            state = self.workers.setdefault(worker, {"run": run, "since": time.monotonic()})
+            state["clustering"] = True
+            long_run = time.monotonic() - state["since"] > self.LONG_RUN_S
+        if self.plain and long_run:
+            self._say(f"{describe(run)}: clustering (k-means) in epoch {epoch}/{run.epochs}, "
+                      f"step {step:,}")
 
     def run_finished(self, run: RunConfig, status: str, worker: str) -> None:
         with self._lock:
@@ -127,7 +140,10 @@ class RichObserver:
                     table.add_row(name, Text("idle", "dim"), "", "", "")
                     continue
                 auc = state.get("auc")
-                table.add_row(name, describe(run), f"{state.get('epoch', 0)}/{run.epochs}",
+                epoch = f"{state.get('epoch', 0)}/{run.epochs}"
+                if state.get("clustering"):
+                    epoch = f"{epoch} k-means"
+                table.add_row(name, describe(run), epoch,
                               f"{auc:.4f}" if auc is not None else "",
                               format_seconds(now - state["since"]))
             header = Table.grid(padding=(0, 1))

@@ -21,7 +21,8 @@ from cce_bench.results import ResultsLog, now_timestamp, run_rows
 
 from .execution import Execution
 from .spec import SweepSpec
-from .work import Epoch, Event, Finished, Lost, Started, Task, group_runs, train_group, train_one
+from .work import (Clustering, Epoch, Event, Finished, Lost, Started, Task, group_runs,
+                   train_group, train_one)
 
 RETRIED_STATUSES = ("failed", "oom")  # what --retry-failed runs again (the rest is a result)
 
@@ -30,6 +31,7 @@ class SweepObserver(Protocol):
     def sweep_started(self, total: int, skipped: int, workers: list[str]) -> None: ...
     def run_started(self, run: RunConfig, worker: str) -> None: ...
     def epoch_done(self, run: RunConfig, record: EpochRecord, worker: str) -> None: ...
+    def clustering(self, run: RunConfig, epoch: int, step: int, worker: str) -> None: ...
     def run_finished(self, run: RunConfig, status: str, worker: str) -> None: ...
 
 
@@ -37,6 +39,7 @@ class SilentObserver:
     def sweep_started(self, total: int, skipped: int, workers: list[str]) -> None: pass
     def run_started(self, run: RunConfig, worker: str) -> None: pass
     def epoch_done(self, run: RunConfig, record: EpochRecord, worker: str) -> None: pass
+    def clustering(self, run: RunConfig, epoch: int, step: int, worker: str) -> None: pass
     def run_finished(self, run: RunConfig, status: str, worker: str) -> None: pass
 
 
@@ -180,6 +183,9 @@ class _Driver:
             self.observer.run_started(self._run(task, event.run_id), event.worker)
         elif isinstance(event, Epoch):
             self.observer.epoch_done(self._run(task, event.run_id), event.record, event.worker)
+        elif isinstance(event, Clustering):
+            self.observer.clustering(self._run(task, event.run_id), event.epoch, event.step,
+                                     event.worker)
         elif isinstance(event, Finished):
             for run, rows in zip(task.runs, event.rows, strict=True):
                 self._record(run, rows, log, event.worker)

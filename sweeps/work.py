@@ -41,6 +41,7 @@ class RunObserver(Protocol):
 
     def run_started(self, run: RunConfig) -> None: ...
     def epoch_done(self, run: RunConfig, record: EpochRecord) -> None: ...
+    def clustering(self, run: RunConfig, epoch: int, step: int) -> None: ...
 
 
 @dataclass
@@ -71,6 +72,16 @@ class Epoch:
 
 
 @dataclass
+class Clustering:
+    """A run's cluster() starts (long on a CPU with a large vocabulary)."""
+    worker: str
+    task: int
+    run_id: str
+    epoch: int  # the epoch its step falls in
+    step: int
+
+
+@dataclass
 class Finished:
     worker: str
     task: int
@@ -84,7 +95,7 @@ class Lost:
     reason: str  # why the worker died, for the rows' error column
 
 
-Event = Started | Epoch | Finished | Lost
+Event = Started | Epoch | Clustering | Finished | Lost
 
 
 def group_runs(runs: list[RunConfig], group_size: int = 1,
@@ -144,7 +155,8 @@ def train_group(runs: list[RunConfig], data: InteractionData | CriteoData, sweep
     trainable = [i for i in range(len(runs)) if i not in rows]
     try:
         results = train_many([runs[i] for i in trainable], data, device,
-                             on_epoch=observer.epoch_done, stack=stack) if trainable else []
+                             on_epoch=observer.epoch_done, stack=stack,
+                             on_cluster=observer.clustering) if trainable else []
         rows |= {i: run_rows(runs[i], sweep, r, started) for i, r in zip(trainable, results)}
     except Exception:  # noqa: BLE001 - one bad run must not fail the others
         rows |= {i: train_one(runs[i], data, sweep, device, observer) for i in trainable}
@@ -163,7 +175,8 @@ def train_one(run: RunConfig, data: InteractionData | CriteoData, sweep: str, de
             result: RunResult = train_distributed(run, run.dataset, ddp, kind,
                                                   on_epoch=observer.epoch_done)
         else:
-            result = train(run, data, device, on_epoch=observer.epoch_done)
+            result = train(run, data, device, on_epoch=observer.epoch_done,
+                           on_cluster=observer.clustering)
     except BudgetTooSmall as err:
         return run_rows(run, sweep, None, started, "too_small", err.in_both_units(run.dim))
     except torch.cuda.OutOfMemoryError as err:
@@ -260,3 +273,6 @@ class _Emitter:
 
     def epoch_done(self, run: RunConfig, record: EpochRecord) -> None:
         self.emit(Epoch(self.worker, self.task, run.run_id, record))
+
+    def clustering(self, run: RunConfig, epoch: int, step: int) -> None:
+        self.emit(Clustering(self.worker, self.task, run.run_id, epoch, step))

@@ -119,3 +119,21 @@ def test_a_run_still_rising_at_its_last_epoch_is_marked_one_stopped_early_is_not
     peaked = train(RunConfig(TINY_DATASET, "full", 0, epochs=6, lr=1e-2, batch_size=128,
                              early_stop=0), tiny, "cpu")
     assert len(peaked.epochs) == 6 and not peaked.still_improving
+
+
+def test_the_engine_says_before_each_clustering():
+    from cce_bench.datasets import load_dataset
+    from cce_bench.engine import train
+    from tests.conftest import TINY_DATASET
+
+    data = load_dataset(TINY_DATASET)
+    told = []
+    run = RunConfig(TINY_DATASET, "cce", 16 * 32, epochs=3, early_stop=0)
+    result = train(run, data, "cpu", on_cluster=lambda *args: told.append(args))
+    steps = result.epochs[0].step
+    assert told == [(run, 1, steps), (run, 2, 2 * steps)]  # cluster_until 0.75 of 3 epochs
+    assert [r.cluster_s > 0 for r in result.epochs] == [True, True, False]
+    told.clear()
+    train(RunConfig(TINY_DATASET, "hash", 16 * 32, epochs=2), data, "cpu",
+          on_cluster=lambda *args: told.append(args))
+    assert told == []

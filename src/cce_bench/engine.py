@@ -82,6 +82,9 @@ class RunResult:
 
 
 EpochCallback = Callable[[RunConfig, EpochRecord], None]
+# Told before a run's cluster() starts: on a CPU a 1M-id vocabulary takes a minute or more.
+# (run, the epoch its step falls in, the step), as an EpochRecord counts them.
+ClusterCallback = Callable[[RunConfig, int, int], None]
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -153,15 +156,16 @@ def device_splits(data: Data, device: torch.device, input: str = "auto") -> list
 
 def train(run: RunConfig, data: Data, device: str | torch.device = "auto",
           on_epoch: EpochCallback | None = None, stepper: str = "auto",
-          input: str = "auto") -> RunResult:
+          input: str = "auto", on_cluster: ClusterCallback | None = None) -> RunResult:
     """Train and evaluate one run. `stepper` (how steps are launched) and `input` (where the
     training rows live) change the speed, never the result."""
-    return train_many([run], data, device, on_epoch, stepper, input)[0]
+    return train_many([run], data, device, on_epoch, stepper, input, on_cluster=on_cluster)[0]
 
 
 def train_many(runs: list[RunConfig], data: Data, device: str | torch.device = "auto",
                on_epoch: EpochCallback | None = None, stepper: str = "auto",
-               input: str = "auto", stack: bool = True) -> list[RunResult]:
+               input: str = "auto", stack: bool = True,
+               on_cluster: ClusterCallback | None = None) -> list[RunResult]:
     """Train several runs of one dataset and batch size in lockstep, each as if alone.
 
     On CUDA one step of every run is captured in one graph, each run on its own branch, so
@@ -178,7 +182,7 @@ def train_many(runs: list[RunConfig], data: Data, device: str | torch.device = "
         raise ConfigError("runs trained together need the same dataset, model, batch size and "
                           "precision")
     with dense_precision(runs[0].precision):
-        return _train_lockstep(runs, data, device, on_epoch, stepper, input, stack)
+        return _train_lockstep(runs, data, device, on_epoch, stepper, input, stack, on_cluster)
 
 
 def lockstep_key(run: RunConfig) -> tuple:
@@ -189,13 +193,16 @@ def lockstep_key(run: RunConfig) -> tuple:
 
 def _train_lockstep(runs: list[RunConfig], data: Data, device: torch.device,
                     on_epoch: EpochCallback | None, stepper: str,
-                    input: str, stack: bool = True) -> list[RunResult]:
+                    input: str, stack: bool = True,
+                    on_cluster: ClusterCallback | None = None) -> list[RunResult]:
     splits = device_splits(data, device, input)
     # Several runs on CUDA: their steps are captured together in one graph (see capture_steps).
     grouped = device.type == "cuda" and len(runs) > 1 and stepper in ("auto", "graph")
     stack = (stack and stepper != "plain" and not isinstance(splits[0], HostSplit)
              and distributed.shard() is None)
     states = _states(runs, data, splits, device, "static" if grouped else stepper, stack)
+    for state in states:
+        state.on_cluster = on_cluster
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     active, graph, captured = list(states), None, []
@@ -257,6 +264,8 @@ class _RunState:
     """One run's model, optimizer, stepper and progress through its steps. stepper None: the
     caller gives it both (a stack's shared ones)."""
 
+    on_cluster: ClusterCallback | None = None  # told before each cluster()
+
     def __init__(self, run: RunConfig, data: Data, splits: list, device: torch.device,
                  stepper: str | None):
         self.run, self.device = run, device
@@ -317,7 +326,7 @@ class _RunState:
         if end_of_epoch or (run.eval_every and self.step % run.eval_every == 0):
             self._record(position, end_of_epoch, cluster_now, on_epoch)
         elif cluster_now:
-            self.pending_cluster_s += self._cluster()
+            self.pending_cluster_s += self._cluster(self.epoch + 1)
             self.segment_start = device_clock(self.device)
         self.done = self.done or self.epoch >= run.epochs
 
@@ -345,7 +354,7 @@ class _RunState:
         awaiting = _awaiting_compression(self.model)
         cluster_s, self.pending_cluster_s = self.pending_cluster_s, 0.0
         if finite and cluster_now:
-            cluster_s += self._cluster()
+            cluster_s += self._cluster(self.epoch if end_of_epoch else self.epoch + 1)
         record = EpochRecord(self.epoch if end_of_epoch else self.epoch + 1, self.step, train_bce,
                              val_bce, val_auc, test_bce, test_auc, train_s, cluster_s, eval_s,
                              segment_rows / max(train_s, 1e-9))
@@ -373,8 +382,10 @@ class _RunState:
             return self.epochs.evaluate(split, self.step)
         return evaluate(self.model, split)
 
-    def _cluster(self) -> float:
+    def _cluster(self, epoch: int) -> float:
         """cluster() every table that has it; returns the seconds it took."""
+        if self.on_cluster is not None and has_clustering(self.model):
+            self.on_cluster(self.run, epoch, self.step)
         start = device_clock(self.device)
         cluster_all(self.model, self.optimizer)
         if distributed.shard() is not None:
@@ -405,6 +416,13 @@ def cluster_all(model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     for module in model.modules():
         if hasattr(module, "cluster") and module is not model:
             reset_optimizer_state(optimizer, module.cluster())
+
+
+def has_clustering(model: nn.Module) -> bool:
+    """Whether cluster_all has work on this model (a batch of tables clusters when its
+    members do: DLRM's batched hash tables do not, CCE's do)."""
+    return any(hasattr(m, "cluster") and hasattr(getattr(m, "members", [m])[0], "cluster")
+               for m in model.modules() if m is not model)
 
 
 def _awaiting_compression(model: nn.Module) -> bool:

@@ -121,23 +121,27 @@ def test_concatenated_full_tables_equal_separate_tables():
         torch.testing.assert_close(got[:, t], separate[t][ids[:, t]])
 
 
-@pytest.mark.parametrize("method", ["hash", "ce", "cce", "dhe"])
+@pytest.mark.parametrize("method", ["hash", "ce", "cce", "dhe", "pq"])
 def test_batched_tables_train_as_separate_tables(tiny_criteo, method):
     """The same run with its compressed tables batched into one module and as 26 modules:
-    the same numbers at every evaluation point, clustering included."""
-    from cce_bench.engine import make_optimizer, make_stepper
+    the same numbers at every evaluation point, clustering included (pq: before and after it
+    compresses, at the second of two cluster() calls of its 81 steps)."""
+    from cce_bench.engine import (_awaiting_compression, cluster_all, evaluate,
+                                  fuse_sparse_updates, make_optimizer, make_stepper)
     from cce_bench.models.build import build_model
 
     run = dlrm_run(method, 8 * 20, epochs=1, eval_every=30, cluster_every=30,
-                   cluster_until=0.5)
+                   cluster_until=0.8 if method == "pq" else 0.5)
     results, counts = [], []
+
+    def sizes(model):
+        return sum(p.numel() for p in model.parameters()), model.table_sizes()
+
     for batch in (True, False):
         torch.manual_seed(0)
         model = build_model(run, tiny_criteo, batch_tables=batch)
         assert (model.hashed is not None) == batch
-        counts.append((sum(p.numel() for p in model.parameters()), model.table_sizes()))
-        from cce_bench.engine import cluster_all, evaluate, fuse_sparse_updates
-
+        counts.append([sizes(model)])
         fuse_sparse_updates(model, run)
         optimizer = make_optimizer(model, run, torch.device("cpu"))
         train_split = tiny_criteo.tensors("train")
@@ -146,15 +150,22 @@ def test_batched_tables_train_as_separate_tables(tiny_criteo, method):
         trace = []
         for step in range(1, epoch.steps + 1):
             epoch.step()
-            if step % 30 == 0:
-                cluster_all(model, optimizer)
-                trace.append(evaluate(model, tiny_criteo.tensors("val")))
+            if step % 30 == 0 or step == epoch.steps:
+                if step % 30 == 0:
+                    cluster_all(model, optimizer)
+                trace.append((*evaluate(model, tiny_criteo.tensors("val")),
+                              _awaiting_compression(model)))
+                counts[-1].append(sizes(model))
         results.append(trace)
     batched, separate = results
     assert counts[0] == counts[1]  # the same parameters, only laid out differently
-    assert len(batched) >= 2
-    for (b_bce, b_auc), (s_bce, s_auc) in zip(batched, separate):
+    assert len(batched) >= 3
+    if method == "pq":  # one point before compression, two after; the tables shrank
+        assert [awaiting for *_, awaiting in batched] == [True, False, False]
+        assert counts[0][-1][0] < counts[0][0][0]
+    for (b_bce, b_auc, b_wait), (s_bce, s_auc, s_wait) in zip(batched, separate):
         assert b_bce == pytest.approx(s_bce, abs=1e-6) and b_auc == pytest.approx(s_auc, abs=1e-6)
+        assert b_wait == s_wait
 
 
 def test_gmf_and_dlrm_refuse_each_others_data(tiny_criteo):
@@ -165,7 +176,8 @@ def test_gmf_and_dlrm_refuse_each_others_data(tiny_criteo):
 def test_a_short_run_learns_and_records_every_evaluation_point(tiny_criteo):
     steps = math.ceil(tiny_criteo.split_sizes["train"] / 64)
     run = dlrm_run("cce", 8 * 20, eval_every=30, cluster_every=30, cluster_until=0.3)
-    result = train(run, tiny_criteo, "cpu")
+    told = []
+    result = train(run, tiny_criteo, "cpu", on_cluster=lambda run, epoch, step: told.append(step))
     assert result.status == "ok"
     points = [30 * k for k in range(1, 2 * steps // 30 + 1) if 30 * k not in (steps, 2 * steps)]
     assert sorted([r.step for r in result.epochs]) == sorted(points + [steps, 2 * steps])
@@ -175,6 +187,11 @@ def test_a_short_run_learns_and_records_every_evaluation_point(tiny_criteo):
     # Clustering every 30 steps while step <= 0.3 of all steps, never at the very end.
     clustered = [r.step for r in result.epochs if r.cluster_s > 0]
     assert clustered == [s for s in (30, 60, 90) if s <= 0.3 * 2 * steps]
+    assert told == clustered  # the sweep's progress is told before each round
+    told.clear()
+    train(dlrm_run("hash", 8 * 20, epochs=1, eval_every=30, cluster_every=30), tiny_criteo, "cpu",
+          on_cluster=lambda *args: told.append(args))
+    assert told == []  # batched hash tables have nothing to cluster
     assert all(r.test_bce is not None and r.test_auc is not None for r in result.epochs)
     assert max(r.val_auc for r in result.epochs) > 0.6
     assert result.epochs[-1].train_bce < result.epochs[0].train_bce

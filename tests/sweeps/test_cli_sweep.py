@@ -113,3 +113,19 @@ def test_a_stacked_sweep_writes_the_rows_of_an_unstacked_one(in_tmp):
                       for n in ("stacked", "alone"))
     assert stacked["run_id"].tolist() == alone["run_id"].tolist()
     assert stacked["val_bce"].tolist() == pytest.approx(alone["val_bce"].tolist(), rel=1e-5)
+
+
+def test_a_log_says_when_a_long_run_starts_clustering(in_tmp, monkeypatch):
+    from cce_bench.sweeps.progress import RichObserver
+
+    monkeypatch.setattr(RichObserver, "LONG_RUN_S", -1)  # every run counts as long
+    from cce_bench.datasets import load_dataset
+
+    steps = -(-len(load_dataset(TINY_DATASET).train) // 4096)
+    result = invoke("-d", TINY_DATASET, "-m", "cce", "-b", "16", "--epochs", "3")
+    assert result.exit_code == 0, result.output
+    lines = [line for line in result.output.splitlines() if "clustering (k-means)" in line]
+    # cluster_until 0.75 of 3 epochs: after epochs 1 and 2, never after the last.
+    assert [line.split("] ", 1)[1] for line in lines] == [
+        f"syn-60-2400 cce ppd=16 c=4 seed=0: clustering (k-means) in epoch {e}/3, step {s}"
+        for e, s in ((1, steps), (2, 2 * steps))]

@@ -13,6 +13,7 @@ from tests.conftest import TINY_DATASET
 class Quiet:
     def run_started(self, run): pass
     def epoch_done(self, run, record): pass
+    def clustering(self, run, epoch, step): pass
 
 
 def test_groups_share_dataset_and_batch_size_and_keep_order():
