@@ -26,15 +26,22 @@ from cce_bench.config import RunConfig
 from cce_bench.errors import CceBenchError, ResultsError
 from cce_bench.results import read_rows
 
-# Microseconds per run-step of GMF (batch 4096, dim 32) averaged over a whole sweep, evaluation
-# and clustering included, per device kind, with where it was measured.
-# TODO(issue 15): the stacked figure, once `cce-bench bench --paper-sweep` has run on the H200.
+# Microseconds per run-step averaged over a whole sweep, evaluation and clustering included,
+# per model and device kind, with where it was measured. GMF: batch 4096, dim 32; DLRM:
+# Kaggle's model at batch 128 (no CPU figure: a Kaggle epoch on a CPU is not a use case).
 RUN_STEP_US = {
-    "cuda": (89.0, ("the paper's ML-1m-sized sweep on an H200, stacked in groups of 64 (the "
-                    "default): 64.9 s for 731,394 run-steps, clustering included "
-                    "(BENCHMARKS.md)")),
-    "cpu": (7800.0, ("cce's default sweep (3 budgets x 10 epochs on syn-1500-1000000, 7,350 "
-                     "run-steps) on a 2-core CPU: 57 s (README)")),
+    "gmf": {
+        "cuda": (89.0, ("GMF: the paper's ML-1m-sized sweep on an H200, stacked in groups of 64 "
+                        "(the default): 64.9 s for 731,394 run-steps, clustering included "
+                        "(BENCHMARKS.md)")),
+        "cpu": (7800.0, ("GMF: cce's default sweep (3 budgets x 10 epochs on "
+                         "syn-1500-1000000, 7,350 run-steps) on a 2-core CPU: 57 s (README)")),
+    },
+    "dlrm": {
+        "cuda": (130.0, ("DLRM: the paper's Kaggle grid as `cce-bench bench --model dlrm` "
+                         "estimates it on an H200, 5.1 GPU-hours for 141M run-steps in lockstep "
+                         "groups, evaluation and clustering included (BENCHMARKS.md)")),
+    },
 }
 
 _LEVELS = (["dataset", "method", "budget_asked", "n_chunks", "dim"],
@@ -82,19 +89,22 @@ def _from_history(run: RunConfig, tables: list[dict], out: Estimate) -> bool:
 
 
 def _from_model(run: RunConfig, device_kind: str | None, out: Estimate) -> None:
-    if device_kind not in RUN_STEP_US or run.model != "gmf":
-        return  # DLRM's steps cost nothing like GMF's: no model for them
+    rates = RUN_STEP_US.get(run.model, {})
+    if device_kind not in rates:
+        return
     rows, exact = train_rows(run.dataset)
     if rows is None:
         return
-    us, where = RUN_STEP_US[device_kind]
+    us, where = rates[device_kind]
     steps = -(-rows // run.batch_size) * run.epochs
     out.seconds += steps * us / 1e6
     out.modelled_seconds += steps * us / 1e6
     out.covered += 1
     out.modelled += 1
     out.run_steps += steps
-    out.model = f"{us:,.0f} us per run-step, measured for {where}"
+    rate = f"{us:,.0f} us per run-step, measured for {where}"
+    if rate not in out.model:
+        out.model = f"{out.model}; {rate}" if out.model else rate
     out.upper_bound = out.upper_bound or not exact
 
 

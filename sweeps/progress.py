@@ -19,7 +19,9 @@ PROBLEM_STATUSES = ("failed", "oom", "diverged")
 
 
 def describe(run: RunConfig) -> str:
-    return f"{run.dataset} {run.method} ppd={run.ppd:g} c={run.n_chunks} seed={run.seed}"
+    # DLRM's budget is a cap on one table's parameters (the paper's Kaggle x axis), not ppd.
+    budget = f"cap={run.budget:,}" if run.model == "dlrm" else f"ppd={run.ppd:g}"
+    return f"{run.dataset} {run.method} {budget} c={run.n_chunks} seed={run.seed}"
 
 
 def format_seconds(seconds: float) -> str:

@@ -25,11 +25,15 @@ def test_the_cost_model_is_steps_times_the_measured_rate(tmp_path):
     guess = estimate(runs, [tmp_path], "cuda")
     steps = 2 * 3 * 245  # ceil(1,000,000 / 4096) steps an epoch
     assert (guess.covered, guess.modelled, guess.run_steps) == (2, 2, steps)
-    assert guess.seconds == pytest.approx(steps * RUN_STEP_US["cuda"][0] / 1e6)
+    assert guess.seconds == pytest.approx(steps * RUN_STEP_US["gmf"]["cuda"][0] / 1e6)
     assert not guess.upper_bound
     assert estimate(runs, [tmp_path]).covered == 0  # without a device kind: history only
-    dlrm = RunConfig("criteo-synthetic", "cce", 512, model="dlrm", batch_size=128)
-    assert estimate([dlrm], [tmp_path], "cuda").covered == 0  # no model for DLRM's steps
+    dlrm = RunConfig("criteo-synthetic", "cce", 512, model="dlrm", batch_size=128, epochs=2)
+    rows, _ = train_rows("criteo-synthetic")
+    guess = estimate([dlrm], [tmp_path], "cuda")  # DLRM's own rate, from its grid on an H200
+    assert guess.run_steps == 2 * -(-rows // 128)
+    assert guess.seconds == pytest.approx(guess.run_steps * RUN_STEP_US["dlrm"]["cuda"][0] / 1e6)
+    assert estimate([dlrm], [tmp_path], "cpu").covered == 0  # no CPU rate for DLRM
 
 
 def test_one_line_per_sweep_then_the_total_and_the_models_source(tmp_path):
@@ -41,4 +45,4 @@ def test_one_line_per_sweep_then_the_total_and_the_models_source(tmp_path):
         "estimated time, a", "estimated time, b", "estimated time, c",
         "estimated time, all (2 of 3 runs)", "cost model (cpu)"]
     assert "unknown" in lines[2]
-    assert RUN_STEP_US["cpu"][1] in lines[-1] and "upper bound" in lines[-1]  # ml-1m's ratings
+    assert RUN_STEP_US["gmf"]["cpu"][1] in lines[-1] and "upper bound" in lines[-1]  # ml-1m
