@@ -123,6 +123,12 @@ def comparison_table(section, metric: str) -> Table:
     return table
 
 
+def _width(title: str) -> int:
+    """A table at least as wide as its title (up to 100 columns): a narrow table (one budget)
+    would otherwise wrap its title and notes into a column a word wide."""
+    return min(len(title) + 4, 100)
+
+
 def rich_tables(built: Report) -> list[Table]:
     from cce_bench.plots.report import (METRIC_NAMES, PARITY_HEADER, parity_rows, row_cells,
                                         seeds_note)
@@ -138,12 +144,13 @@ def rich_tables(built: Report) -> list[Table]:
                 if not labels:
                     continue
                 what = "post-training reference, " if post else ""
-                table = Table(title=f"{section.title}: {what}best {METRIC_NAMES[metric]}",
+                title = f"{section.title}: {what}best {METRIC_NAMES[metric]}"
+                table = Table(title=title, title_justify="left", caption_justify="left",
+                              min_width=_width(title),
                               caption=f"{caption}\n{seeds_note(section)}"
                               + ("" if post else "; bold *: best at that budget")
                               + (f"\n{section.improving_note()}" if section.any_improving
-                                 else ""),
-                              title_justify="left")
+                                 else ""))
                 table.add_column("method")
                 for b in budgets:
                     table.add_column(section.budget_label(b), justify="right")
@@ -151,8 +158,9 @@ def rich_tables(built: Report) -> list[Table]:
                     table.add_row(label, *row_cells(values, label, budgets,
                                                     lambda text: f"[bold]{text} *[/bold]"))
                 tables.append(table)
-        parity = Table(title=f"{section.title}: compression at parity (within "
-                       f"{built.tolerance:g} BCE of the full table), in parameters and in bytes",
+        title = (f"{section.title}: compression at parity (within {built.tolerance:g} BCE of "
+                 "the full table), in parameters and in bytes")
+        parity = Table(title=title, min_width=_width(title), caption_justify="left",
                        caption="bytes: parameters × 4 plus index buffers (per-id codes, hash "
                        "seeds) of every table", title_justify="left")
         for column in PARITY_HEADER:
