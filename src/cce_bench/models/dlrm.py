@@ -16,7 +16,8 @@ input width D + (F + 1) F / 2 following from the interaction.
 
 The tables of one kind are batched into one module (tables.py): every full table (each one
 under the method's cap, all of them for "full") in `FullTables`, the compressed tables of a
-hashed method (hash, ce, cce) in `HashedTables`, DHE's in `DheTables`, so a stage is one gather
+hashed method (hash, ce, cce) in `HashedTables`, DHE's in `DheTables`, pq's in `PqTables`
+(full tables before compression, codebooks at stored codes after), so a stage is one gather
 and one scatter (or one batched matmul) for all features instead of one per feature; the values
 are those of separate tables. Other methods' tables stay one module each.
 """
@@ -149,8 +150,12 @@ class DLRM(nn.Module):
 
     def table_sizes(self) -> list[tuple[int, int]]:
         """(trainable parameters, buffer bytes) of each feature's table, in feature order.
-        Batched tables keep their sizes; a table of its own is asked (pq shrinks)."""
+        Batched tables keep their sizes, except pq's (it shrinks: its batch is asked), and a
+        table of its own is asked."""
         sizes = list(self._sizes)
+        if hasattr(self.hashed, "table_sizes"):
+            for t, size in zip(self.hashed_features, self.hashed.table_sizes()):
+                sizes[t] = size
         for t, table in zip(self.other_features, self.tables):
             sizes[t] = table_size(table)
         return sizes

@@ -15,6 +15,10 @@ tables' kernels one by one is what costs (BENCHMARKS.md). Two batches:
 - `DheTables`: DHE tables of one architecture (at one cap every compressed table has the same
   widths): the k hashes of all features in one pass, then each MLP layer one batched matmul
   over the tables (T, B, in) x (T, in, out) instead of one small matmul per table.
+- `PqTables`: pq tables in either of their states. Before compression their full tables are
+  one (rows of all, dim) table with a row offset per table, as `FullTables`; after it their
+  codebooks are one (c x rows of all, w) table read at the stored codes, as `HashedTables`
+  reads CCE's index. The switch happens in cluster(), into the same two Parameter objects.
 
 The separate modules stay the owners of their algorithms: clustering calls each one's cluster()
 with its tensors re-pointed at slices of the batched ones, so CCE's k-means, index and hash
@@ -33,6 +37,7 @@ from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding
 from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
 from ..embeddings.hashing import hash_mod_prime
+from ..embeddings.pq import ProductQuantizedEmbedding
 
 
 class FullTables(nn.Module):
@@ -61,7 +66,8 @@ def _terms(table: nn.Module) -> list[tuple[str, str, str]]:
 
 
 def batchable(table: nn.Module) -> bool:
-    return type(table) in (HashEmbedding, CompositionalEmbedding, CCEmbedding, DeepHashEmbedding)
+    return type(table) in (HashEmbedding, CompositionalEmbedding, CCEmbedding, DeepHashEmbedding,
+                           ProductQuantizedEmbedding)
 
 
 def batch_key(table: nn.Module) -> tuple:
@@ -69,12 +75,18 @@ def batch_key(table: nn.Module) -> tuple:
     if type(table) is DeepHashEmbedding:
         return (DeepHashEmbedding, table.dim, table.width, table.hidden_layers, table.n_hashes,
                 table.distribution, table.activation, table.hash_range)
+    if type(table) is ProductQuantizedEmbedding:
+        return (ProductQuantizedEmbedding, table.dim, table.n_chunks, table.compressed)
     return (type(table),)
 
 
 def batch_of(tables: list[nn.Module]) -> nn.Module:
     """The batch module for tables of one batch_key."""
-    return DheTables(tables) if type(tables[0]) is DeepHashEmbedding else HashedTables(tables)
+    if type(tables[0]) is DeepHashEmbedding:
+        return DheTables(tables)
+    if type(tables[0]) is ProductQuantizedEmbedding:
+        return PqTables(tables)
+    return HashedTables(tables)
 
 
 class HashedTables(nn.Module):
@@ -205,3 +217,89 @@ class DheTables(nn.Module):
                                       (member.biases, self.biases[k][t, 0])):
                     mine._parameters.pop(str(k), None)
                     object.__setattr__(mine, str(k), batched)
+
+
+class PqTables(nn.Module):
+    """pq tables of one n_chunks as one module, before and after compression (see the module
+    docstring). The members keep their Parameter objects, whose data are views of the batch's
+    slices, so each member's cluster() compresses its own slice and its sizes stay countable."""
+
+    post_training = True
+
+    def __init__(self, tables: list[ProductQuantizedEmbedding]):
+        super().__init__()
+        if len({batch_key(t) for t in tables}) != 1 or type(tables[0]) is not \
+                ProductQuantizedEmbedding:
+            raise TypeError("PqTables takes pq tables of one dim and n_chunks, all on one side "
+                            "of compression")
+        self.members = tables  # a plain list: the members' tensors are re-pointed, not owned
+        first = tables[0]
+        self.dim, self.chunks, self.width = first.dim, first.n_chunks, first.width
+        vocabs, rows = [t.vocab for t in tables], [t.rows for t in tables]
+        self.register_buffer("id_offsets", torch.tensor([0] + vocabs[:-1]).cumsum(0),
+                             persistent=False)
+        starts = torch.tensor([0] + [self.chunks * r for r in rows[:-1]]).cumsum(0)
+        self.register_buffer("row_offsets", starts, persistent=False)
+        # First codebook row of chunk j of member t, to add to its codes.
+        chunk = torch.arange(self.chunks)
+        self.register_buffer("code_base", starts.view(-1, 1) + chunk * torch.tensor(rows)
+                             .view(-1, 1), persistent=False)  # (T, c)
+        self.table = nn.Parameter(torch.cat([t.table.detach() for t in tables]),
+                                  requires_grad=first.table.requires_grad)  # (rows of all, dim)
+        self.codebook = nn.Parameter(
+            torch.cat([t.codebook.detach().reshape(-1, self.width) for t in tables]),
+            requires_grad=first.codebook.requires_grad)  # (c x rows of all, w)
+        self.register_buffer("codes", torch.cat([t.codes for t in tables]))  # (ids of all, c)
+        self.repoint()
+
+    @property
+    def compressed(self) -> bool:
+        return self.codes.shape[0] > 0
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids (B, T), column t an id of member t -> (B, T, dim)."""
+        ids = ids + self.id_offsets
+        if not self.compressed:
+            return lookup(self.table, ids.reshape(-1)).reshape(*ids.shape, self.dim)
+        rows = self.codes[ids].to(torch.int64) + self.code_base  # (B, T, c)
+        return lookup(self.codebook, rows.reshape(-1)).reshape(*ids.shape, self.dim)
+
+    def repoint(self) -> None:
+        """Point every member's table, codebook and codes at its slices of the batched ones
+        (after a move or a compression)."""
+        for t, member in enumerate(self.members):
+            first, start = int(self.id_offsets[t]), int(self.row_offsets[t])
+            if self.compressed:
+                member.table.data = self.table.data  # (0, dim)
+                member.codebook.data = self.codebook.data[
+                    start:start + self.chunks * member.rows].view(self.chunks, member.rows,
+                                                                  self.width)
+                member.codes = self.codes[first:first + member.vocab]
+            else:
+                member.table.data = self.table.data[first:first + member.vocab]
+                member.codebook.data = self.codebook.data.view(self.chunks, 0, self.width)
+                member.codes = self.codes  # (0, c)
+
+    @torch.no_grad()
+    def cluster(self) -> list[nn.Parameter]:
+        """Every member's cluster(); on the round they compress (all on the same one: they were
+        made with one compress_round) their codebooks and codes become the batch's. Returns the
+        batched parameters whose optimizer state to reset."""
+        self.repoint()
+        compressed = [bool(member.cluster()) for member in self.members]
+        if not any(compressed):
+            return []
+        assert all(compressed), "the pq tables of one batch compress on the same round"
+        self.codes = torch.cat([m.codes for m in self.members])
+        self.codebook.data = torch.cat([m.codebook.reshape(-1, self.width)
+                                        for m in self.members])
+        self.table.data = self.table.data.new_empty(0, self.dim)
+        self.codebook.grad = self.table.grad = None
+        self.codebook.requires_grad_(True)
+        self.table.requires_grad_(False)
+        self.repoint()
+        return [self.table, self.codebook]
+
+    def table_sizes(self) -> list[tuple[int, int]]:
+        """(trainable parameters, buffer bytes) of each member: pq shrinks when it compresses."""
+        return [(m.num_parameters(), m.num_buffer_bytes()) for m in self.members]
