@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 
-from cce_bench.config import MODELS, OPTIMIZERS, PRECISIONS
+from cce_bench.config import MODELS, OPTIMIZERS, PRECISIONS, SHUFFLES
 from cce_bench.datasets import DEFAULT_DATASET
 from cce_bench.errors import CceBenchError, ConfigError
 from cce_bench.sweeps.execution import BACKENDS
@@ -88,6 +88,10 @@ def sweep(
     precision: Annotated[Optional[str], typer.Option(
         help="DLRM's MLPs and interaction: fp32, tf32 (tensor-core matmuls) or bf16 "
         "(autocast); tables stay fp32. Default: fp32.", **choice(PRECISIONS))] = None,
+    shuffle: Annotated[Optional[str], typer.Option(
+        help="Order of an epoch's training rows: rows (one random permutation) or blocks "
+        "(random blocks of 2^20 contiguous rows, shuffled within: sequential reads when "
+        "streaming; DLRM only). Default: rows.", **choice(SHUFFLES))] = None,
     early_stop: Annotated[Optional[float], typer.Option(
         help="Stop when val BCE and AUC both worsen by this fraction (0: never). "
         "Default: 0.01.")] = None,
@@ -163,7 +167,7 @@ def sweep(
         "dim": dim, "epochs": epochs, "batch_size": batch_size, "lr": lr,
         "weight_decay": weight_decay, "optimizer": optimizer, "eval_every": eval_every,
         "cluster_every": cluster_every, "bottom_mlp": bottom_mlp, "top_mlp": top_mlp,
-        "precision": precision,
+        "precision": precision, "shuffle": shuffle,
         "cluster_until": cluster_until, "early_stop": early_stop,
         "kmeans": kmeans, "device": device, "results": results}
     if specs and len(specs) > 1 and name is not None:

@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from cce_bench.config import MODELS, OPTIMIZERS, PRECISIONS, RunConfig
+from cce_bench.config import MODELS, OPTIMIZERS, PRECISIONS, SHUFFLES, RunConfig
 from cce_bench.datasets import CRITEO_KINDS, DEFAULT_DATASET, info
 from cce_bench.embeddings import get_method, method_names
 from cce_bench.errors import CceBenchError, ConfigError
@@ -41,7 +41,7 @@ MODEL_DEFAULTS = {
     # The authors' GMF scripts: AdamW at torch's defaults but lr 1e-3, batch 4096.
     "gmf": {"dim": 32, "batch_size": 4096, "lr": 1e-3, "weight_decay": 0.01,
             "optimizer": "adamw", "eval_every": 0, "cluster_every": 0, "cluster_until": 0.75,
-            "bottom_mlp": "", "top_mlp": "", "precision": "fp32"},
+            "bottom_mlp": "", "top_mlp": "", "precision": "fp32", "shuffle": "rows"},
     # DLRM's bench/dlrm_s_criteo_kaggle.sh: --arch-sparse-feature-size=16
     # --arch-mlp-bot="13-512-256-64-16" --arch-mlp-top="512-256-1" --mini-batch-size=128
     # --learning-rate=0.1 (plain SGD, no schedule, no weight decay). The paper evaluates every
@@ -49,9 +49,13 @@ MODEL_DEFAULTS = {
     # CCE clusters on the same cadence through the first half epoch of ten (cluster_until is a
     # fraction of all steps): DLRM on Kaggle reaches its best validation BCE within the first
     # epochs, so clustering must be done early to leave steps to fine-tune (paper/criteo-kaggle).
+    # Each epoch draws one permutation of all rows, as every run did before `shuffle` existed;
+    # "blocks" (order.py) shuffles blocks of 2^20 rows and the rows within each, so Terabyte
+    # streams from the cache with sequential reads (paper/criteo-terabyte sets it).
     "dlrm": {"dim": 16, "batch_size": 128, "lr": 0.1, "weight_decay": 0.0, "optimizer": "sgd",
              "eval_every": 50_000, "cluster_every": 50_000, "cluster_until": 0.05,
-             "bottom_mlp": "13-512-256-64-16", "top_mlp": "512-256-1", "precision": "fp32"},
+             "bottom_mlp": "13-512-256-64-16", "top_mlp": "512-256-1", "precision": "fp32",
+             "shuffle": "rows"},
 }
 
 
@@ -77,6 +81,7 @@ class SweepSpec:
     bottom_mlp: str | None = None  # DLRM only
     top_mlp: str | None = None  # DLRM only
     precision: str | None = None  # DLRM's MLPs: fp32, tf32 or bf16
+    shuffle: str | None = None  # the training rows' order: rows, or blocks (DLRM only)
     cluster_until: float | None = None
     early_stop: float = 0.01
     kmeans: str = "auto"
@@ -128,6 +133,13 @@ class SweepSpec:
         if self.precision != "fp32" and self.model != "dlrm":
             raise ConfigError(f"field 'precision': '{self.precision}' is for DLRM's MLPs; "
                               "GMF trains in fp32")
+        self.shuffle = _text(self, "shuffle")
+        if self.shuffle not in SHUFFLES:
+            raise ConfigError(f"field 'shuffle': '{self.shuffle}' is not one of "
+                              f"{', '.join(SHUFFLES)}")
+        if self.shuffle != "rows" and self.model != "dlrm":
+            raise ConfigError(f"field 'shuffle': '{self.shuffle}' is for DLRM's Criteo rows "
+                              "streamed from the cache; GMF data fits on the device (use rows)")
         self._check_mlps()
         for n in self.n_chunks:
             if self.dim % n:
@@ -210,7 +222,7 @@ class SweepSpec:
                                 kmeans=self.kmeans, optimizer=self.optimizer,
                                 eval_every=self.eval_every, cluster_every=self.cluster_every,
                                 bottom_mlp=self.bottom_mlp, top_mlp=self.top_mlp,
-                                precision=self.precision))
+                                precision=self.precision, shuffle=self.shuffle))
         return runs
 
 

@@ -1,5 +1,5 @@
 """Streamed training batches: the same rows in the same order as resident ones, so the same
-run; and the choice between the two."""
+run, whether the order shuffles rows or blocks of rows; and the choice between the two."""
 
 from __future__ import annotations
 
@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from cce_bench import streaming
+from cce_bench import order, streaming
 from cce_bench.config import RunConfig
 from cce_bench.datasets import load_criteo
 from cce_bench.engine import device_splits, train
 from cce_bench.errors import ConfigError
+from cce_bench.order import EpochOrder
+from cce_bench.steps import StaticEpoch
 from cce_bench.streaming import HostSplit, StreamingEpoch
 from tests.conftest import TINY_DATASET, requires_cuda
 
@@ -30,14 +32,31 @@ def run(method: str = "cce", **fields) -> RunConfig:
     return RunConfig(TINY_CRITEO, method, 8 * 20, **(settings | fields))
 
 
-def test_streamed_windows_hold_the_resident_batches(tiny_criteo, monkeypatch):
+@pytest.fixture
+def small_blocks(monkeypatch):
+    """Blocks of 100 rows, so the tiny split (about 2,600 rows) has many, one of them short,
+    and windows of 7 x 32 rows start and end inside blocks."""
+    monkeypatch.setattr(order, "BLOCK_ROWS", 100)
+
+
+@pytest.mark.parametrize("shuffle", ["rows", "blocks"])
+def test_streamed_windows_hold_the_resident_batches(tiny_criteo, monkeypatch, small_blocks,
+                                                    shuffle):
     monkeypatch.setattr(streaming, "DEFAULT_WINDOW", 7)  # many windows, a short last one
     model = torch.nn.Linear(1, 1)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
     host = HostSplit.of(tiny_criteo, "train")
-    epoch = StreamingEpoch(model, optimizer, host, 32, False, torch.device("cpu"))
+    epoch = StreamingEpoch(model, optimizer, host, 32, False, torch.device("cpu"),
+                           shuffle=shuffle)
     epoch.prepare(torch.Generator().manual_seed(5))
-    order = torch.randperm(len(host), generator=torch.Generator().manual_seed(5)).numpy()
+    order = EpochOrder(len(host), torch.Generator().manual_seed(5), shuffle).all().numpy()
+    if shuffle == "rows":  # what every streamed run read before shuffle existed
+        np.testing.assert_array_equal(
+            order, torch.randperm(len(host), generator=torch.Generator().manual_seed(5)))
+    # The resident epoch of the same seed reads the same rows, batch by batch.
+    resident = StaticEpoch(model, optimizer, tiny_criteo.tensors("train"), 32, False,
+                           shuffle=shuffle)
+    resident.prepare(torch.Generator().manual_seed(5))
     seen = []
     for step in range(epoch.steps):
         epoch.feed()
@@ -47,14 +66,24 @@ def test_streamed_windows_hold_the_resident_batches(tiny_criteo, monkeypatch):
         rows = order[step * 32:(step + 1) * 32]
         np.testing.assert_array_equal(epoch.inputs[0][slot][weight].numpy(), host.features[0][rows])
         np.testing.assert_array_equal(epoch.labels[slot][weight].numpy(), host.labels[rows])
+        np.testing.assert_array_equal(resident.inputs[1][step][weight].numpy(),
+                                      epoch.inputs[1][slot][weight].numpy())
     epoch.close()
     assert sum(len(s) for s in seen) == len(host)  # every row once, padding masked
 
 
-def test_a_streamed_run_equals_the_resident_run(tiny_criteo, monkeypatch):
+@pytest.mark.parametrize("shuffle", ["rows", "blocks"])
+def test_a_streamed_run_equals_the_resident_run(tiny_criteo, monkeypatch, small_blocks,
+                                                shuffle):
     monkeypatch.setattr(streaming, "DEFAULT_WINDOW", 10)
-    resident = train(run(), tiny_criteo, "cpu", stepper="static", input="device")
-    streamed = train(run(), tiny_criteo, "cpu", input="stream")
+    resident = train(run(shuffle=shuffle), tiny_criteo, "cpu", stepper="static",
+                     input="device")
+    streamed = train(run(shuffle=shuffle), tiny_criteo, "cpu", input="stream")
+    plain = train(run(shuffle=shuffle), tiny_criteo, "cpu", stepper="plain", input="device")
+    assert plain.epochs[-1].val_bce == pytest.approx(resident.epochs[-1].val_bce, abs=1e-5)
+    if shuffle == "blocks":  # the run's shuffle reached its steppers: another order
+        rows = train(run(), tiny_criteo, "cpu", input="stream")
+        assert rows.epochs[-1].val_bce != pytest.approx(streamed.epochs[-1].val_bce, abs=1e-6)
     assert len(resident.epochs) == len(streamed.epochs) > 2
     for a, b in zip(resident.epochs, streamed.epochs):
         assert (a.step, a.epoch) == (b.step, b.epoch)
@@ -63,10 +92,12 @@ def test_a_streamed_run_equals_the_resident_run(tiny_criteo, monkeypatch):
 
 
 @requires_cuda
-def test_a_streamed_run_equals_the_resident_run_on_cuda(tiny_criteo, monkeypatch):
+@pytest.mark.parametrize("shuffle", ["rows", "blocks"])
+def test_a_streamed_run_equals_the_resident_run_on_cuda(tiny_criteo, monkeypatch, small_blocks,
+                                                        shuffle):
     monkeypatch.setattr(streaming, "DEFAULT_WINDOW", 10)
-    resident = train(run("hash"), tiny_criteo, "cuda", input="device")
-    streamed = train(run("hash"), tiny_criteo, "cuda", input="stream")
+    resident = train(run("hash", shuffle=shuffle), tiny_criteo, "cuda", input="device")
+    streamed = train(run("hash", shuffle=shuffle), tiny_criteo, "cuda", input="stream")
     for a, b in zip(resident.epochs, streamed.epochs):
         assert a.val_bce == pytest.approx(b.val_bce, abs=1e-5)
 

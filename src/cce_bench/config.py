@@ -14,11 +14,15 @@ OPTIMIZERS = ["adamw", "sgd"]
 # How DLRM's MLPs and interaction multiply: fp32 (exact), tf32 (fp32 tensors, tensor-core
 # matmuls with a 10-bit mantissa), bf16 (autocast: bf16 matmuls, fp32 tables and loss).
 PRECISIONS = ["fp32", "tf32", "bf16"]
+# The order of an epoch's training rows (order.py): one random permutation of all rows, or
+# random blocks of contiguous rows (BLOCK_ROWS), each shuffled within, which streams from the
+# memory-mapped cache with sequential reads (Criteo Terabyte).
+SHUFFLES = ["rows", "blocks"]
 
 # Fields added after the first results were written, with the value every earlier run had. A
 # field at that value stays out of the run id, so the ids of existing rows (and resume) hold.
 _ID_NEUTRAL = {"optimizer": "adamw", "eval_every": 0, "cluster_every": 0, "bottom_mlp": "",
-               "top_mlp": "", "precision": "fp32"}
+               "top_mlp": "", "precision": "fp32", "shuffle": "rows"}
 
 
 @dataclass
@@ -54,6 +58,8 @@ class RunConfig:
     top_mlp: str = ""
     # Matmul precision of DLRM's dense part (PRECISIONS); tables and optimizer stay fp32.
     precision: str = "fp32"
+    # How an epoch orders the training rows (SHUFFLES): "blocks" is for DLRM's streamed data.
+    shuffle: str = "rows"
 
     def __post_init__(self):
         if self.model not in MODELS:
@@ -80,6 +86,12 @@ class RunConfig:
         if self.precision != "fp32" and self.model != "dlrm":
             raise ConfigError(f"precision '{self.precision}' is for DLRM's MLPs; GMF has none "
                               "(use fp32)")
+        if self.shuffle not in SHUFFLES:
+            raise ConfigError(f"unknown shuffle '{self.shuffle}'; choose from: "
+                              f"{', '.join(SHUFFLES)}")
+        if self.shuffle != "rows" and self.model != "dlrm":
+            raise ConfigError(f"shuffle '{self.shuffle}' is for DLRM's Criteo rows streamed "
+                              "from the cache; GMF data fits on the device (use rows)")
         for name in ("eval_every", "cluster_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 steps, not {getattr(self, name)}")

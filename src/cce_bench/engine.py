@@ -117,23 +117,27 @@ def make_optimizer(model: nn.Module, run: RunConfig, device: torch.device) -> to
 
 
 def make_stepper(stepper: str, model: nn.Module, optimizer: torch.optim.Optimizer,
-                 split: Split | HostSplit, batch_size: int, device: torch.device):
+                 split: Split | HostSplit, batch_size: int, device: torch.device,
+                 shuffle: str = "rows"):
     """auto: a CUDA graph of static steps on CUDA, the plain loop elsewhere; static steps
-    streamed through a device window when the split is in host memory."""
+    streamed through a device window when the split is in host memory. shuffle: the order of
+    an epoch's rows (order.py), the same whichever stepper."""
     if stepper not in STEPPERS:
         raise ConfigError(f"unknown stepper '{stepper}'; choose from: {', '.join(STEPPERS)}")
     if isinstance(split, HostSplit):
         graph = device.type == "cuda" and stepper in ("auto", "graph")
-        return StreamingEpoch(model, optimizer, split, batch_size, graph, device)
+        return StreamingEpoch(model, optimizer, split, batch_size, graph, device,
+                              shuffle=shuffle)
     if stepper == "auto":
         stepper = "graph" if device.type == "cuda" else "plain"
     if stepper == "plain" and distributed.shard() is not None:
         stepper = "static"  # shards of a global batch need its static shape
     if stepper == "plain":
-        return PlainEpoch(model, optimizer, split, batch_size)
+        return PlainEpoch(model, optimizer, split, batch_size, shuffle)
     if stepper == "graph" and device.type != "cuda":
         raise ConfigError("the 'graph' stepper needs a CUDA device; use 'static' or 'plain'")
-    return StaticEpoch(model, optimizer, split, batch_size, use_graph=stepper == "graph")
+    return StaticEpoch(model, optimizer, split, batch_size, use_graph=stepper == "graph",
+                       shuffle=shuffle)
 
 
 def device_splits(data: Data, device: torch.device, input: str = "auto") -> list:
@@ -280,7 +284,7 @@ class _RunState:
         if stepper is not None:
             self.optimizer = make_optimizer(self.model, run, device)
             self.epochs = make_stepper(stepper, self.model, self.optimizer, self.train_split,
-                                       run.batch_size, device)
+                                       run.batch_size, device, run.shuffle)
         self.shuffle = torch.Generator(device=device)
         self.shuffle.manual_seed(run.seed)
         self.epoch, self.step, self.done = 0, 0, False  # epochs finished, steps taken

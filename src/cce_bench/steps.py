@@ -8,7 +8,8 @@ is captured once in a CUDA graph and replayed with one launch per step. Without 
 same static step eagerly, which is what the CPU tests compare with the plain loop.
 
 Both compute the same thing: each step's loss is the mean BCE over the real rows of its batch,
-and the rows come from the same permutation drawn from the same generator.
+and the rows come in the same order drawn from the same generator (order.py: a permutation of
+all rows, or of blocks of rows, as the run's `shuffle` says).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from torch import nn
 
 from .data import InteractionSplit, TabularSplit
 from .distributed import shard, sum_gradients
+from .order import EpochOrder
 
 Split = InteractionSplit | TabularSplit  # anything with .features, .labels and len()
 
@@ -71,8 +73,9 @@ class PlainEpoch(_Epoch):
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, split: Split,
-                 batch_size: int):
+                 batch_size: int, shuffle: str = "rows"):
         self.model, self.optimizer, self.split, self.batch_size = model, optimizer, split, batch_size
+        self.shuffle = shuffle
         self.steps = math.ceil(len(split) / batch_size)
         self.device = split.labels.device
         self.order = torch.empty(0, dtype=torch.int64)
@@ -80,7 +83,7 @@ class PlainEpoch(_Epoch):
         self.loss_sum = torch.zeros((), device=self.device)
 
     def prepare(self, generator: torch.Generator) -> None:
-        self.order = torch.randperm(len(self.split), generator=generator, device=self.device)
+        self.order = EpochOrder(len(self.split), generator, self.shuffle).all().to(self.device)
         self.position = 0
         self.loss_sum = torch.zeros((), device=self.device)
         self.model.train()
@@ -106,9 +109,9 @@ class StaticEpoch(_Epoch):
     permutation: torch.Tensor | None = None  # (steps, batch) row numbers, when gathering
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, split: Split,
-                 batch_size: int, use_graph: bool):
+                 batch_size: int, use_graph: bool, shuffle: str = "rows"):
         self.model, self.optimizer, self.split = model, optimizer, split
-        self.batch_size, self.use_graph = batch_size, use_graph
+        self.batch_size, self.use_graph, self.shuffle = batch_size, use_graph, shuffle
         device = split.labels.device
         n = len(split)
         self.steps = math.ceil(n / batch_size)
@@ -171,7 +174,7 @@ class StaticEpoch(_Epoch):
 
     def prepare(self, generator: torch.Generator) -> None:
         n = len(self.split)
-        order = torch.randperm(n, generator=generator, device=self.weight.device)
+        order = EpochOrder(n, generator, self.shuffle).all().to(self.weight.device)
         if self.permutation is not None:
             self.permutation.view(-1)[:n] = order
         for column, feature in zip(self.inputs, self.split.features):

@@ -2,11 +2,16 @@
 
 Criteo Kaggle (45.8M rows, about 7 GB) lives on an H200 for a whole run; Terabyte (4.4B rows)
 lives nowhere but the memory-mapped cache. `StreamingEpoch` takes the same steps as the resident
-`StaticEpoch`, over the same permutation of the same rows, but its device buffers hold a window
-of `window` batches, not the whole epoch: a background thread gathers the rows of the next
-window from the (memory-mapped) host arrays into pinned memory while the device trains on the
-current one, and the window is copied in with one asynchronous transfer per column. The step
-reads batch `cursor % window` of the window, so it is captured in a CUDA graph as before.
+`StaticEpoch`, in the same order over the same rows (order.py), but its device buffers hold a
+window of `window` batches, not the whole epoch: a background thread gathers the rows of the
+next window from the (memory-mapped) host arrays into pinned memory while the device trains on
+the current one, and the window is copied in with one asynchronous transfer per column. The
+step reads batch `cursor % window` of the window, so it is captured in a CUDA graph as before.
+
+With shuffle "blocks" the thread also draws each block's own permutation when the window
+reaches it, and reads the rows of a block as one contiguous range of the arrays (a sequential
+read of at most BLOCK_ROWS rows), permuted in memory: the page cache then needs to hold a
+window's few blocks, not the dataset.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import torch
 from torch import nn
 
 from .data import CriteoData
+from .order import EpochOrder
 from .steps import StaticEpoch
 
 DEFAULT_WINDOW = 1024  # batches per window: 21 MB a window for Kaggle at batch 128
@@ -46,8 +52,8 @@ class StreamingEpoch(StaticEpoch):
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, split: HostSplit,
                  batch_size: int, use_graph: bool, device: torch.device,
-                 window: int | None = None):
-        self.model, self.optimizer, self.host = model, optimizer, split
+                 window: int | None = None, shuffle: str = "rows"):
+        self.model, self.optimizer, self.host, self.shuffle = model, optimizer, split, shuffle
         self.batch_size, self.use_graph, self.device = batch_size, use_graph, device
         self.steps = math.ceil(len(split) / batch_size)
         self.window = min(window or DEFAULT_WINDOW, self.steps)
@@ -58,7 +64,7 @@ class StreamingEpoch(StaticEpoch):
         self.weight = torch.zeros(self.window, batch_size, device=device)
         self._init_step_state(device)
         self.position = 0  # steps taken this epoch, counted on the host
-        self.order = np.empty(0, dtype=np.int64)
+        self.order: EpochOrder | None = None
         self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cce-bench-input")
         self.pending: Future | None = None
 
@@ -66,10 +72,9 @@ class StreamingEpoch(StaticEpoch):
         return self.cursor % self.window
 
     def prepare(self, generator: torch.Generator) -> None:
-        # The permutation a resident epoch draws from the same generator, so the batches are
-        # the same rows in the same order.
-        order = torch.randperm(len(self.host), generator=generator, device=generator.device)
-        self.order = order.cpu().numpy()
+        # The order a resident epoch draws from the same generator, so the batches are the
+        # same rows in the same order.
+        self.order = EpochOrder(len(self.host), generator, self.shuffle).on_host()
         self.position = 0
         self.cursor.zero_()
         self.loss_sum.zero_()
@@ -79,10 +84,12 @@ class StreamingEpoch(StaticEpoch):
 
     def _gather(self, first_step: int) -> list[torch.Tensor]:
         """The rows of the window starting at first_step, as (pinned) host tensors."""
-        rows = self.order[first_step * self.batch_size:
-                          (first_step + self.window) * self.batch_size]
-        columns = [np.take(f, rows, axis=0) for f in self.host.features]
-        columns.append(np.take(self.host.labels, rows).astype(np.float32))
+        segments = [s.numpy() for s in self.order.segments(
+            first_step * self.batch_size, (first_step + self.window) * self.batch_size)]
+        arrays = [*self.host.features, self.host.labels]
+        span = self.order.block_rows if self.shuffle == "blocks" else 0  # rows: read in place
+        columns = [np.concatenate([_take(a, rows, span) for rows in segments]) for a in arrays]
+        columns[-1] = columns[-1].astype(np.float32)
         tensors = [torch.from_numpy(np.ascontiguousarray(c)) for c in columns]
         return [t.pin_memory() for t in tensors] if self.device.type == "cuda" else tensors
 
@@ -107,6 +114,16 @@ class StreamingEpoch(StaticEpoch):
 
     def close(self) -> None:
         self.pool.shutdown(wait=True)
+
+
+def _take(array: np.ndarray, rows: np.ndarray, span: int) -> np.ndarray:
+    """array[rows]. Rows within `span` of each other (one block's) are read as one contiguous
+    range, then permuted in memory: a sequential read of the memory-mapped file, not a page
+    fault per row in random order."""
+    lo, hi = int(rows.min()), int(rows.max()) + 1
+    if hi - lo <= span:
+        return np.take(np.array(array[lo:hi]), rows - lo, axis=0)  # the copy reads in order
+    return np.take(array, rows, axis=0)
 
 
 def fits_on_device(data: CriteoData, device: torch.device, headroom: float = 0.5) -> bool:

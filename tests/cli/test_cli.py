@@ -117,6 +117,20 @@ def test_a_criteo_dataset_in_a_gmf_sweep_is_refused(in_tmp):
                           "GMF needs an interaction dataset")
 
 
+def test_shuffle_blocks_reaches_the_runs(in_tmp):
+    import json
+
+    result = invoke("sweep", "-d", "criteo-synthetic-2000-cap100", "--model", "dlrm", "-m",
+                    "hash", "-b", "160", "--budget-unit", "params", "--dim", "8",
+                    "--bottom-mlp", "13-16-8", "--top-mlp", "16-1", "--batch-size", "64",
+                    "--epochs", "1", "--eval-every", "0", "--shuffle", "blocks",
+                    "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    [config] = (in_tmp / "results" / "default" / "runs").glob("*.json")
+    assert json.loads(config.read_text())["shuffle"] == "blocks"
+    assert set(read_rows(in_tmp / "results" / "default.csv")["status"]) == {"ok"}
+
+
 def test_ctrl_c_while_the_commands_load_is_one_line(monkeypatch, capsys):
     import pytest
 

@@ -49,6 +49,7 @@ def test_help_and_listings_import_no_heavy_module(args):
     (["sweep", "--model", "dcn"], "dcn", "gmf, dlrm"),
     (["sweep", "--optimizer", "adam"], "adam", "adamw, sgd"),
     (["sweep", "--precision", "fp16"], "fp16", "fp32, tf32, bf16"),
+    (["sweep", "--shuffle", "random"], "random", "rows, blocks"),
     (["bench", "--device", "gpu"], "gpu", "auto, cpu, cuda, cuda:N"),
     (["bench", "--model", "dcn"], "dcn", "gmf, dlrm"),
     (["download", TINY_DATASET, "--device", "auto"], "auto", "cpu, cuda, cuda:N"),

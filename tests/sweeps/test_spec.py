@@ -76,6 +76,9 @@ def test_an_empty_method_list_is_refused(tmp_path):
     ({"cluster_until": 1.5}, "field 'cluster_until': must be in [0, 1]"),
     ({"budget_unit": "bytes"}, "field 'budget_unit': 'bytes' is not one of ppd, params"),
     ({"kmeans": "sklearn"}, "field 'kmeans': 'sklearn' is not one of auto, faiss, torch"),
+    ({"shuffle": "random"}, "field 'shuffle': 'random' is not one of rows, blocks"),
+    ({"shuffle": "blocks"}, "field 'shuffle': 'blocks' is for DLRM's Criteo rows streamed from "
+                            "the cache; GMF data fits on the device (use rows)"),
     ({"device": "gpu"}, "field 'device': 'gpu' is not auto, cpu, cuda or cuda:N"),
     ({"name": "a/b"}, "field 'name': 'a/b' must be a file name"),
 ])
@@ -115,7 +118,7 @@ def test_dlrm_defaults_are_dlrm_kaggle_settings():
     gmf = SweepSpec(datasets=TINY_DATASET, methods="cce", budgets=[16]).expand()[0]
     before = {k: v for k, v in gmf.to_dict().items() if k not in
               ("optimizer", "eval_every", "cluster_every", "bottom_mlp", "top_mlp",
-                   "precision")}
+                   "precision", "shuffle")}
     text = json.dumps(before, sort_keys=True, default=str)
     assert gmf.run_id == hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -225,6 +228,10 @@ def test_every_shipped_spec_loads_and_expands():
     assert terabyte.budgets == [100, 500, 1000, 5000, 10000, 50000] and terabyte.dim == 64
     assert (terabyte.batch_size, terabyte.bottom_mlp, terabyte.top_mlp) == (
         2048, "13-512-256-64", "512-512-256-1")
+    # Terabyte streams in shuffled blocks (sequential reads of the cache); Kaggle, resident,
+    # keeps one permutation of all rows.
+    assert terabyte.shuffle == "blocks" and {r.shuffle for r in terabyte.expand()} == {"blocks"}
+    assert kaggle.shuffle == "rows"
 
 
 def test_a_spec_is_found_by_path_or_shipped_name(tmp_path):
