@@ -387,11 +387,15 @@ class _RunState:
         return evaluate(self.model, split)
 
     def _cluster(self, epoch: int) -> float:
-        """cluster() every table that has it; returns the seconds it took."""
+        """cluster() every table that has it; returns the seconds it took (for a stack's first
+        run to ask at a step, the k-means of its stack mates too: StackedEpoch.cluster)."""
         if self.on_cluster is not None and has_clustering(self.model):
             self.on_cluster(self.run, epoch, self.step)
         start = device_clock(self.device)
-        cluster_all(self.model, self.optimizer)
+        if isinstance(self.epochs, StackMember):  # its k-means batched with its stack's
+            self.epochs.cluster(self.step)
+        else:
+            cluster_all(self.model, self.optimizer)
         if distributed.shard() is not None:
             distributed.broadcast_module(self.model)  # k-means on several devices may differ
         self.epochs.invalidate()

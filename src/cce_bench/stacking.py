@@ -18,8 +18,12 @@ What keeps each run's numbers its own:
   parameter tensor, and AdamW's update is element-wise, so each run's moments, step count and
   weight decay are its own; a run that stopped has no gradient (the optimizer skips it) and
   leaves the stack at the next rebuild, so its parameters and state stay frozen;
-- cluster() and the optimizer-state reset of cluster_all run on each run's own model as
-  before; a member that replaced a tensor (pq's compression) makes the stack rebuild;
+- each run clusters when train_many asks it to, on its own model, with cluster_all's
+  optimizer-state reset; the first run to ask at a step has the stack run the k-means of every
+  run still training as one batched call (`StackedEpoch.cluster`; kmeans.kmeans_many), and
+  each run's round then finishes on its own model from its own centroids, which are the ones
+  it gets alone (each job draws from its own seeded generator); a member that replaced a
+  tensor (pq's compression) makes the stack rebuild;
 - evaluation reads every run's scores from one stacked forward over the split, with each
   row's BCE and AUC (metrics.bce_rows, auc_rows) and one host read for all runs, the first
   time one of them asks at a step; a run's scores depend on its own model only.
@@ -36,9 +40,10 @@ from torch import nn
 
 from . import metrics
 from .config import RunConfig
+from .embeddings.kmeans import kmeans_many
 from .embeddings.registry import get_method
 from .models.stacked import StackedGMF, stack_class
-from .steps import Split, _Epoch
+from .steps import Split, _Epoch, reset_optimizer_state
 
 # Ids per evaluation chunk, all runs of a stack together (one run alone: 65,536 a chunk).
 EVAL_ELEMENTS = 1 << 18
@@ -100,6 +105,9 @@ class StackedEpoch:
         self.pointers: list[int] = []
         self.scores: dict[int, dict[int, list[float]]] = {}  # split -> run -> (BCE, AUC)
         self.scored_step = -1
+        # run -> its tables' rounds (cce.ClusterRound) with their centroids, at clustered_step
+        self.rounds: dict[int, dict[nn.Module, tuple]] = {}
+        self.clustered_step = -1
 
     @property
     def model(self) -> StackedGMF:
@@ -152,6 +160,38 @@ class StackedEpoch:
             self.scores[id(split)] = dict(zip(self.built_for, values))
         bce, auc = self.scores[id(split)][run]
         return bce, auc
+
+    @torch.no_grad()
+    def cluster(self, run: int, step: int) -> None:
+        """A run's clustering round after `step` steps, as engine.cluster_all gives it alone:
+        cluster() every table that has it, resetting the optimizer state it asks to reset.
+
+        The first run to ask at a step has the stack prepare the round of every table of every
+        run still training that can split its round (cluster_round(): CCE's) and run all
+        their k-means jobs as one call (kmeans_many: one batched set of Lloyd iterations on
+        the torch backend, one faiss call per job otherwise). Each run then finishes its own
+        rounds when it asks; a run that does not ask (it diverged at this step, and alone
+        would not cluster) keeps its tables as they were. A run's k-means sees its own points
+        and generator either way, so its centroids are the ones it gets alone."""
+        if step != self.clustered_step:
+            self.rounds, self.clustered_step = self._prepare_rounds(), step
+        prepared = self.rounds.pop(run, {})
+        for table in _clustered(self.models[run]):
+            if table in prepared:
+                round_, centroids = prepared[table]
+                reset_optimizer_state(self.optimizer, round_.finish(centroids))
+            else:
+                reset_optimizer_state(self.optimizer, table.cluster())
+        self.dirty = True
+
+    def _prepare_rounds(self) -> dict[int, dict[nn.Module, tuple]]:
+        """Every active run's prepared rounds, their k-means run together."""
+        rounds = {r: {t: t.cluster_round() for t in _clustered(self.models[r])
+                      if hasattr(t, "cluster_round")} for r in self.active}
+        jobs = [(r, t) for r in rounds for t in rounds[r]]
+        for (r, t), centroids in zip(jobs, kmeans_many([rounds[r][t].job for r, t in jobs])):
+            rounds[r][t] = (rounds[r][t], centroids)
+        return rounds
 
     @torch.no_grad()
     def _predict(self, split: Split) -> torch.Tensor:
@@ -233,3 +273,12 @@ class StackMember(_Epoch):
 
     def evaluate(self, split: Split, step: int) -> tuple[float, float]:
         return self.stack.evaluate(self.run, split, step)
+
+    def cluster(self, step: int) -> None:
+        """The run's clustering round, its k-means batched with its stack mates'."""
+        self.stack.cluster(self.run, step)
+
+
+def _clustered(model: nn.Module) -> list[nn.Module]:
+    """The modules engine.cluster_all clusters: every one with cluster() but the model."""
+    return [m for m in model.modules() if hasattr(m, "cluster") and m is not model]

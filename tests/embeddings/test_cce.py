@@ -171,3 +171,27 @@ def test_rounds_of_training_and_clustering_beat_training_alone():
     errors.append(_fit(clustered, target, 50))
     assert errors[-1] < errors[0]
     assert errors[-1] < 0.9 * plain_error
+
+
+@pytest.mark.parametrize("method", ["cce", "cce_robe"])
+def test_rounds_finished_from_one_k_means_batch_equal_cluster(method):
+    import copy
+
+    from cce_bench.embeddings.kmeans import kmeans_many
+
+    # Tables of different rows and points (k 8, 3, 1 on 4 points a centroid), two rounds.
+    tables = [make_embedding(50, rows * 2 * 8, 8, method, 2, seed=rows, kmeans_backend="torch",
+                             points_per_centroid=4) for rows in (8, 3, 1)]
+    alone = copy.deepcopy(tables)
+    for _ in range(2):
+        before = [{k: v.clone() for k, v in t.state_dict().items()} for t in tables]
+        rounds = [t.cluster_round() for t in tables]
+        for table, state in zip(tables, before):  # nothing changes until finish()
+            assert all(torch.equal(v, table.state_dict()[k]) for k, v in state.items())
+        for round_, centroids in zip(rounds, kmeans_many([r.job for r in rounds])):
+            assert round_.finish(centroids) == [round_.module.table0, round_.module.table1]
+        for table, other in zip(tables, alone):
+            other.cluster()
+            for (name, ours), theirs in zip(table.state_dict().items(),
+                                            other.state_dict().values()):
+                assert torch.allclose(ours.double(), theirs.double(), atol=1e-6), name

@@ -1,4 +1,5 @@
-"""k-means backends: torch against faiss, initialisations, empty clusters, blocked distances."""
+"""k-means backends: torch against faiss, initialisations, empty clusters, blocked distances,
+jobs run together (kmeans_many)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import pytest
 import torch
 
 from cce_bench.embeddings import kmeans as km
-from cce_bench.embeddings.kmeans import derive_seed, kmeans, lloyd, nearest, objective
+from cce_bench.embeddings.kmeans import (
+    KMeansJob,
+    derive_seed,
+    kmeans,
+    kmeans_many,
+    lloyd,
+    nearest,
+    objective,
+    plan_batches,
+)
 from cce_bench.errors import UnknownName
 from tests.conftest import requires_cuda
 
@@ -130,6 +140,57 @@ def test_derived_seeds_are_stable_and_distinct():
     assert derive_seed(0, 1, "hash") == derive_seed(0, 1, "hash")
     assert len({derive_seed(0, r, c) for r in range(10) for c in range(10)}) == 100
     assert 0 <= derive_seed("x") < 2**31
+
+
+def mixed_jobs(backend: str = "torch") -> list[KMeansJob]:
+    """Jobs of different problem counts, points, centroids, seeds and inits; one has more
+    centroids than distinct points, so its empty clusters restart at drawn points."""
+    gen = torch.Generator().manual_seed(7)
+    shapes = [(4, 60, 8), (4, 60, 4), (2, 100, 16), (3, 30, 30), (4, 32, 8), (1, 5, 1)]
+    jobs = []
+    for i, (b, n, k) in enumerate(shapes):
+        points = torch.randn(b, n, 5, generator=gen)
+        if n == 30:
+            points = points[:, :3].repeat(1, 10, 1)  # 3 distinct points, 30 centroids
+        jobs.append(KMeansJob(points, k, iters=12, seed=100 + i, backend=backend,
+                              init="kmeans++" if i == 2 else "random"))
+    return jobs
+
+
+def test_jobs_run_together_get_their_centroids_alone(monkeypatch):
+    batches = []
+    real = km._kmeans_torch
+    monkeypatch.setattr(km, "_kmeans_torch", lambda jobs: batches.append(len(jobs)) or real(jobs))
+    jobs = mixed_jobs()
+    together = kmeans_many(jobs)
+    assert batches == [len(jobs)]  # small problems: one padded batch
+    for job, centroids in zip(jobs, together):
+        alone = kmeans(job.points, job.k, iters=job.iters, seed=job.seed, backend="torch",
+                       init=job.init)
+        assert centroids.shape == alone.shape
+        # Float sums in other orders (padded shapes); measured bitwise equal on the CPU.
+        assert torch.allclose(centroids, alone, atol=1e-6)
+    assert torch.isfinite(together[3]).all()
+
+
+def test_faiss_jobs_run_one_call_each_with_their_results_alone():
+    jobs = mixed_jobs("faiss")[:3]
+    for job, centroids in zip(jobs, kmeans_many(jobs)):
+        assert torch.equal(centroids, kmeans(job.points, job.k, iters=job.iters, seed=job.seed,
+                                             backend="faiss", init=job.init))
+
+
+def test_batches_pad_only_where_it_costs_less_than_a_batch_of_launches():
+    # Three cce runs a budget on ML-1m's users (6,040 ids): 4 chunks, k = rows, a sample of
+    # 256 k points at most. Padding the 1024-row problems to 2048 would add 74M distances an
+    # iteration, more than a batch of launches (2^25 = 34M); padding every small one to 64
+    # rows adds under 2M.
+    shapes = [(12, min(6040, 256 * k), k) for k in (2048, 1024, 64, 32, 2, 1)]
+    assert plan_batches(shapes, 1 << 25) == [[0], [1], [2, 3, 4, 5]]
+    assert plan_batches(shapes, 1 << 40) == [[0, 1, 2, 3, 4, 5]]  # launches dominate
+    assert plan_batches(shapes, 0) == [[0], [1], [2], [3], [4], [5]]
+    assert plan_batches(shapes[:1], 1 << 25) == [[0]]
+    assert plan_batches([(4, 60, 8)] * 3, 0) == [[0], [1], [2]]
 
 
 @requires_cuda

@@ -16,6 +16,8 @@ cluster(), per chunk j, computes from the state as it was before the call:
   (f) the optimizer state of T0 and T1 is reset (cluster() returns the tensors to reset).
 The authors' implementation redraws the hash for the whole vocabulary inside its batch loop,
 fills one coordinate of the residual and leaves unused rows NaN; this one does not.
+cluster() is cluster_round() (steps (a) and (b)'s points: a k-means job) and its finish(centroids)
+(steps (c)-(f)), so that a stack of runs can run every run's k-means in one batch (stacking.py).
 
 Budget: rows = num_params // (2 * dim): per chunk two tables of rows x (dim / c) values.
 Stores the index (vocab x c int32), the c hash functions (4 int64 each) and the round counter
@@ -32,7 +34,7 @@ import torch
 from ..errors import BudgetTooSmall, ConfigError
 from .base import CompressedEmbedding, chunk_dim, gather_chunks, normal_init
 from .hashing import UniversalHash, universal_hash
-from .kmeans import derive_seed, kmeans, nearest, resolve_backend
+from .kmeans import KMeansJob, derive_seed, kmeans, nearest, resolve_backend
 from .registry import register
 
 _ID_BATCH = 1 << 18  # ids per batch when recomputing vectors over the whole vocabulary
@@ -105,7 +107,16 @@ class CCEmbedding(CompressedEmbedding):
 
         Returns the parameters whose optimizer state the caller should reset.
         """
-        c, rows, width = self.n_chunks, self.rows, self.width
+        round_ = self.cluster_round()
+        job = round_.job
+        return round_.finish(kmeans(job.points, job.k, iters=job.iters, seed=job.seed,
+                                    backend=job.backend))  # (b)
+
+    @torch.no_grad()
+    def cluster_round(self) -> ClusterRound:
+        """A clustering round up to its k-means: the round's KMeansJob, whose centroids the
+        round's finish() takes. Nothing of the module changes until finish()."""
+        c, rows = self.n_chunks, self.rows
         device = self.table0.device
         round_ = int(self.rounds)
         old = _Snapshot(self)  # (a): every vector below is computed from this state
@@ -115,11 +126,17 @@ class CCEmbedding(CompressedEmbedding):
             torch.randperm(self.vocab, generator=_gen(self.seed, round_, j, "sample"))[:n_sample]
             for j in range(c)
         ]).to(device)  # (c, n_sample)
-        points = torch.stack([old.vectors(sample[j])[:, j] for j in range(c)])  # (c, n, w)
-        k = min(rows, n_sample)
-        centroids = kmeans(points, k, iters=self.kmeans_iters, seed=derive_seed(self.seed, round_),
-                           backend=self.kmeans_backend)  # (c, k, w)  (b)
+        # Chunk j's points are chunk j of its sample's vectors: one vectors() call for all.
+        vectors = old.vectors(sample.reshape(-1)).view(c, n_sample, c, self.width)
+        points = vectors.diagonal(dim1=0, dim2=2).permute(2, 0, 1).contiguous()  # (c, n, w)
+        job = KMeansJob(points, min(rows, n_sample), self.kmeans_iters,
+                        derive_seed(self.seed, round_), self.kmeans_backend)
+        return ClusterRound(self, old, round_, job)
 
+    def _finish_round(self, old: _Snapshot, round_: int,
+                      centroids: torch.Tensor) -> list[torch.nn.Parameter]:
+        """Steps (c)-(f) from the round's k-means centroids (c, k, w)."""
+        c, width, device = self.n_chunks, self.width, self.table0.device
         for j in range(c):  # (d)
             self.hash1.redraw(j, _gen(self.seed, round_, j, "hash"))
         # Per weight of table1: the sum of the residual coordinates that read it, and their count.
@@ -141,6 +158,22 @@ class CCEmbedding(CompressedEmbedding):
             self.table1.zero_()
         self.rounds += 1
         return [self.table0, self.table1] if self.reset_optimizer else []
+
+
+class ClusterRound:
+    """One clustering round of a CCE module, its k-means apart: `job` is the k-means to run,
+    alone or batched with other rounds' (kmeans_many); finish(centroids) completes the round
+    (steps (c)-(f)) from the state it started from. Finish a round once, before anything else
+    changes the module."""
+
+    def __init__(self, module: CCEmbedding, old: _Snapshot, round_: int, job: KMeansJob):
+        self.module, self.old, self.round, self.job = module, old, round_, job
+
+    @torch.no_grad()
+    def finish(self, centroids: torch.Tensor) -> list[torch.nn.Parameter]:
+        """Steps (c)-(f) from the job's centroids (c, k, w); returns the parameters whose
+        optimizer state the caller should reset."""
+        return self.module._finish_round(self.old, self.round, centroids)
 
 
 class _Snapshot:

@@ -7,6 +7,13 @@ Two backends with one interface:
   kernels; used on GPUs without faiss-gpu and for many small problems.
 "auto" picks faiss when it can run where the points are, otherwise torch.
 
+`kmeans_many` runs several kmeans() calls (jobs) at once, each with the result it has alone (up
+to the order of float sums): the torch backend's jobs of one device, dimension and iteration
+count go through Lloyd's iterations as a few padded batches (`plan_batches`), each job's initial
+centroids and empty-cluster restarts drawn from its own generator exactly as alone; faiss jobs
+run one call each (faiss clusters one problem at a time). A stack of CCE runs clusters this way
+(stacking.py): one set of Lloyd kernels for all of its runs instead of one per run.
+
 Both start from k distinct random points ("random") or from k-means++ seeding ("kmeans++",
 computed here and handed to faiss as its initial centroids). Distances to the centroids are
 computed in blocks of points, so no (n, k) matrix is ever whole: 1M points x 4096 centroids
@@ -18,8 +25,11 @@ few percent of each other).
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..errors import UnknownName
 
@@ -27,6 +37,23 @@ BACKENDS = ["auto", "faiss", "torch"]
 INITS = ["random", "kmeans++"]
 # Largest distance block (elements) held at once: 1M points x 4096 centroids fits in a few GB.
 _BLOCK_ELEMENTS = 1 << 26
+# What one more batch of Lloyd's iterations costs, in padded distance elements an iteration
+# (plan_batches): a batch launches about 20 kernels an iteration whatever its size, ~100 us on
+# an H200, in which it streams ~3e7 distance elements (~10 bytes each through baddbmm and
+# argmin at ~4 TB/s). On the CPU an element costs ~1 ns against ~5 us an op.
+_BATCH_ELEMENTS = {"cuda": 1 << 25, "cpu": 1 << 17}
+
+
+@dataclass
+class KMeansJob:
+    """The arguments of one kmeans() call, to run with other calls (kmeans_many)."""
+
+    points: torch.Tensor  # (B, n, d): B problems of n points
+    k: int
+    iters: int = 50
+    seed: int = 0
+    backend: str = "auto"
+    init: str = "random"
 
 
 def derive_seed(*parts: object) -> int:
@@ -38,15 +65,56 @@ def derive_seed(*parts: object) -> int:
 def kmeans(points: torch.Tensor, k: int, *, iters: int = 50, seed: int = 0,
            backend: str = "auto", init: str = "random") -> torch.Tensor:
     """Cluster each of B problems: points (B, n, d) -> centroids (B, k, d), k <= n."""
-    b, n, d = points.shape
-    if not 1 <= k <= n:
-        raise ValueError(f"k-means needs 1 <= k ({k}) <= number of points ({n})")
-    if init not in INITS:
-        raise UnknownName("k-means init", init, INITS)
-    backend = resolve_backend(backend, points.device)
-    if backend == "faiss":
-        return _kmeans_faiss(points, k, iters, seed, init)
-    return _kmeans_torch(points, k, iters, seed, init)
+    return kmeans_many([KMeansJob(points, k, iters, seed, backend, init)])[0]
+
+
+def kmeans_many(jobs: list[KMeansJob]) -> list[torch.Tensor]:
+    """kmeans() of every job: centroids (B, k, d) each, as the job's call alone gives them up
+    to the order of float sums; the torch backend's jobs in padded batches (plan_batches)."""
+    out: list[torch.Tensor | None] = [None] * len(jobs)
+    batched: dict[tuple, list[int]] = {}
+    for i, job in enumerate(jobs):
+        _, n, d = job.points.shape
+        if not 1 <= job.k <= n:
+            raise ValueError(f"k-means needs 1 <= k ({job.k}) <= number of points ({n})")
+        if job.init not in INITS:
+            raise UnknownName("k-means init", job.init, INITS)
+        if resolve_backend(job.backend, job.points.device) == "faiss":
+            out[i] = _kmeans_faiss(job.points, job.k, job.iters, job.seed, job.init)
+        else:  # one batch shares its points' device, dimension and iterations
+            batched.setdefault((job.points.device, d, job.iters), []).append(i)
+    for (device, _, _), members in batched.items():
+        shapes = [(jobs[i].points.shape[0], jobs[i].points.shape[1], jobs[i].k) for i in members]
+        cost = _BATCH_ELEMENTS["cpu" if device.type == "cpu" else "cuda"]
+        for batch in plan_batches(shapes, cost):
+            chosen = [members[i] for i in batch]
+            for i, centroids in zip(chosen, _kmeans_torch([jobs[i] for i in chosen])):
+                out[i] = centroids
+    return out
+
+
+def plan_batches(shapes: list[tuple[int, int, int]], batch_elements: int) -> list[list[int]]:
+    """Jobs of (problems B, points n, centroids k) grouped into batches, as indices into
+    shapes. A batch pads every problem to its largest n and k, so an iteration computes
+    (sum of B) x max n x max k distances; grouping minimises those over all batches plus
+    `batch_elements` for each batch (what its launches cost), over batches of consecutive
+    jobs in order of decreasing (k, n) (dynamic programming over the split points)."""
+    order = sorted(range(len(shapes)), key=lambda i: (shapes[i][2], shapes[i][1]), reverse=True)
+    best = [0.0] + [float("inf")] * len(order)  # best[j]: cost of the first j jobs
+    split = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        problems, n_max, k_max = 0, 0, 0
+        for start in range(end - 1, -1, -1):  # the last batch is order[start:end]
+            b, n, k = shapes[order[start]]
+            problems, n_max, k_max = problems + b, max(n_max, n), max(k_max, k)
+            cost = best[start] + batch_elements + problems * n_max * k_max
+            if cost < best[end]:
+                best[end], split[end] = cost, start
+    batches, end = [], len(order)
+    while end:
+        batches.append(order[split[end]:end])
+        end = split[end]
+    return batches[::-1]
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -63,14 +131,18 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return "torch"
 
 
-def nearest(points: torch.Tensor, centroids: torch.Tensor) -> torch.Tensor:
+def nearest(points: torch.Tensor, centroids: torch.Tensor,
+            bias: torch.Tensor | None = None) -> torch.Tensor:
     """Index of the nearest centroid: points (B, n, d), centroids (B, k, d) -> (B, n) int64.
 
-    Computed in blocks of points so the (n, k) distance matrix never exists whole.
+    Computed in blocks of points so the (n, k) distance matrix never exists whole. bias (B, k),
+    if given, is added to every distance to a centroid (inf: that centroid is never nearest).
     """
     b, n, _ = points.shape
     k = centroids.shape[1]
     sq_norms = (centroids * centroids).sum(-1).unsqueeze(1)  # (B, 1, k)
+    if bias is not None:
+        sq_norms = sq_norms + bias.unsqueeze(1)
     step = max(1, _BLOCK_ELEMENTS // max(1, b * k))
     out = torch.empty(b, n, dtype=torch.int64, device=points.device)
     for start in range(0, n, step):
@@ -103,17 +175,51 @@ def _kmeans_faiss(points: torch.Tensor, k: int, iters: int, seed: int, init: str
     return torch.stack(out).to(points.device, points.dtype)
 
 
-def _kmeans_torch(points: torch.Tensor, k: int, iters: int, seed: int, init: str) -> torch.Tensor:
-    b, n, d = points.shape
-    gen = torch.Generator(device=points.device)
-    gen.manual_seed(seed)
-    x = points.detach().float()
-    if init == "random":
-        first = torch.rand(b, n, generator=gen, device=x.device).argsort(dim=1)[:, :k]
-        centroids = _take(x, first)
-    else:
-        centroids = _kmeanspp(x, k, gen)
-    return lloyd(x, centroids, iters, gen).to(points.dtype)
+def _kmeans_torch(jobs: list[KMeansJob]) -> list[torch.Tensor]:
+    """Jobs of one device, dimension and iteration count: each one's centroids (B, k, d).
+
+    Each job's generator is seeded and drawn from exactly as the job alone draws it: the
+    initial centroids, then one (B, k) draw of restart points per iteration. Alone, Lloyd's
+    iterations draw them as they go; in a batch they are drawn first, in the same order, so
+    every job sees the same numbers. Padded points weigh 0 and padded centroids are never
+    nearest, so each problem's iterations are its own (every op is per problem)."""
+    starts, draws = [], []
+    for job in jobs:
+        x = job.points.detach().float()
+        b, n, _ = x.shape
+        gen = torch.Generator(device=x.device)
+        gen.manual_seed(job.seed)
+        if job.init == "random":
+            first = torch.rand(b, n, generator=gen, device=x.device).argsort(dim=1)[:, :job.k]
+            starts.append(_take(x, first))
+        else:
+            starts.append(_kmeanspp(x, job.k, gen))
+        draws.append((x, gen))
+    if len(jobs) == 1 or jobs[0].iters == 0:
+        return [lloyd(x, start, job.iters, gen).to(job.points.dtype)
+                for (x, gen), start, job in zip(draws, starts, jobs)]
+
+    n_max = max(x.shape[1] for x, _ in draws)
+    k_max = max(job.k for job in jobs)
+    iters = jobs[0].iters
+    points = torch.cat([F.pad(x, (0, 0, 0, n_max - x.shape[1])) for x, _ in draws])
+    centroids = torch.cat([F.pad(c, (0, 0, 0, k_max - c.shape[1])) for c in starts])
+    weight = torch.cat([(torch.arange(n_max, device=x.device) < x.shape[1]).float().expand(
+        x.shape[0], -1) for x, _ in draws])  # (sum B, n_max): 0 on padded points
+    bias = torch.cat([torch.where(torch.arange(k_max, device=x.device) < job.k, 0.0,
+                                  float("inf")).expand(x.shape[0], -1)
+                      for (x, _), job in zip(draws, jobs)])  # (sum B, k_max)
+    restarts = torch.cat([F.pad(torch.stack([
+        torch.randint(0, x.shape[1], (x.shape[0], job.k), generator=gen, device=x.device)
+        for _ in range(iters)]), (0, k_max - job.k)) for (x, gen), job in zip(draws, jobs)],
+        dim=1)  # (iters, sum B, k_max)
+    step = iter(restarts)
+    fitted = _lloyd(points, centroids, iters, lambda: next(step), weight, bias)
+    out, row = [], 0
+    for (x, _), job in zip(draws, jobs):
+        out.append(fitted[row:row + x.shape[0], :job.k].to(job.points.dtype))
+        row += x.shape[0]
+    return out
 
 
 def lloyd(points: torch.Tensor, centroids: torch.Tensor, iters: int,
@@ -123,16 +229,27 @@ def lloyd(points: torch.Tensor, centroids: torch.Tensor, iters: int,
     An empty cluster restarts at a random point of its problem (no host sync to find which).
     """
     x = points.float()
-    b, n, d = x.shape
+    b, n, _ = x.shape
+    k = centroids.shape[1]
+    return _lloyd(x, centroids, iters,
+                  lambda: torch.randint(0, n, (b, k), generator=generator, device=x.device))
+
+
+def _lloyd(x: torch.Tensor, centroids: torch.Tensor, iters: int,
+           restarts: Callable[[], torch.Tensor], weight: torch.Tensor | None = None,
+           bias: torch.Tensor | None = None) -> torch.Tensor:
+    """lloyd() with each iteration's restart points from restarts() (B, k), and optionally
+    point weights (B, n) (0: a padded point) and centroid biases (B, k) (inf: padded)."""
+    b, _, d = x.shape
     k = centroids.shape[1]
     for _ in range(iters):
-        assign = nearest(x, centroids)  # (B, n)
+        assign = nearest(x, centroids, bias)  # (B, n)
         sums = torch.zeros(b, k, d, device=x.device).scatter_add_(
             1, assign.unsqueeze(-1).expand(-1, -1, d), x)
         counts = torch.zeros(b, k, device=x.device).scatter_add_(
-            1, assign, torch.ones_like(assign, dtype=x.dtype))
+            1, assign, torch.ones_like(assign, dtype=x.dtype) if weight is None else weight)
         means = sums / counts.clamp(min=1).unsqueeze(-1)
-        reseed = _take(x, torch.randint(0, n, (b, k), generator=generator, device=x.device))
+        reseed = _take(x, restarts())
         centroids = torch.where((counts == 0).unsqueeze(-1), reseed, means)
     return centroids
 
