@@ -38,8 +38,8 @@ RUN_STEP_US = {
                          "syn-1500-1000000, 7,350 run-steps) on a 2-core CPU: 57 s (README)")),
     },
     "dlrm": {
-        "cuda": (130.0, ("DLRM: the paper's Kaggle grid as `cce-bench bench --model dlrm` "
-                         "estimates it on an H200, 5.1 GPU-hours for 141M run-steps in lockstep "
+        "cuda": (117.0, ("DLRM: the paper's Kaggle grid as `cce-bench bench --model dlrm` "
+                         "estimates it on an H200, 4.6 GPU-hours for 141M run-steps in lockstep "
                          "groups, evaluation and clustering included (BENCHMARKS.md)")),
     },
 }
