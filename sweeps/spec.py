@@ -23,7 +23,7 @@ import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from cce_bench.config import MODELS, OPTIMIZERS, PRECISIONS, SHUFFLES, RunConfig
+from cce_bench.config import CHOICES, MODELS, RunConfig, choice_problem
 from cce_bench.datasets import CRITEO_KINDS, DEFAULT_DATASET, info
 from cce_bench.embeddings import get_method, method_names
 from cce_bench.errors import CceBenchError, ConfigError
@@ -122,24 +122,11 @@ class SweepSpec:
             setattr(self, name, _integer(self, name, minimum=1))
         for name in ("eval_every", "cluster_every"):
             setattr(self, name, _integer(self, name, minimum=0))
-        self.optimizer = _text(self, "optimizer")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"field 'optimizer': '{self.optimizer}' is not one of "
-                              f"{', '.join(OPTIMIZERS)}")
-        self.precision = _text(self, "precision")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"field 'precision': '{self.precision}' is not one of "
-                              f"{', '.join(PRECISIONS)}")
-        if self.precision != "fp32" and self.model != "dlrm":
-            raise ConfigError(f"field 'precision': '{self.precision}' is for DLRM's MLPs; "
-                              "GMF trains in fp32")
-        self.shuffle = _text(self, "shuffle")
-        if self.shuffle not in SHUFFLES:
-            raise ConfigError(f"field 'shuffle': '{self.shuffle}' is not one of "
-                              f"{', '.join(SHUFFLES)}")
-        if self.shuffle != "rows" and self.model != "dlrm":
-            raise ConfigError(f"field 'shuffle': '{self.shuffle}' is for DLRM's Criteo rows "
-                              "streamed from the cache; GMF data fits on the device (use rows)")
+        for name in CHOICES:
+            setattr(self, name, _text(self, name))
+            problem = choice_problem(name, getattr(self, name), self.model)
+            if problem:
+                raise ConfigError(f"field '{name}': {problem}")
         self._check_mlps()
         for n in self.n_chunks:
             if self.dim % n:

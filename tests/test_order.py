@@ -85,7 +85,7 @@ def test_a_window_of_a_billion_rows_costs_its_blocks_only():
 
 
 @pytest.mark.parametrize("fields, message", [
-    ({"shuffle": "random"}, "unknown shuffle 'random'; choose from: rows, blocks"),
+    ({"shuffle": "random"}, "shuffle 'random' is not one of rows, blocks"),
     ({"shuffle": "blocks", "model": "gmf", "bottom_mlp": "", "top_mlp": ""},
      "shuffle 'blocks' is for DLRM's Criteo rows streamed from the cache; GMF data fits on "
      "the device (use rows)"),

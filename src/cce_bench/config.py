@@ -18,6 +18,23 @@ PRECISIONS = ["fp32", "tf32", "bf16"]
 # random blocks of contiguous rows (BLOCK_ROWS), each shuffled within, which streams from the
 # memory-mapped cache with sequential reads (Criteo Terabyte).
 SHUFFLES = ["rows", "blocks"]
+# Fields with a fixed set of values; those only DLRM may change, with the value GMF keeps.
+CHOICES = {"optimizer": OPTIMIZERS, "precision": PRECISIONS, "shuffle": SHUFFLES}
+_DLRM_ONLY = {
+    "precision": ("fp32", "is for DLRM's MLPs; GMF trains in fp32"),
+    "shuffle": ("rows", "is for DLRM's Criteo rows streamed from the cache; GMF data fits on "
+                "the device (use rows)"),
+}
+
+
+def choice_problem(name: str, value: str, model: str) -> str | None:
+    """Why `value` cannot be field `name` (a CHOICES field) of a `model` run; None if it can."""
+    if value not in CHOICES[name]:
+        return f"'{value}' is not one of {', '.join(CHOICES[name])}"
+    gmf_value, why = _DLRM_ONLY.get(name, (value, ""))
+    if model != "dlrm" and value != gmf_value:
+        return f"'{value}' {why}"
+    return None
 
 # Fields added after the first results were written, with the value every earlier run had. A
 # field at that value stays out of the run id, so the ids of existing rows (and resume) hold.
@@ -77,21 +94,10 @@ class RunConfig:
             raise ConfigError(f"cluster_until must be in [0, 1], not {self.cluster_until}")
         if self.early_stop < 0:
             raise ConfigError(f"early_stop must be >= 0, not {self.early_stop}")
-        if self.optimizer not in OPTIMIZERS:
-            raise ConfigError(f"unknown optimizer '{self.optimizer}'; choose from: "
-                              f"{', '.join(OPTIMIZERS)}")
-        if self.precision not in PRECISIONS:
-            raise ConfigError(f"unknown precision '{self.precision}'; choose from: "
-                              f"{', '.join(PRECISIONS)}")
-        if self.precision != "fp32" and self.model != "dlrm":
-            raise ConfigError(f"precision '{self.precision}' is for DLRM's MLPs; GMF has none "
-                              "(use fp32)")
-        if self.shuffle not in SHUFFLES:
-            raise ConfigError(f"unknown shuffle '{self.shuffle}'; choose from: "
-                              f"{', '.join(SHUFFLES)}")
-        if self.shuffle != "rows" and self.model != "dlrm":
-            raise ConfigError(f"shuffle '{self.shuffle}' is for DLRM's Criteo rows streamed "
-                              "from the cache; GMF data fits on the device (use rows)")
+        for name in CHOICES:
+            problem = choice_problem(name, getattr(self, name), self.model)
+            if problem:
+                raise ConfigError(f"{name} {problem}")
         for name in ("eval_every", "cluster_every"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0 steps, not {getattr(self, name)}")
