@@ -95,17 +95,24 @@ class ChunkStack(Stack):
         return _rows(self.table, self.width, self.hash(ids) + self.base).reshape(r, n, self.dim)
 
 
+def _stored_and_hashed(stack: Stack, members: list[nn.Module]) -> tuple[torch.Tensor, torch.Tensor]:
+    """CCE's two terms (cce and cce_robe): table0 read at the stored index, table1 at hash1;
+    returns the members' starts in each flat table."""
+    _same(members, "n_chunks")
+    stack.chunks, stack.width = members[0].n_chunks, members[0].width
+    starts0, starts1 = stack._flat("table0", "table0"), stack._flat("table1", "table1")
+    stack._stacked_buffer("index", "index")  # (R, vocab, c) int32
+    stack.hash1 = stack._hash("hash1", "hash1")
+    return starts0, starts1
+
+
 @stacks(CCEmbedding)
 class CCEStack(Stack):
     """cce: T0 at the stored index plus T1 at hashed slots, both (c, rows, w) per member."""
 
     def __init__(self, members: list[nn.Module]):
         super().__init__(members)
-        _same(members, "n_chunks")
-        self.chunks, self.width = members[0].n_chunks, members[0].width
-        starts0, starts1 = self._flat("table0", "table0"), self._flat("table1", "table1")
-        self._stacked_buffer("index", "index")  # (R, vocab, c) int32
-        self.hash1 = self._hash("hash1", "hash1")
+        starts0, starts1 = _stored_and_hashed(self, members)
         rows = self._ints([m.rows for m in members])
         self.register_buffer("base0", _chunk_base(starts0, self.width, rows, self.chunks),
                              persistent=False)
@@ -127,11 +134,7 @@ class CCERobeStack(Stack):
 
     def __init__(self, members: list[nn.Module]):
         super().__init__(members)
-        _same(members, "n_chunks")
-        self.chunks, self.width = members[0].n_chunks, members[0].width
-        starts0, starts1 = self._flat("table0", "table0"), self._flat("table1", "table1")
-        self._stacked_buffer("index", "index")  # (R, vocab, c) int32
-        self.hash1 = self._hash("hash1", "hash1")
+        starts0, starts1 = _stored_and_hashed(self, members)
         lengths = self._ints([m.size for m in members]).view(-1, 1, 1, 1)
         chunk = torch.arange(self.chunks, device=self.device).view(1, 1, -1, 1)
         self.register_buffer("lengths", lengths, persistent=False)
