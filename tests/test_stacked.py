@@ -336,3 +336,22 @@ def test_a_stacks_clustering_round_launches_fewer_ops_than_its_runs_alone(tiny):
             cluster_all(model, torch.optim.AdamW(model.parameters()))
     # measured: 3,455 vs 11,484 op calls (6 runs x 2 tables; one batch of 12 k-means jobs)
     assert stacked.calls < one_by_one.calls / 3
+
+
+def test_a_stack_mates_non_finite_tables_do_not_stop_a_runs_faiss_round(tiny):
+    # A run whose tables went non-finite at a clustering step (it diverged: alone it would not
+    # cluster) must not hand its points to faiss, which refuses NaN, on its mates' behalf.
+    pytest.importorskip("faiss")
+    from cce_bench.engine import cluster_all
+
+    runs = [RunConfig(TINY_DATASET, "cce", 16 * 32, seed=s, epochs=3, batch_size=500,
+                      lr=1e-2, early_stop=0, method_opts={"kmeans_backend": "faiss"})
+            for s in (0, 1)]
+    states, alone = stepped_stack(runs, tiny)
+    with torch.no_grad():
+        states[0].model.user.table0.fill_(float("nan"))  # run 0 diverged
+    states[1].epochs.cluster(1)  # only run 1 asks, as train_many has it
+    cluster_all(alone[1], torch.optim.AdamW(alone[1].parameters()))
+    for ours, theirs in zip(states[1].model.state_dict().values(),
+                            alone[1].state_dict().values()):
+        assert torch.allclose(ours.double(), theirs.double(), atol=1e-6)

@@ -40,7 +40,7 @@ from torch import nn
 
 from . import metrics
 from .config import RunConfig
-from .embeddings.kmeans import kmeans_many
+from .embeddings.kmeans import kmeans_many, resolve_backend
 from .embeddings.registry import get_method
 from .models.stacked import StackedGMF, stack_class
 from .steps import Split, _Epoch, reset_optimizer_state
@@ -186,8 +186,12 @@ class StackedEpoch:
 
     def _prepare_rounds(self) -> dict[int, dict[nn.Module, tuple]]:
         """Every active run's prepared rounds, their k-means run together."""
+        # Only the torch backend's jobs gain from a batch; a faiss job runs at its own run's ask,
+        # as alone: faiss refuses a diverged mate's NaN points, which its run never clusters.
         rounds = {r: {t: t.cluster_round() for t in _clustered(self.models[r])
-                      if hasattr(t, "cluster_round")} for r in self.active}
+                      if hasattr(t, "cluster_round")
+                      and resolve_backend(t.kmeans_backend, self.order.device) == "torch"}
+                  for r in self.active}
         jobs = [(r, t) for r in rounds for t in rounds[r]]
         for (r, t), centroids in zip(jobs, kmeans_many([rounds[r][t].job for r, t in jobs])):
             rounds[r][t] = (rounds[r][t], centroids)
