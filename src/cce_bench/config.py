@@ -73,7 +73,8 @@ class RunConfig:
     # top "512-256-1" (the input size follows from the interaction). Empty for GMF.
     bottom_mlp: str = ""
     top_mlp: str = ""
-    # Matmul precision of DLRM's dense part (PRECISIONS); tables and optimizer stay fp32.
+    # Matmul precision of DLRM's dense part (PRECISIONS); tables, their updates and k-means
+    # stay fp32 (tf32 is cuBLAS's process-wide switch: it reaches dhe's, tt's, ldim's matmuls).
     precision: str = "fp32"
     # How an epoch orders the training rows (SHUFFLES): "blocks" is for DLRM's streamed data.
     shuffle: str = "rows"

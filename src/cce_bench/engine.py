@@ -392,10 +392,11 @@ class _RunState:
         if self.on_cluster is not None and has_clustering(self.model):
             self.on_cluster(self.run, epoch, self.step)
         start = device_clock(self.device)
-        if isinstance(self.epochs, StackMember):  # its k-means batched with its stack's
-            self.epochs.cluster(self.step)
-        else:
-            cluster_all(self.model, self.optimizer)
+        with dense_precision("fp32"):  # k-means distances exact, whatever the run's precision
+            if isinstance(self.epochs, StackMember):  # its k-means batched with its stack's
+                self.epochs.cluster(self.step)
+            else:
+                cluster_all(self.model, self.optimizer)
         if distributed.shard() is not None:
             distributed.broadcast_module(self.model)  # k-means on several devices may differ
         self.epochs.invalidate()

@@ -229,6 +229,33 @@ def test_bf16_runs_the_dense_part_in_bf16_and_keeps_tables_fp32(tiny_criteo):
     assert all(p.dtype == torch.float32 and p.grad is not None for p in bf16.parameters())
 
 
+def test_tf32_is_off_while_a_run_clusters(tiny_criteo, monkeypatch):
+    from cce_bench.embeddings.cce import CCEmbedding
+
+    seen = []
+    original = CCEmbedding.cluster
+
+    def spy(self):
+        seen.append(torch.backends.cuda.matmul.allow_tf32)
+        return original(self)
+
+    monkeypatch.setattr(CCEmbedding, "cluster", spy)
+    train(dlrm_run("cce", 160, epochs=1, cluster_every=30, cluster_until=0.5, precision="tf32"),
+          tiny_criteo, "cpu")
+    assert seen and not any(seen)  # k-means distances exact
+    assert not torch.backends.cuda.matmul.allow_tf32
+
+
+def test_bf16_leaves_the_tables_outside_autocast(tiny_criteo):
+    torch.manual_seed(0)
+    model = build_model(dlrm_run("dhe", 160, precision="bf16"), tiny_criteo)
+    dtypes = []
+    model.hashed.register_forward_hook(lambda module, args, out: dtypes.append(out.dtype))
+    ids = torch.stack([torch.randint(0, v, (8,)) for v in tiny_criteo.vocab_sizes], 1)
+    model(torch.randn(8, 13), ids)
+    assert dtypes == [torch.float32]  # dhe's MLP in fp32; only DLRM's own MLPs go bf16
+
+
 def test_tf32_is_switched_on_for_the_run_and_back_off_after(monkeypatch):
     from cce_bench.models.dlrm import dense_precision
 

@@ -120,25 +120,32 @@ class DLRM(nn.Module):
 
     def forward(self, dense: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
         """Logits (B,) for dense features (B, F_d) and categorical ids (B, F)."""
+        vectors = self._lookup(categorical)  # every table in fp32, whatever the precision
         if self.precision == "bf16":
-            # Tables are looked up and updated in fp32; the matmuls run in bf16. No weight
-            # cache: a cached cast would go stale inside a replayed CUDA graph.
+            # The MLPs and the interaction in bf16. No weight cache: a cached cast would go
+            # stale inside a replayed CUDA graph.
             with torch.autocast(dense.device.type, dtype=torch.bfloat16, cache_enabled=False):
-                return self._forward(dense, categorical).float()
-        return self._forward(dense, categorical)
+                return self._dense(dense, vectors).float()
+        return self._dense(dense, vectors)
 
-    def _forward(self, dense: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        z0 = self.bottom(dense)  # (B, D)
+    def _lookup(self, categorical: torch.Tensor) -> torch.Tensor:
+        """The 26 tables' vectors (B, F, D), computed full, hashed, then other tables."""
         ids = categorical.long()
-        parts = [z0.unsqueeze(1)]
+        parts = []
         if self.full is not None:
             parts.append(self.full(ids.index_select(1, self.full_columns)))  # (B, F_full, D)
         if self.hashed is not None:
             parts.append(self.hashed(ids.index_select(1, self.hashed_columns)))
         parts += [table(ids[:, t]).unsqueeze(1) for t, table in zip(self.other_features,
                                                                     self.tables)]
-        stacked = torch.cat(parts, dim=1).index_select(1, self.order)  # (B, F + 1, D)
-        stacked = stacked.to(z0.dtype)  # bf16 under autocast, like the bottom MLP's output
+        return torch.cat(parts, dim=1)
+
+    def _dense(self, dense: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """The bottom MLP, the dot interaction and the top MLP."""
+        z0 = self.bottom(dense)  # (B, D)
+        # bf16 under autocast, like the bottom MLP's output; `order` puts features in order.
+        parts = torch.cat([z0.unsqueeze(1), vectors.to(z0.dtype)], dim=1)
+        stacked = parts.index_select(1, self.order)  # (B, F + 1, D)
         gram = torch.bmm(stacked, stacked.transpose(1, 2))  # (B, F + 1, F + 1)
         pairs = gram.flatten(1).index_select(1, self.pairs)  # (B, (F + 1) F / 2)
         return self.top(torch.cat([z0, pairs], dim=1)).squeeze(-1)
@@ -163,15 +170,17 @@ class DLRM(nn.Module):
 
 @contextlib.contextmanager
 def dense_precision(precision: str) -> Iterator[None]:
-    """Let fp32 matmuls use TF32 tensor cores while training and evaluating at "tf32".
+    """Let fp32 matmuls use TF32 tensor cores at "tf32"; keep them exact otherwise.
 
     TF32 is a process-wide switch of cuBLAS (the backward's matmuls run outside forward), so
-    the engine holds it around a whole group of runs of one precision; it is put back after."""
-    if precision != "tf32":
+    the engine holds it around a whole group of runs of one precision, and turns it off again
+    around clustering (k-means distances stay exact); it is put back after. Under tf32 every
+    fp32 matmul of a step uses it, a table's own (dhe, tt, ldim) included."""
+    if precision == "bf16":  # autocast inside DLRM.forward; no switch
         yield
         return
     before = torch.backends.cuda.matmul.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
     try:
         yield
     finally:
