@@ -274,7 +274,7 @@ def _interpolate(cap: int, points: list[tuple[int, float]]) -> float:
 def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: int = 2000,
                    methods: list[str] | None = None, caps: list[int] | None = None,
                    variants: bool = True, large_batch: int = 16384,
-                   group_sizes: tuple[int, ...] = (4, 9),
+                   group_sizes: tuple[int, ...] = (4, 16),
                    vocabs: list[int] = KAGGLE_VOCABS,
                    progress=lambda text: None) -> DlrmBenchReport:
     """Every timing of the module docstring; vocabs other than Kaggle's only for tests."""
