@@ -20,9 +20,10 @@ import pandas as pd
 
 from cce_bench.errors import ResultsError
 
-from .style import (BAYES_STYLE, IMPROVING_LABEL, MARKERS, PAPER_STYLE, POST_TRAINING_STYLE,
-                    REFERENCE_STYLE, Style, figure_style, legend_outside, log2_axis,
-                    mark_improving, mark_improving_line, method_styles, save, sweep_label)
+from .style import (BAYES_STYLE, IMPROVING_LABEL, MARKERS, POST_TRAINING_STYLE,
+                    REFERENCE_STYLE, Style, draw_paper_curves, figure_style, legend_outside,
+                    log2_axis, mark_improving, mark_improving_line, method_styles, save,
+                    sweep_label)
 from .summary import (PANEL_KEYS, is_post_training, is_reference, main_n_chunks, mean_over_seeds,
                       panels)
 
@@ -121,17 +122,8 @@ def draw_paper(ax, dataset: str, model: str, epochs: int, methods, metric: str, 
         return False
     theirs = authors_summary(dataset, paper_epochs)
     theirs = theirs[theirs["method"].isin(set(methods))]
-    for method, group in theirs.groupby("method", sort=False):
-        style = styles[method]
-        if group["ppd"].isna().all():  # the full table
-            ax.axhline(group[f"paper_{metric}_mean"].mean(), color=style.color,
-                       label=f"{method} table (paper)", gid="paper", **PAPER_STYLE)
-            continue
-        group = group.sort_values("ppd")
-        xs = group["ppd"] * (AUTHORS_DIM if x == "params" else 1)
-        ax.plot(xs, group[f"paper_{metric}_mean"], color=style.color, marker=style.marker,
-                markersize=3, markerfacecolor="none", label=f"{method} (paper)", zorder=2.5,
-                gid="paper", **PAPER_STYLE)
+    draw_paper_curves(ax, theirs, "ppd", lambda ppd: ppd * (AUTHORS_DIM if x == "params" else 1),
+                      metric, styles)
     return True
 
 

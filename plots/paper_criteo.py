@@ -196,23 +196,17 @@ def criteo_plot_note(dataset: str, metric: str) -> str | None:
 def draw_criteo_paper(ax, dataset: str, methods, metric: str, x: str, styles) -> bool:
     """Their curve of each of `methods` on a DLRM panel, dashed in the method's colour, their
     full table as a dashed line; False where they have no figure of this dataset and metric."""
-    from .style import PAPER_STYLE
+    from .style import draw_paper_curves
 
     figure = FIGURES.get(dataset)
     if figure is None or figure.metric != metric or x == "bytes":
         return False
     theirs = criteo_summary(dataset)
     theirs = theirs[theirs["method"].isin(set(methods))]
-    for method, group in theirs.groupby("method", sort=False):
-        style = styles[method]
-        if group["paper_budget"].isna().all():  # the full table
-            ax.axhline(group[f"paper_{metric}_mean"].mean(), color=style.color,
-                       label=f"{method} table (paper)", gid="paper", **PAPER_STYLE)
-            continue
-        group = group.sort_values("paper_budget")
-        params = group["paper_budget"] * (1 if figure.on == "budget_asked" else figure.dim)
-        xs = params / figure.dim if x == "ppd" else params
-        ax.plot(xs, group[f"paper_{metric}_mean"], color=style.color, marker=style.marker,
-                markersize=3, markerfacecolor="none", label=f"{method} (paper)", zorder=2.5,
-                gid="paper", **PAPER_STYLE)
+
+    def to_x(budget: pd.Series) -> pd.Series:
+        params = budget * (1 if figure.on == "budget_asked" else figure.dim)
+        return params / figure.dim if x == "ppd" else params
+
+    draw_paper_curves(ax, theirs, "paper_budget", to_x, metric, styles)
     return True

@@ -35,6 +35,22 @@ REFERENCE_STYLE = {"linestyle": ":", "linewidth": 1.6}
 POST_TRAINING_STYLE = {"linestyle": "-.", "linewidth": 1.0, "markerfacecolor": "none"}
 # The authors' curves (`--reference paper`) beside ours: the method's colour, dashed.
 PAPER_STYLE = {"linestyle": "--", "linewidth": 1.2, "alpha": 0.9}
+
+
+def draw_paper_curves(ax, theirs, budget: str, to_x, metric: str, styles) -> None:
+    """The authors' mean curve of each method in `theirs` (one row per method and budget, the
+    full table's budget NaN: drawn as a line), dashed in the method's colour; to_x maps the
+    `budget` column to the panel's x axis."""
+    for method, group in theirs.groupby("method", sort=False):
+        style = styles[method]
+        if group[budget].isna().all():  # the full table
+            ax.axhline(group[f"paper_{metric}_mean"].mean(), color=style.color,
+                       label=f"{method} table (paper)", gid="paper", **PAPER_STYLE)
+            continue
+        group = group.sort_values(budget)
+        ax.plot(to_x(group[budget]), group[f"paper_{metric}_mean"], color=style.color,
+                marker=style.marker, markersize=3, markerfacecolor="none",
+                label=f"{method} (paper)", zorder=2.5, gid="paper", **PAPER_STYLE)
 # Artists carry one of these gids; the legend lists each group under its title, after the rest.
 LEGEND_GROUPS = {"post-training": "post-training reference",
                  "paper": "dashed: the authors' results (paper)"}
