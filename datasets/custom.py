@@ -38,7 +38,7 @@ from cce_bench.errors import DatasetError
 
 from . import cache
 from .download import Reporter, file_digest
-from .movielens import split_last_two
+from .movielens import save_splits, split_last_two
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -175,14 +175,9 @@ def build(source: Path, columns: Columns, folder: Path, digest: str, reporter: R
     if val_only:
         reporter.note(f"{val_only:,} of {len(user_ids):,} users have fewer than 3 rows: all of "
                       "theirs are in validation (they never train), as in the MovieLens protocol")
-    for name, rows in (("train", ~val), ("val", val)):
-        cache.save_array(folder, f"{name}_users", users[rows].astype(np.int32))
-        cache.save_array(folder, f"{name}_items", items[rows].astype(np.int32))
-        cache.save_array(folder, f"{name}_labels", labels[rows])
     return {
         "kind": "custom", "n_users": len(user_ids), "n_items": len(item_ids),
-        "splits": {"train": int((~val).sum()), "val": int(val.sum())},
-        "label_rate": float(labels[~val].mean()), "val_label_rate": float(labels[val].mean()),
+        **save_splits(folder, users, items, labels, val),
         "rows_read": len(frame), "users_val_only": val_only, "split": split,
         "protocol": PROTOCOL, "columns": used, "source": digest,
         "source_file": str(source.resolve()), "source_bytes": source.stat().st_size,

@@ -170,6 +170,19 @@ def _line_problem(fields: list[str]) -> str | None:
     return None
 
 
+def save_splits(folder, users: np.ndarray, items: np.ndarray, labels: np.ndarray,
+                val: np.ndarray) -> dict:
+    """Write the train and validation arrays of interaction data (val: a row mask); returns
+    their meta fields (split sizes, label rates)."""
+    for split, rows in (("train", ~val), ("val", val)):
+        cache.save_array(folder, f"{split}_users", users[rows].astype(np.int32))
+        cache.save_array(folder, f"{split}_items", items[rows].astype(np.int32))
+        cache.save_array(folder, f"{split}_labels", labels[rows])
+    return {"splits": {"train": int((~val).sum()), "val": int(val.sum())},
+            "label_rate": float(labels[~val].mean()) if (~val).any() else 0.0,
+            "val_label_rate": float(labels[val].mean()) if val.any() else 0.0}
+
+
 def split_last_two(users: np.ndarray, timestamps: np.ndarray) -> np.ndarray:
     """Boolean (N,): True for each user's last two rows by (timestamp, row order)."""
     n = len(users)
@@ -194,15 +207,9 @@ def preprocess(source: Path, member: str, folder: Path, expected_rows: int | Non
     user_ids, users = np.unique(ratings.users[keep], return_inverse=True)
     item_ids, items = np.unique(ratings.items[keep], return_inverse=True)
     val = split_last_two(users, ratings.timestamps[keep])
-    for split, rows in (("train", ~val), ("val", val)):
-        cache.save_array(folder, f"{split}_users", users[rows].astype(np.int32))
-        cache.save_array(folder, f"{split}_items", items[rows].astype(np.int32))
-        cache.save_array(folder, f"{split}_labels", labels[rows])
     return {
         "kind": "movielens", "n_users": len(user_ids), "n_items": len(item_ids),
-        "splits": {"train": int((~val).sum()), "val": int(val.sum())},
-        "label_rate": float(labels[~val].mean()) if (~val).any() else 0.0,
-        "val_label_rate": float(labels[val].mean()) if val.any() else 0.0,
+        **save_splits(folder, users, items, labels, val),
         "rows_read": len(ratings), "rows_dropped_neutral": int((~keep).sum()),
         "protocol": PROTOCOL,
     }
