@@ -133,11 +133,7 @@ def time_steps(run: RunConfig, train: TabularSplit, device: torch.device, steps:
     """Seconds per training step of one run (cluster: also time its cluster() first; pq is
     always clustered until it has compressed, as it would be for most of its run)."""
     with dense_precision(run.precision):
-        torch.manual_seed(0)
-        model = build_model(run, shape_only(vocabs), batch_tables).to(device)
-        if sparse:
-            fuse_sparse_updates(model, run)
-        optimizer = make_optimizer(model, run, device)
+        model, optimizer = _built(run, device, vocabs, 0, batch_tables, sparse)
         cluster_s = (_time_cluster(model, optimizer, device, run)
                      if cluster or run.method == "pq" else None)
         epoch = make_stepper(stepper, model, optimizer, train, run.batch_size, device)
@@ -156,6 +152,16 @@ def time_steps(run: RunConfig, train: TabularSplit, device: torch.device, steps:
     return StepTiming(label or run.method, run.method, run.budget, run.batch_size, step_s,
                       per_epoch * step_s, run.batch_size / step_s, eval_s, cluster_s,
                       sum(p for p, _ in model.table_sizes()), peak, run.precision)
+
+
+def _built(run: RunConfig, device: torch.device, vocabs: list[int], seed: int,
+           batch_tables: bool = True, sparse: bool = True):
+    """(model, optimizer) of a run as a sweep builds them, its init drawn from `seed`."""
+    torch.manual_seed(seed)
+    model = build_model(run, shape_only(vocabs), batch_tables).to(device)
+    if sparse:
+        fuse_sparse_updates(model, run)
+    return model, make_optimizer(model, run, device)
 
 
 def _seconds_per_step(step, steps: int, device: torch.device) -> float:
@@ -177,11 +183,8 @@ def time_group(method: str, caps: list[int], runs: int, train: TabularSplit,
     configs = [dlrm_run(method, caps[k % len(caps)], seed=k) for k in range(runs)]
     epochs = []
     for run in configs:
-        torch.manual_seed(run.seed)
-        model = build_model(run, shape_only(vocabs)).to(device)
-        fuse_sparse_updates(model, run)
-        epoch = make_stepper("static", model, make_optimizer(model, run, device), train,
-                             run.batch_size, device)
+        model, optimizer = _built(run, device, vocabs, run.seed)
+        epoch = make_stepper("static", model, optimizer, train, run.batch_size, device)
         epoch.prepare(torch.Generator(device=device).manual_seed(run.seed))
         epochs.append(epoch)
     graph = capture_steps(epochs)
