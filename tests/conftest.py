@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 # cuBLAS is bitwise reproducible only with a fixed workspace, which must be set before the
 # first CUDA matrix product; tests that compare CUDA runs exactly rely on it.
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+# Triton (the CUDA row kernels, kernels/) caches compiled programs under the home folder by
+# default; tests keep theirs in a temporary folder.
+os.environ.setdefault("TRITON_CACHE_DIR", tempfile.mkdtemp(prefix="cce-bench-triton-"))
 
 import torch  # noqa: E402
 

@@ -243,6 +243,17 @@ def test_stacks_in_a_cuda_graph_equal_runs_alone(method, tiny, deterministic):
 
 
 
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("method", ["full", "hash", "ce", "qr", "hemb", "robe", "pq"])
+def test_stacks_on_cuda_with_atomic_sums_stay_close_to_runs_alone(method, tiny):
+    # Without the deterministic fixture: the Triton row gathers and atomic scatter-adds
+    # (kernels/) on both sides, whose sums differ from each other only in order.
+    runs = stack_runs(method)
+    for run, result in zip(runs, train_many(runs, tiny, "cuda")):
+        assert_same_records(result, train(run, tiny, "cuda", stepper="plain"), 1e-3, 1e-4)
+
 @requires_cuda
 @pytest.mark.gpu
 def test_a_stack_on_cuda_recaptures_when_a_run_stops(tiny, deterministic):

@@ -50,7 +50,12 @@ def test_graph_stepper_needs_cuda(tiny):
 @requires_cuda
 @pytest.mark.gpu
 @pytest.mark.parametrize("method", method_names())
-def test_cuda_graph_matches_the_plain_loop(method, tiny):
+def test_cuda_graph_matches_the_plain_loop(method, tiny, request):
+    if hasattr(get_method(method).cls, "cluster"):
+        # k-means turns the reordered last bit of an atomic gradient sum into a different
+        # assignment (measured: cce 3e-3 apart in val AUC after its first clustering), so
+        # methods that cluster compare the sorted, reproducible sums.
+        request.getfixturevalue("deterministic")
     run = tiny_run(method)
     plain = curves(run, tiny, "cuda", "plain")
     graph = curves(run, tiny, "cuda", "graph")

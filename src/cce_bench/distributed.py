@@ -64,7 +64,7 @@ def sum_gradients(model: nn.Module) -> None:
         offset += g.numel()
 
 
-def gather_rows(rows: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def all_gather_rows(rows: torch.Tensor, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Every process's (rows, gradient rows), concatenated in rank order."""
     world = dist.get_world_size()
     all_rows = torch.empty(world * rows.numel(), dtype=rows.dtype, device=rows.device)

@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, IdError
+from ..kernels import gather_rows, scatter_add_rows
 from .sparse_update import SparseSGDLookup, sparse_sgd_target
 
 
@@ -144,30 +145,31 @@ def gather_chunks(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
 def lookup(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """table[rows] for a 2-d table and 1-d rows, with a cheap backward on CUDA.
 
-    torch's embedding backward on CUDA sorts the indices (about ten kernels); summing the
-    gradient rows with one atomic index_add_ is a single kernel, which is what decides the
-    speed of small steps. Atomic float sums are not bitwise reproducible, so with
-    torch.use_deterministic_algorithms(True) the sorted path is used. Where the engine trains
-    with plain SGD, the backward updates the rows read in place instead (sparse_update.py).
+    On CUDA the rows are read and their gradients summed by Triton programs that move a block of
+    rows at once (kernels/): torch's row gather spends a thread block on each row, and its
+    embedding backward sorts the indices (about ten kernels), where one atomic scatter-add is a
+    single kernel. Atomic float sums are not bitwise reproducible, so with
+    torch.use_deterministic_algorithms(True) torch's sorted path is used. Where the engine
+    trains with plain SGD, the backward updates the rows read in place instead
+    (sparse_update.py).
     """
     target = sparse_sgd_target(table)
     if target is not None:
         return SparseSGDLookup.apply(table, rows, *target)
     if rows.is_cuda and not torch.are_deterministic_algorithms_enabled():
-        return _IndexAddLookup.apply(table, rows)
+        return _ScatterAddLookup.apply(table, rows)
     return nn.functional.embedding(rows, table)
 
 
-class _IndexAddLookup(torch.autograd.Function):
+class _ScatterAddLookup(torch.autograd.Function):
     @staticmethod
     def forward(ctx, table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
         ctx.save_for_backward(rows)
         ctx.table_shape = table.shape
-        return table.index_select(0, rows)
+        return gather_rows(table, rows)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (rows,) = ctx.saved_tensors
         grad_table = torch.zeros(ctx.table_shape, dtype=grad.dtype, device=grad.device)
-        grad_table.index_add_(0, rows, grad)
-        return grad_table, None
+        return scatter_add_rows(grad_table, rows, grad), None

@@ -32,6 +32,7 @@ import math
 import torch
 
 from ..errors import BudgetTooSmall, ConfigError
+from ..kernels import take_rows
 from .base import CompressedEmbedding, chunk_dim, gather_chunks, normal_init
 from .hashing import UniversalHash, universal_hash
 from .kmeans import KMeansJob, derive_seed, kmeans, nearest, resolve_backend
@@ -95,7 +96,7 @@ class CCEmbedding(CompressedEmbedding):
         return assign
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        slots0 = self.index[ids].to(torch.int64)  # (N, c)
+        slots0 = take_rows(self.index, ids).to(torch.int64)  # (N, c)
         return self._read(self.table0, slots0) + self._read(self.table1, self.hash1(ids))
 
     def config(self) -> dict:
@@ -190,7 +191,7 @@ class _Snapshot:
     def vectors(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (N,) -> (N, c, w): each chunk's vector under the old state."""
         slots1 = universal_hash(ids, self.coefficients, self.slots)
-        out = self.read(self.table0, self.index[ids].to(torch.int64))
+        out = self.read(self.table0, take_rows(self.index, ids).to(torch.int64))
         out = out + self.read(self.table1, slots1)
         return out.reshape(len(ids), self.n_chunks, self.width)
 

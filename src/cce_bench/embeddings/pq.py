@@ -34,6 +34,7 @@ import torch
 from torch import nn
 
 from ..errors import BudgetTooSmall, ConfigError
+from ..kernels import take_rows
 from .base import CompressedEmbedding, chunk_dim, gather_chunks, lookup, normal_init
 from .kmeans import derive_seed, kmeans, nearest, resolve_backend
 from .registry import register
@@ -72,7 +73,7 @@ class ProductQuantizedEmbedding(CompressedEmbedding):
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
         if self.compressed:
-            return gather_chunks(self.codebook, self.codes[ids].to(torch.int64))
+            return gather_chunks(self.codebook, take_rows(self.codes, ids).to(torch.int64))
         return lookup(self.table, ids)
 
     def config(self) -> dict:

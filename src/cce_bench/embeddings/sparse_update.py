@@ -21,7 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..distributed import gather_rows, shard
+from ..distributed import all_gather_rows, shard
+from ..kernels import gather_rows, scatter_add_rows
 
 _ATTRIBUTE = "_sparse_sgd_lr"
 
@@ -54,13 +55,13 @@ class SparseSGDLookup(torch.autograd.Function):
                 lr: float) -> torch.Tensor:
         ctx.save_for_backward(rows)
         ctx.leaf, ctx.lr, ctx.shape = leaf, lr, table.shape
-        return table.index_select(0, rows)
+        return gather_rows(table, rows)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
         (rows,) = ctx.saved_tensors
         if shard() is not None:  # --ddp: every replica applies every shard's rows
-            rows, grad = gather_rows(rows, grad)
+            rows, grad = all_gather_rows(rows, grad)
         with torch.no_grad():
-            ctx.leaf.view(ctx.shape).index_add_(0, rows, grad.to(ctx.leaf.dtype), alpha=-ctx.lr)
+            scatter_add_rows(ctx.leaf.view(ctx.shape), rows, grad, alpha=-ctx.lr)
         return None, None, None, None

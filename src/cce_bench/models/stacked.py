@@ -33,6 +33,7 @@ from torch import nn
 CACHE_ELEMENTS = 1 << 27
 
 from ..embeddings.hashing import hash_mod_prime
+from ..kernels import take_rows
 from .gmf import GMF
 
 # Method class -> its stack class (filled by stacked_tables.py's @stacks).
@@ -187,7 +188,7 @@ class StackedHash(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.table is None:
             return self._hash(ids)
-        return self.table.view(-1, self.table.shape[2])[ids + self.id_base]  # int32 (R, N, n)
+        return take_rows(self.table.view(-1, self.table.shape[2]), ids + self.id_base)  # int32 (R, N, n)
 
     def refresh(self) -> None:
         if self.table is not None:

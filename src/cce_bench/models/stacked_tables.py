@@ -32,6 +32,7 @@ from ..embeddings.pq import ProductQuantizedEmbedding
 from ..embeddings.qr import QREmbedding
 from ..embeddings.robe import RobeEmbedding, circular_positions, read_flat
 from ..embeddings.tt import _MATERIALISE, TensorTrainEmbedding
+from ..kernels import take_rows
 from .stacked import Stack, stacks
 
 
@@ -122,7 +123,7 @@ class CCEStack(Stack):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         r, n = ids.shape
-        slots0 = self.index.view(-1, self.chunks)[ids + self.id_base]  # (R, N, c) int32
+        slots0 = take_rows(self.index.view(-1, self.chunks), ids + self.id_base)  # (R, N, c) int32
         first = _rows(self.table0, self.width, slots0 + self.base0).reshape(r, n, self.dim)
         second = _rows(self.table1, self.width, self.hash1(ids) + self.base1)
         return first + second.reshape(r, n, self.dim)
@@ -150,7 +151,7 @@ class CCERobeStack(Stack):
         return read_flat(flat, positions).reshape(r, n, self.dim)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        slots0 = self.index.view(-1, self.chunks)[ids + self.id_base]
+        slots0 = take_rows(self.index.view(-1, self.chunks), ids + self.id_base)
         return (self._read(self.table0, self.base0, slots0)
                 + self._read(self.table1, self.base1, self.hash1(ids)))
 
@@ -231,8 +232,8 @@ class HashedNetStack(Stack):
             slots, signs = self._slots_and_signs(ids)
         else:
             rows = ids + self.id_base
-            slots = self.slot_table.view(-1, self.dim)[rows]
-            signs = self.sign_table.view(-1, self.dim)[rows] if self.signed else None
+            slots = take_rows(self.slot_table.view(-1, self.dim), rows)
+            signs = take_rows(self.sign_table.view(-1, self.dim), rows) if self.signed else None
         out = read_flat(self.weights, slots + self.base)
         if self.signed:
             out = out * signs.to(out.dtype)
@@ -310,7 +311,7 @@ class PQStack(Stack):
         if not self.compressed:
             return _rows(self.table, self.dim, ids + self.base)
         r, n = ids.shape
-        slots = self.codes.view(-1, self.chunks)[ids + self.id_base]
+        slots = take_rows(self.codes.view(-1, self.chunks), ids + self.id_base)
         return _rows(self.codebook, self.width, slots + self.base).reshape(r, n, self.dim)
 
 
@@ -374,7 +375,7 @@ class DeepHashStack(_EqualShapes):
         if self.encoding is None:
             x = self.features(self.hash(ids))  # (R, N, k)
         else:
-            x = self.encoding.view(-1, self.encoding.shape[2])[ids + self.id_base]
+            x = take_rows(self.encoding.view(-1, self.encoding.shape[2]), ids + self.id_base)
         shapes = [p.shape for p in self.members[0].weights]
         for k, (out, inp) in enumerate(shapes):
             weight = getattr(self, f"weight{k}").view(self.size, out, inp)

@@ -38,6 +38,7 @@ from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
 from ..embeddings.hashing import hash_mod_prime
 from ..embeddings.pq import ProductQuantizedEmbedding
+from ..kernels import take_rows
 
 
 class FullTables(nn.Module):
@@ -134,7 +135,7 @@ class HashedTables(nn.Module):
         out = 0
         for k, (_, source, _) in enumerate(self.kind):
             slots = (self._hash(ids, k) if source == "hash"
-                     else getattr(self, f"index{k}")[ids + getattr(self, f"id_offsets{k}")]
+                     else take_rows(getattr(self, f"index{k}"), ids + getattr(self, f"id_offsets{k}"))
                      .to(torch.int64))  # (B, T, c)
             rows = slots + base.T  # (B, T, c)
             out = out + lookup(getattr(self, f"table{k}"), rows.reshape(-1))
@@ -261,7 +262,7 @@ class PqTables(nn.Module):
         ids = ids + self.id_offsets
         if not self.compressed:
             return lookup(self.table, ids.reshape(-1)).reshape(*ids.shape, self.dim)
-        rows = self.codes[ids].to(torch.int64) + self.code_base  # (B, T, c)
+        rows = take_rows(self.codes, ids).to(torch.int64) + self.code_base  # (B, T, c)
         return lookup(self.codebook, rows.reshape(-1)).reshape(*ids.shape, self.dim)
 
     def repoint(self) -> None:

@@ -1,0 +1,62 @@
+"""kernels.gather_rows / scatter_add_rows / take_rows against torch's own row ops."""
+
+import pytest
+import torch
+
+from cce_bench import kernels
+from cce_bench.embeddings.base import lookup
+from tests.conftest import requires_cuda
+
+
+def test_take_rows_reads_any_shape_of_ids_on_the_cpu():
+    table = torch.arange(30).view(10, 3)
+    ids = torch.tensor([[0, 9], [4, 4]])
+    assert torch.equal(kernels.take_rows(table, ids), table[ids])
+    assert not kernels._fast(table, ids.reshape(-1))  # the CPU reads through index_select
+
+
+def test_scatter_add_rows_sums_repeated_rows_on_the_cpu():
+    target = torch.zeros(4, 2)
+    rows = torch.tensor([1, 1, 3])
+    kernels.scatter_add_rows(target, rows, torch.ones(3, 2), alpha=-0.5)
+    assert torch.equal(target, torch.tensor([[0, 0], [-1, -1], [0, 0], [-0.5, -0.5]]))
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.int32, torch.int64])
+@pytest.mark.parametrize("width", [1, 3, 8, 16, 32, 100])
+@pytest.mark.parametrize("index", [torch.int32, torch.int64])
+def test_gather_rows_equals_index_select_on_cuda(dtype, width, index):
+    gen = torch.Generator().manual_seed(width)
+    table = (torch.randn(5000, width, generator=gen) * 100).to(dtype).cuda()
+    rows = torch.randint(0, 5000, (70_001,), generator=gen).to(index).cuda()
+    assert kernels._fast(table, rows)
+    assert torch.equal(kernels.gather_rows(table, rows), table.index_select(0, rows))
+    assert kernels.gather_rows(table, rows[:0]).shape == (0, width)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("width", [1, 5, 32])
+def test_scatter_add_rows_equals_index_add_on_cuda(width):
+    gen = torch.Generator().manual_seed(width)
+    rows = torch.randint(0, 50, (20_000,), generator=gen).cuda()  # many repeats
+    values = torch.randn(20_000, width, generator=gen).cuda()
+    expected = torch.zeros(50, width, device="cuda").index_add_(0, rows, values, alpha=0.1)
+    got = kernels.scatter_add_rows(torch.zeros(50, width, device="cuda"), rows, values, 0.1)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_lookup_on_cuda_gives_embeddings_gradient():
+    gen = torch.Generator().manual_seed(0)
+    table = torch.randn(300, 8, generator=gen).cuda().requires_grad_()
+    rows = torch.randint(0, 300, (4096,), generator=gen).cuda()
+    weight = torch.randn(4096, 8, generator=gen).cuda()
+    (lookup(table, rows) * weight).sum().backward()
+    fast = table.grad.clone()
+    table.grad = None
+    (torch.nn.functional.embedding(rows, table) * weight).sum().backward()
+    torch.testing.assert_close(fast, table.grad, rtol=1e-5, atol=1e-5)
