@@ -52,6 +52,13 @@ def bench(
     rows: Annotated[Optional[int], typer.Option(
         help="dlrm: training rows drawn on the device. Default: Kaggle's 39,291,958.",
         show_default=False, min=1)] = None,
+    reproduce: Annotated[bool, typer.Option(
+        "--reproduce", help="Estimate `make reproduce`'s GMF specs from measured steps: each "
+        "group a sweep trains, built on random data of its dataset's shape and timed for a "
+        "few steps, one evaluation and one clustering round.")] = False,
+    spec: Annotated[Optional[list[str]], typer.Option(
+        "--spec", help="--reproduce: the spec to time (repeatable), a shipped name or a .toml "
+        "path. Default: every shipped GMF spec.")] = None,
     stack: Annotated[bool, typer.Option(
         "--stack/--no-stack", help="--paper-sweep: train runs of one method and shapes as one "
         "stacked model (one step for all of them); --no-stack: each run its own step, as "
@@ -65,6 +72,9 @@ def bench(
     """
     if model == "dlrm":
         _bench_dlrm(method, budget, device, steps, rows, json_out)
+        return
+    if reproduce:
+        _bench_reproduce(spec, device, group_size, json_out)
         return
     from cce_bench.sweeps.bench import run_bench
 
@@ -182,3 +192,37 @@ def _dlrm_table(title: str, timings) -> Table:
                       f"{1e3 * t.step_s:.3f}", f"{t.epoch_s:,.1f}", f"{t.samples_per_s:,.0f}",
                       seconds(t.eval_s), seconds(t.cluster_s), f"{t.table_params:,}", peak)
     return table
+
+
+def _bench_reproduce(specs: list[str] | None, device: str, group_size: int | None,
+                     json_out: Path | None) -> None:
+    from dataclasses import asdict
+
+    from cce_bench.sweeps.bench_reproduce import gmf_specs, hours, time_spec
+
+    timings = []
+    with console.status("benchmarking") as status:
+        for name in specs or gmf_specs():
+            timings.append(time_spec(name, device, group_size,
+                                     progress=_progress_printer(status)))
+    table = Table(box=box.SIMPLE, title="make reproduce, GMF specs: estimated from measured "
+                  "steps, every epoch counted")
+    for column in ("spec", "train rows", "runs", "run-steps", "us per run-step", "estimate",
+                   "slowest methods"):
+        table.add_column(column, justify="left" if column in ("spec", "slowest methods")
+                         else "right")
+    for t in timings:
+        slowest = sorted(t.by_method().items(), key=lambda kv: -kv[1])[:3]
+        table.add_row(t.spec, f"{t.train_rows:,}", str(t.runs), f"{t.run_steps:,}",
+                      f"{t.us_per_run_step:.1f}", hours(t.seconds),
+                      ", ".join(f"{m} {hours(s)}" for m, s in slowest))
+    total = sum(t.seconds for t in timings)
+    if len(timings) > 1:
+        table.add_row("all", "", str(sum(t.runs for t in timings)),
+                      f"{sum(t.run_steps for t in timings):,}", "", hours(total), "")
+    console.print(table)
+    if json_out:
+        from cce_bench.results import write_atomically
+        write_atomically(json_out, json.dumps([asdict(t) | {"by_method": t.by_method()}
+                                               for t in timings], indent=2))
+        console.print(f"wrote {json_out}")

@@ -60,13 +60,18 @@ class DatasetInfo:
     member_md5: str | None = None
     terms: str | None = None  # shown before a download the user must agree to
     defaults: dict = field(default_factory=dict)  # preprocessing options and their defaults
+    # Users and items of a GMF dataset where known before it is built (what a speed estimate
+    # needs to shape random data like it: sweeps/bench_reproduce.py).
+    users: int | None = None
+    items: int | None = None
 
 
-def _movielens(name: str, size: int, md5: str, rows: int, member: str, what: str,
-               member_sha256: str | None = None) -> DatasetInfo:
-    return DatasetInfo(name, "movielens", f"GroupLens {name}.zip", size, rows, what,
-                       base_url=GROUPLENS, files=(SourceFile(f"{name}.zip", size, md5),),
-                       member=member, member_sha256=member_sha256)
+def _movielens(name: str, size: int, md5: str, rows: int, member: str, users: int, items: int,
+               what: str, member_sha256: str | None = None) -> DatasetInfo:
+    return DatasetInfo(name, "movielens", f"GroupLens {name}.zip", size, rows,
+                       f"{users:,} users, {items:,} movies; {what}", base_url=GROUPLENS,
+                       files=(SourceFile(f"{name}.zip", size, md5),), member=member,
+                       member_sha256=member_sha256, users=users, items=items)
 
 
 _TERABYTE_DAYS = tuple(SourceFile(f"day_{day}.gz", None, None) for day in range(24))
@@ -74,16 +79,16 @@ _TERABYTE_DAYS = tuple(SourceFile(f"day_{day}.gz", None, None) for day in range(
 # Every fixed entry. Tests swap entries here for their fake files' sizes and checksums.
 FIXED: dict[str, DatasetInfo] = {info.name: info for info in [
     _movielens("ml-100k", 4_924_029, "0e33842e24a9c977be4e0107933c0723", 100_000,
-               "ml-100k/u.data", "943 users, 1,682 movies; ratings 1-5 (tab-separated u.data)",
+               "ml-100k/u.data", 943, 1682, "ratings 1-5 (tab-separated u.data)",
                member_sha256="06416e597f82b7342361e41163890c81036900f418ad91315590814211dca490"),
     _movielens("ml-1m", 5_917_549, "c4d9eecfca2ab87c1945afe126590906", 1_000_209,
-               "ml-1m/ratings.dat", "6,040 users, 3,706 movies; ratings 1-5 (the paper's main)"),
+               "ml-1m/ratings.dat", 6040, 3706, "ratings 1-5 (the paper's main)"),
     _movielens("ml-10m", 65_566_137, "ce571fd55effeba0271552578f2648bd", 10_000_054,
-               "ml-10M100K/ratings.dat", "69,878 users, 10,677 movies; half-star ratings"),
+               "ml-10M100K/ratings.dat", 69878, 10677, "half-star ratings"),
     _movielens("ml-20m", 198_702_078, "cd245b17a1ae2cc31bb14903e1204af3", 20_000_263,
-               "ml-20m/ratings.csv", "138,493 users, 26,744 movies; half-star ratings"),
+               "ml-20m/ratings.csv", 138493, 26744, "half-star ratings"),
     _movielens("ml-25m", 261_978_986, "6b51fb2759a8657d3bfcbfc42b592ada", 25_000_095,
-               "ml-25m/ratings.csv", "162,541 users, 59,047 movies; half-star ratings"),
+               "ml-25m/ratings.csv", 162541, 59047, "half-star ratings"),
     DatasetInfo(
         "criteo-kaggle", "criteo", "Criteo Kaggle display ads (terms apply)", 4_576_820_670,
         45_840_617, "7 days of ad clicks: 13 dense + 26 categorical features (DLRM)",
@@ -111,7 +116,8 @@ def _synthetic_info(name: str) -> DatasetInfo:
     spec = synthetic.SyntheticSpec.parse(name)
     return DatasetInfo(name, "synthetic", "generated (seeded, no download)", None,
                        spec.interactions,
-                       f"GMF truth model: {spec.vocab} users x {spec.vocab} items, latent dim 8")
+                       f"GMF truth model: {spec.vocab} users x {spec.vocab} items, latent dim 8",
+                       users=spec.vocab, items=spec.vocab)
 
 
 def _criteo_synthetic_info(name: str) -> DatasetInfo:

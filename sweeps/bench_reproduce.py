@@ -1,0 +1,206 @@
+"""`make reproduce`'s GMF specs, estimated from measured steps (`cce-bench bench --reproduce`).
+
+A spec's sweep is too long to time whole, and its time is nearly all steps, so each group the
+sweep would train (work.group_runs: stacked, groups of 64 on a GPU) is built on random data of
+its dataset's shape and timed for a few steps, one evaluation and one clustering round:
+
+    group seconds = longest run's steps x one step of the group
+                    + its evaluations x one evaluation + its clustering rounds x one round
+
+A step is one replay of the group's CUDA graph (on a CPU one step of each of its stacks and
+runs). Every epoch is counted (early stopping makes real runs shorter) and MovieLens's
+training rows are its ratings less two per user for validation (the sweep also drops some
+ratings), so the estimate leans high. Build and capture time are measured and added once per
+group; start-up of the process and loading the dataset are not.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import torch
+
+from cce_bench.config import RunConfig
+from cce_bench.data import InteractionData, InteractionSplit
+from cce_bench.embeddings import make_embedding
+from cce_bench.engine import _states, device_splits, has_clustering, resolve_device
+from cce_bench.errors import BudgetTooSmall, ConfigError
+from cce_bench.steps import capture_steps
+
+from .work import group_runs
+
+# Steps timed per group (its graph replayed this often after three warm-up replays).
+TIMED_STEPS = 30
+
+
+@dataclass
+class GroupTiming:
+    methods: list[str]
+    runs: int
+    run_steps: int  # every epoch of every run counted
+    step_s: float  # one step of the whole group
+    eval_s: float  # one evaluation of every run
+    cluster_s: float  # one clustering round of every run that clusters
+    setup_s: float  # build, data order and graph capture
+    seconds: float  # the group's estimated wall time
+
+
+@dataclass
+class SpecTiming:
+    spec: str
+    dataset: str
+    train_rows: int
+    runs: int  # trained (too_small runs are recorded without training)
+    too_small: int
+    run_steps: int
+    seconds: float
+    measured_s: float  # wall time of the measurement itself
+    groups: list[GroupTiming] = field(default_factory=list)
+
+    @property
+    def us_per_run_step(self) -> float:
+        return 1e6 * self.seconds / max(self.run_steps, 1)
+
+    def by_method(self) -> dict[str, float]:
+        """Estimated seconds per method (a mixed group's time split by its runs)."""
+        out: dict[str, float] = {}
+        for g in self.groups:
+            for method in g.methods:
+                out[method] = out.get(method, 0.0) + g.seconds / len(g.methods)
+        return out
+
+
+def shaped_like(dataset: str, seed: int = 0) -> InteractionData:
+    """Random interactions with a GMF dataset's users, items and training rows (speed does not
+    depend on the values), without building the dataset."""
+    from cce_bench.datasets import info
+
+    about = info(dataset)
+    if about.users is None or about.rows is None:
+        raise ConfigError(f"{dataset}: its shape is not known before it is built; "
+                          "--reproduce times the paper's synthetic and MovieLens specs")
+    users, items = about.users, about.items
+    val = 2 * users  # the last two interactions of each user (MovieLens), 2 x vocab (synthetic)
+    train = about.rows if about.kind == "synthetic" else about.rows - val
+    gen = torch.Generator().manual_seed(seed)
+
+    def split(n: int) -> InteractionSplit:
+        return InteractionSplit(torch.randint(0, users, (n,), generator=gen),
+                                torch.randint(0, items, (n,), generator=gen),
+                                torch.randint(0, 2, (n,), generator=gen).float())
+
+    return InteractionData(f"{dataset}-shaped", users, items, split(train), split(val))
+
+
+def trainable(runs: list[RunConfig], data: InteractionData) -> list[RunConfig]:
+    """The runs a sweep trains: those whose budget holds the method's smallest table."""
+    keep = []
+    for run in runs:
+        try:
+            make_embedding(max(data.n_users, data.n_items), run.budget, run.dim, run.method,
+                           run.n_chunks, seed=0)
+        except BudgetTooSmall:
+            continue
+        keep.append(run)
+    return keep
+
+
+def time_group(runs: list[RunConfig], data: InteractionData, device: torch.device,
+               steps: int = TIMED_STEPS) -> GroupTiming:
+    """One group's estimated wall time from a few measured steps (see the module doc)."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    start = time.perf_counter()
+    # The states the engine trains (runs renamed to the shaped data), stacked as a sweep stacks.
+    runs = [RunConfig(**{**r.to_dict(), "dataset": data.name}) for r in runs]
+    splits = device_splits(data, device)
+    states = _states(runs, data, splits, device, "static" if device.type == "cuda" else "auto",
+                     True)
+    for state in states:
+        state.epochs.prepare(state.shuffle)
+    steppers = list(dict.fromkeys(s.epochs.stepper for s in states))
+    per_epoch = states[0].epochs.steps
+    timed = max(1, min(steps, per_epoch - 4))
+    graph = capture_steps(steppers) if device.type == "cuda" else None
+    advance = graph.replay if graph is not None else lambda: [e.step() for e in steppers]
+    for _ in range(min(3, per_epoch - timed)):
+        advance()
+    sync()
+    setup_s = time.perf_counter() - start
+    t = time.perf_counter()
+    for _ in range(timed):
+        advance()
+    sync()
+    step_s = (time.perf_counter() - t) / timed
+    t = time.perf_counter()
+    for state in states:
+        state._evaluate(state.val_split)
+    sync()
+    eval_s = time.perf_counter() - t
+    clustering = [s for s in states if has_clustering(s.model)]
+    t = time.perf_counter()
+    for state in clustering:
+        state._cluster(1)
+    sync()
+    cluster_s = time.perf_counter() - t
+    epochs = max(r.epochs for r in runs)
+    rounds = max((s.run.cluster_rounds(per_epoch) for s in clustering), default=0)
+    seconds = (per_epoch * epochs * step_s + epochs * eval_s + rounds * cluster_s + setup_s)
+    methods = list(dict.fromkeys(r.method for r in runs))
+    return GroupTiming(methods, len(runs), sum(per_epoch * r.epochs for r in runs), step_s,
+                       eval_s, cluster_s, setup_s, seconds)
+
+
+def time_spec(name: str, device: str | torch.device = "auto", group_size: int | None = None,
+              steps: int = TIMED_STEPS, progress=lambda text: None) -> SpecTiming:
+    """A GMF paper spec's estimated sweep time on this device (one device, the sweep's groups)."""
+    from .specfile import load_spec
+
+    device = resolve_device(device) if isinstance(device, str) else device
+    spec = load_spec(name)
+    if spec.model != "gmf":
+        raise ConfigError(f"{name}: --reproduce times GMF specs; for DLRM use "
+                          "cce-bench bench --model dlrm")
+    group_size = group_size or (64 if device.type == "cuda" else 1)
+    start = time.perf_counter()
+    out: SpecTiming | None = None
+    for dataset in spec.datasets:
+        data = shaped_like(dataset)
+        every = [r for r in spec.expand() if r.dataset == dataset]
+        runs = trainable(every, data)
+        timing = SpecTiming(spec.name, dataset, len(data.train), len(runs),
+                            len(every) - len(runs), 0, 0.0, 0.0)
+        for i, group in enumerate(group_runs(runs, group_size, stack=True)):
+            g = time_group(group, data, device, steps)
+            timing.groups.append(g)
+            timing.run_steps += g.run_steps
+            timing.seconds += g.seconds
+            progress(f"{name}: group {i + 1} ({', '.join(g.methods)}, {g.runs} runs): "
+                     f"{1e6 * g.step_s / g.runs:.1f} us per run-step, est. "
+                     f"{g.seconds / 60:.1f} min")
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+        out = timing if out is None else _merged(out, timing)
+    out.measured_s = time.perf_counter() - start
+    return out
+
+
+def _merged(a: SpecTiming, b: SpecTiming) -> SpecTiming:
+    return SpecTiming(a.spec, f"{a.dataset}, {b.dataset}", a.train_rows + b.train_rows,
+                      a.runs + b.runs, a.too_small + b.too_small, a.run_steps + b.run_steps,
+                      a.seconds + b.seconds, 0.0, a.groups + b.groups)
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 360 else f"{seconds / 60:.1f} min"
+
+
+def gmf_specs() -> list[str]:
+    """The shipped GMF paper specs, as `make reproduce` runs them."""
+    from .specfile import load_spec, shipped_specs
+
+    return [s for s in shipped_specs() if load_spec(s).model == "gmf"]
+
+
+__all__ = ["GroupTiming", "SpecTiming", "gmf_specs", "hours", "shaped_like", "time_group",
+           "time_spec", "trainable"]

@@ -1,0 +1,75 @@
+"""`cce-bench bench --reproduce`: a spec's sweep estimated from measured steps."""
+
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from cce_bench.cli import app
+from cce_bench.errors import ConfigError
+from cce_bench.sweeps.bench_reproduce import gmf_specs, shaped_like, time_spec, trainable
+from cce_bench.sweeps.specfile import load_spec
+
+SPEC = """
+name = "tiny-grid"
+datasets = ["syn-60-2400"]
+model = "gmf"
+methods = ["full", "hash", "cce"]
+budgets = "1:16"
+budget_unit = "ppd"
+seeds = 2
+dim = 32
+epochs = 2
+batch_size = 500
+"""
+
+
+@pytest.fixture
+def spec_file(tmp_path):
+    path = tmp_path / "tiny.toml"
+    path.write_text(SPEC)
+    return path
+
+
+def test_shaped_like_has_the_datasets_users_items_and_rows():
+    ml = shaped_like("ml-1m")
+    assert (ml.n_users, ml.n_items) == (6040, 3706)
+    assert len(ml.train) == 1_000_209 - 2 * 6040 and len(ml.val) == 2 * 6040
+    syn = shaped_like("syn-60-2400")
+    assert (syn.n_users, syn.n_items, len(syn.train), len(syn.val)) == (60, 60, 2400, 120)
+    assert int(syn.train.users.max()) < 60
+
+
+def test_a_criteo_dataset_has_no_gmf_shape():
+    with pytest.raises(ConfigError, match="criteo-kaggle"):
+        shaped_like("criteo-kaggle")
+
+
+def test_time_spec_covers_every_trained_run_once_and_counts_every_epoch(spec_file):
+    spec = load_spec(spec_file)
+    runs = trainable(spec.expand(), shaped_like("syn-60-2400"))
+    too_small = len(spec.expand()) - len(runs)
+    assert too_small > 0  # cce's one-ppd budget cannot hold its tables
+    timing = time_spec(str(spec_file), "cpu", steps=2)
+    assert (timing.runs, timing.too_small) == (len(runs), too_small)
+    assert sum(g.runs for g in timing.groups) == len(runs)
+    steps_per_epoch = math.ceil(2400 / 500)
+    assert timing.run_steps == len(runs) * steps_per_epoch * 2
+    assert timing.seconds >= sum(g.step_s * steps_per_epoch * 2 for g in timing.groups) > 0
+    assert all(g.cluster_s > 0 for g in timing.groups if g.methods == ["cce"])
+    assert set(timing.by_method()) == {"full", "hash", "cce"}
+    assert sum(timing.by_method().values()) == pytest.approx(timing.seconds)
+
+
+def test_the_cli_prints_each_specs_estimate(spec_file, tmp_path):
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(app, ["bench", "--reproduce", "--spec", str(spec_file),
+                                      "--device", "cpu", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "tiny-grid" in result.output and "us per" in result.output
+    assert '"spec": "tiny-grid"' in out.read_text()
+
+
+def test_the_shipped_gmf_specs_are_what_make_reproduce_runs():
+    assert "paper/ml-1m" in gmf_specs() and "paper/syn-100m" in gmf_specs()
+    assert not any("criteo" in s for s in gmf_specs())
