@@ -16,6 +16,7 @@ group; start-up of the process and loading the dataset are not.
 
 from __future__ import annotations
 
+import gc
 import time
 from dataclasses import dataclass, field
 
@@ -171,13 +172,16 @@ def time_spec(name: str, device: str | torch.device = "auto", group_size: int | 
         timing = SpecTiming(spec.name, dataset, len(data.train), len(runs),
                             len(every) - len(runs), 0, 0.0, 0.0)
         for i, group in enumerate(group_runs(runs, group_size, stack=True)):
+            t = time.perf_counter()
             g = time_group(group, data, device, steps)
             timing.groups.append(g)
             timing.run_steps += g.run_steps
             timing.seconds += g.seconds
             progress(f"{name}: group {i + 1} ({', '.join(g.methods)}, {g.runs} runs): "
                      f"{1e6 * g.step_s / g.runs:.1f} us per run-step, est. "
-                     f"{g.seconds / 60:.1f} min")
+                     f"{g.seconds / 60:.1f} min (measured in {time.perf_counter() - t:.0f} s: "
+                     f"setup {g.setup_s:.1f} s, a clustering round {g.cluster_s:.1f} s)")
+            gc.collect()  # the group's stacks and graph hold reference cycles: free them now
             if device.type == "cuda":
                 torch.cuda.empty_cache()
         out = timing if out is None else _merged(out, timing)
