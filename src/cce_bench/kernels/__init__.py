@@ -5,8 +5,8 @@ indexing, torch.gather and embedding alike, and that kernel gives every index it
 block. For the narrow rows of compressed tables the block launches are the cost: on an H200,
 147,456 rows of 32 floats took 91 us and 589,824 rows of 8 floats 358 us, a third of a stacked
 GMF step. A Triton program here moves a block of rows at once: 6.9 and 8.9 us for the same reads
-(BENCHMARKS.md, "Row gathers"). The scatter-add (a lookup's backward) is the same layout with
-atomic adds: 29 -> 15 us against index_add_.
+(BENCHMARKS.md, "Row gathers in Triton"). The scatter-add (a lookup's backward) is the same
+layout with atomic adds: in the stacked hash step 29 us a call, where index_add_ took 51.
 
 `gather_rows` and `scatter_add_rows` fall back to torch's index_select and index_add_ on the
 CPU, where triton is missing, for rows wider than WIDE_ROW_BYTES (a block per row suits them)
