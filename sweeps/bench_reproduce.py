@@ -25,7 +25,7 @@ import torch
 from cce_bench.config import RunConfig
 from cce_bench.data import InteractionData, InteractionSplit
 from cce_bench.embeddings import make_embedding
-from cce_bench.engine import _states, device_splits, has_clustering, resolve_device
+from cce_bench.engine import device_splits, has_clustering, resolve_device, run_states
 from cce_bench.errors import BudgetTooSmall, ConfigError
 from cce_bench.steps import capture_steps
 
@@ -115,7 +115,7 @@ def time_group(runs: list[RunConfig], data: InteractionData, device: torch.devic
     # The states the engine trains (runs renamed to the shaped data), stacked as a sweep stacks.
     runs = [RunConfig(**{**r.to_dict(), "dataset": data.name}) for r in runs]
     splits = device_splits(data, device)
-    states = _states(runs, data, splits, device, "static" if device.type == "cuda" else "auto",
+    states = run_states(runs, data, splits, device, "static" if device.type == "cuda" else "auto",
                      True)
     for state in states:
         state.epochs.prepare(state.shuffle)
@@ -135,13 +135,13 @@ def time_group(runs: list[RunConfig], data: InteractionData, device: torch.devic
     step_s = (time.perf_counter() - t) / timed
     t = time.perf_counter()
     for state in states:
-        state._evaluate(state.val_split)
+        state.evaluate_split(state.val_split)
     sync()
     eval_s = time.perf_counter() - t
     clustering = [s for s in states if has_clustering(s.model)]
     t = time.perf_counter()
     for state in clustering:
-        state._cluster(1)
+        state.cluster(1)
     sync()
     cluster_s = time.perf_counter() - t
     epochs = max(r.epochs for r in runs)

@@ -93,10 +93,10 @@ def stepped_stack(runs: list[RunConfig], data) -> tuple[list, list]:
     """The runs' states as one stack after a step, and a copy of each run's model alone."""
     import copy
 
-    from cce_bench.engine import _states, device_splits
+    from cce_bench.engine import device_splits, run_states
 
     cpu = torch.device("cpu")
-    states = _states(runs, data, device_splits(data, cpu), cpu, "static", True)
+    states = run_states(runs, data, device_splits(data, cpu), cpu, "static", True)
     stack = states[0].epochs.stepper
     for state in states:
         state.epochs.prepare(state.shuffle)
@@ -312,7 +312,7 @@ class _CountOps(torch.utils._python_dispatch.TorchDispatchMode):
 def test_a_stacked_step_of_eight_runs_launches_fewer_ops_than_one_run_alone(method, tiny,
                                                                              monkeypatch):
     from cce_bench import engine
-    from cce_bench.engine import _states, device_splits
+    from cce_bench.engine import device_splits, run_states
 
     def fused(model, run, device):  # the engine's AdamW on CUDA: one launch for all tensors
         return torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=run.weight_decay,
@@ -324,7 +324,7 @@ def test_a_stacked_step_of_eight_runs_launches_fewer_ops_than_one_run_alone(meth
     splits = device_splits(tiny, torch.device("cpu"))
     calls = []
     for group, stack in ((runs[:1], False), (runs, True)):
-        states = _states(group, tiny, splits, torch.device("cpu"), "static", stack)
+        states = run_states(group, tiny, splits, torch.device("cpu"), "static", stack)
         stepper = states[0].epochs.stepper
         for state in states:
             state.epochs.prepare(state.shuffle)

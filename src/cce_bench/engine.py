@@ -204,7 +204,7 @@ def _train_lockstep(runs: list[RunConfig], data: Data, device: torch.device,
     grouped = device.type == "cuda" and len(runs) > 1 and stepper in ("auto", "graph")
     stack = (stack and stepper != "plain" and not isinstance(splits[0], HostSplit)
              and distributed.shard() is None)
-    states = _states(runs, data, splits, device, "static" if grouped else stepper, stack)
+    states = run_states(runs, data, splits, device, "static" if grouped else stepper, stack)
     for state in states:
         state.on_cluster = on_cluster
     if device.type == "cuda":
@@ -245,16 +245,17 @@ def _train_lockstep(runs: list[RunConfig], data: Data, device: torch.device,
     return [state.result for state in states]
 
 
-def _states(runs: list[RunConfig], data: Data, splits: list, device: torch.device,
-            stepper: str, stack: bool) -> list["_RunState"]:
-    """One _RunState per run, in order; with stack, the runs of each stack share one
-    StackedEpoch and one optimizer (stacking.py)."""
-    states: list[_RunState | None] = [None] * len(runs)
+def run_states(runs: list[RunConfig], data: Data, splits: list, device: torch.device,
+               stepper: str, stack: bool) -> list["RunState"]:
+    """One RunState per run, in order; with stack, the runs of each stack share one
+    StackedEpoch and one optimizer (stacking.py). train_many steps them; benchmarks build
+    them to time a group's step, evaluation and clustering apart (sweeps/bench_reproduce.py)."""
+    states: list[RunState | None] = [None] * len(runs)
     for group in plan_stacks(runs) if stack else [[i] for i in range(len(runs))]:
         if len(group) == 1:
-            states[group[0]] = _RunState(runs[group[0]], data, splits, device, stepper)
+            states[group[0]] = RunState(runs[group[0]], data, splits, device, stepper)
             continue
-        members = [_RunState(runs[i], data, splits, device, None) for i in group]
+        members = [RunState(runs[i], data, splits, device, None) for i in group]
         models = [state.model for state in members]
         optimizer = make_optimizer(nn.ModuleList(models), runs[group[0]], device)
         epochs = StackedEpoch(models, optimizer, splits[0], runs[group[0]].batch_size)
@@ -264,7 +265,7 @@ def _states(runs: list[RunConfig], data: Data, splits: list, device: torch.devic
     return states
 
 
-class _RunState:
+class RunState:
     """One run's model, optimizer, stepper and progress through its steps. stepper None: the
     caller gives it both (a stack's shared ones)."""
 
@@ -330,7 +331,7 @@ class _RunState:
         if end_of_epoch or (run.eval_every and self.step % run.eval_every == 0):
             self._record(position, end_of_epoch, cluster_now, on_epoch)
         elif cluster_now:
-            self.pending_cluster_s += self._cluster(self.epoch + 1)
+            self.pending_cluster_s += self.cluster(self.epoch + 1)
             self.segment_start = device_clock(self.device)
         self.done = self.done or self.epoch >= run.epochs
 
@@ -342,8 +343,8 @@ class _RunState:
         rows = min(position * run.batch_size, len(self.train_split))
         segment_rows, self.recorded_rows = rows - self.recorded_rows, 0 if end_of_epoch else rows
         start = device_clock(device)
-        val_bce, val_auc = self._evaluate(self.val_split)
-        test_bce, test_auc = (self._evaluate(self.test_split) if self.test_split is not None
+        val_bce, val_auc = self.evaluate_split(self.val_split)
+        test_bce, test_auc = (self.evaluate_split(self.test_split) if self.test_split is not None
                               else (None, None))
         loss = self.epochs.loss_total()
         if distributed.shard() is not None:
@@ -358,7 +359,7 @@ class _RunState:
         awaiting = _awaiting_compression(self.model)
         cluster_s, self.pending_cluster_s = self.pending_cluster_s, 0.0
         if finite and cluster_now:
-            cluster_s += self._cluster(self.epoch if end_of_epoch else self.epoch + 1)
+            cluster_s += self.cluster(self.epoch if end_of_epoch else self.epoch + 1)
         record = EpochRecord(self.epoch if end_of_epoch else self.epoch + 1, self.step, train_bce,
                              val_bce, val_auc, test_bce, test_auc, train_s, cluster_s, eval_s,
                              segment_rows / max(train_s, 1e-9))
@@ -379,14 +380,14 @@ class _RunState:
             self.scored_from = len(self.result.epochs)
         self.segment_start = device_clock(device)
 
-    def _evaluate(self, split: Split) -> tuple[float, float]:
+    def evaluate_split(self, split: Split) -> tuple[float, float]:
         """(BCE, AUC) of the run on a split; a stacked run's come from its stack, which
         evaluates all of its runs at once (stacking.py)."""
         if isinstance(self.epochs, StackMember):
             return self.epochs.evaluate(split, self.step)
         return evaluate(self.model, split)
 
-    def _cluster(self, epoch: int) -> float:
+    def cluster(self, epoch: int) -> float:
         """cluster() every table that has it; returns the seconds it took (for a stack's first
         run to ask at a step, the k-means of its stack mates too: StackedEpoch.cluster)."""
         if self.on_cluster is not None and has_clustering(self.model):
