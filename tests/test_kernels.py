@@ -60,3 +60,35 @@ def test_lookup_on_cuda_gives_embeddings_gradient():
     table.grad = None
     (torch.nn.functional.embedding(rows, table) * weight).sum().backward()
     torch.testing.assert_close(fast, table.grad, rtol=1e-5, atol=1e-5)
+
+
+INTERPRETED = """
+import torch
+from cce_bench.kernels import triton_rows
+gen = torch.Generator().manual_seed(0)
+for dtype in (torch.float32, torch.bfloat16, torch.int32, torch.int64):
+    for width in (1, 3, 32, 100):
+        table = (torch.randn(500, width, generator=gen) * 100).to(dtype)
+        for index in (torch.int32, torch.int64):
+            rows = torch.randint(0, 500, (3001,), generator=gen).to(index)
+            assert torch.equal(triton_rows.gather(table, rows), table.index_select(0, rows))
+rows = torch.randint(0, 50, (2000,), generator=gen)
+values = torch.randn(2000, 5, generator=gen)
+got = torch.zeros(50, 5)
+triton_rows.scatter_add(got, rows, values, 0.1)
+torch.testing.assert_close(got, torch.zeros(50, 5).index_add_(0, rows, values, alpha=0.1))
+"""
+
+
+def test_the_triton_programs_in_triton_s_interpreter():
+    # The kernels' own logic on the CPU, where triton is installed (it comes with CUDA builds
+    # of torch): TRITON_INTERPRET runs the programs with numpy, so no GPU is needed.
+    pytest.importorskip("triton")
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    done = subprocess.run([sys.executable, "-c", INTERPRETED], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]

@@ -13,12 +13,18 @@ PROGRAM_ELEMENTS = 4096
 
 
 @triton.jit
-def _gather(table, rows, out, n, width, BLOCK: tl.constexpr, WIDTH: tl.constexpr):
+def _block(rows, n, width, BLOCK: tl.constexpr, WIDTH: tl.constexpr):
+    """This program's positions in rows, the table rows they name, the columns and the mask."""
     position = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = position < n
     row = tl.load(rows + position, mask=inside, other=0).to(tl.int64)
     column = tl.arange(0, WIDTH)
-    mask = inside[:, None] & (column[None, :] < width)
+    return position, row, column, inside[:, None] & (column[None, :] < width)
+
+
+@triton.jit
+def _gather(table, rows, out, n, width, BLOCK: tl.constexpr, WIDTH: tl.constexpr):
+    position, row, column, mask = _block(rows, n, width, BLOCK, WIDTH)
     values = tl.load(table + row[:, None] * width + column[None, :], mask=mask)
     tl.store(out + position[:, None] * width + column[None, :], values, mask=mask)
 
@@ -26,11 +32,7 @@ def _gather(table, rows, out, n, width, BLOCK: tl.constexpr, WIDTH: tl.constexpr
 @triton.jit
 def _scatter_add(target, rows, values, alpha, n, width, BLOCK: tl.constexpr,
                  WIDTH: tl.constexpr):
-    position = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
-    inside = position < n
-    row = tl.load(rows + position, mask=inside, other=0).to(tl.int64)
-    column = tl.arange(0, WIDTH)
-    mask = inside[:, None] & (column[None, :] < width)
+    position, row, column, mask = _block(rows, n, width, BLOCK, WIDTH)
     update = tl.load(values + position[:, None] * width + column[None, :], mask=mask)
     tl.atomic_add(target + row[:, None] * width + column[None, :], update * alpha, mask=mask,
                   sem="relaxed")
