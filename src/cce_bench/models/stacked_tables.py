@@ -259,7 +259,7 @@ class HashEmbeddingsStack(Stack):
         vectors = _rows(self.components, self.dim, self.component_hash(ids) + self.base_c)
         slots = self.importance_hash(ids)[..., 0] + self.base_i
         weights = _rows(self.importance, self.hashes, slots)  # (R, N, c)
-        return torch.einsum("rnc,rncd->rnd", weights, vectors)
+        return (weights.unsqueeze(-1) * vectors).sum(-2)  # as the member's embed()
 
 
 @stacks(QREmbedding)
