@@ -12,6 +12,7 @@ from rich.table import Table
 
 from cce_bench.config import MODELS
 from cce_bench.embeddings import get_method, method_names
+from cce_bench.errors import ConfigError
 
 from .common import choice, console, friendly_errors
 
@@ -70,11 +71,16 @@ def bench(
     against a reference loop that syncs the host every step (--model dlrm: DLRM's step on
     Kaggle's shape and the paper grid's cost).
     """
+    if spec and not reproduce:
+        raise ConfigError("--spec is for --reproduce; add --reproduce to time a spec")
+    if reproduce:
+        if model != "gmf" or budget:
+            raise ConfigError("--reproduce times a GMF spec's own budgets; leave out --model "
+                              "dlrm and --budget (--method picks the spec's methods)")
+        _bench_reproduce(spec, method, device, group_size, json_out)
+        return
     if model == "dlrm":
         _bench_dlrm(method, budget, device, steps, rows, json_out)
-        return
-    if reproduce:
-        _bench_reproduce(spec, device, group_size, json_out)
         return
     from cce_bench.sweeps.bench import run_bench
 
@@ -194,16 +200,18 @@ def _dlrm_table(title: str, timings) -> Table:
     return table
 
 
-def _bench_reproduce(specs: list[str] | None, device: str, group_size: int | None,
-                     json_out: Path | None) -> None:
+def _bench_reproduce(specs: list[str] | None, methods: list[str] | None, device: str,
+                     group_size: int | None, json_out: Path | None) -> None:
     from dataclasses import asdict
 
     from cce_bench.sweeps.bench_reproduce import gmf_specs, hours, time_spec
 
+    for name in methods or []:
+        get_method(name)
     timings = []
     with console.status("benchmarking") as status:
         for name in specs or gmf_specs():
-            timings.append(time_spec(name, device, group_size,
+            timings.append(time_spec(name, device, group_size, methods=methods,
                                      progress=_progress_printer(status)))
     table = Table(box=box.SIMPLE, title="make reproduce, GMF specs: estimated from measured "
                   "steps, every epoch counted")
@@ -221,6 +229,9 @@ def _bench_reproduce(specs: list[str] | None, device: str, group_size: int | Non
         table.add_row("all", "", str(sum(t.runs for t in timings)),
                       f"{sum(t.run_steps for t in timings):,}", "", hours(total), "")
     console.print(table)
+    for t in timings:
+        for reason in t.untimed:
+            console.print(f"not timed, so not in the estimate: {reason}", highlight=False)
     if json_out:
         from cce_bench.results import write_atomically
         write_atomically(json_out, json.dumps([asdict(t) | {"by_method": t.by_method()}

@@ -6,18 +6,22 @@ its dataset's shape and timed for a few steps, one evaluation and one clustering
 
     group seconds = longest run's steps x one step of the group
                     + its evaluations x one evaluation + its clustering rounds x one round
+                    + a post-training method's compression (pq: once) + build and capture
 
 A step is one replay of the group's CUDA graph (on a CPU one step of each of its stacks and
-runs). Every epoch is counted (early stopping makes real runs shorter) and MovieLens's
-training rows are its ratings less two per user for validation (the sweep also drops some
-ratings), so the estimate leans high. Build and capture time are measured and added once per
-group; start-up of the process and loading the dataset are not.
+runs); the evaluation is timed after one untimed call, the clustering round cold. Every epoch
+is counted (early stopping makes real runs shorter), pq's epochs after compressing at the cost
+of its uncompressed step, and MovieLens's training rows are its ratings less two per user for
+validation (the sweep also drops some ratings), so the estimate leans high. Groups are packed
+as the sweep packs them, too_small runs included. Start-up of the process and loading the
+dataset are not counted; a group that runs out of memory is listed as not timed.
 """
 
 from __future__ import annotations
 
 import gc
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 
 import torch
@@ -25,7 +29,8 @@ import torch
 from cce_bench.config import RunConfig
 from cce_bench.data import InteractionData, InteractionSplit
 from cce_bench.embeddings import make_embedding
-from cce_bench.engine import device_splits, has_clustering, resolve_device, run_states
+from cce_bench.engine import (awaiting_compression, device_splits, has_clustering,
+                               resolve_device, run_states)
 from cce_bench.errors import BudgetTooSmall, ConfigError
 from cce_bench.steps import capture_steps
 
@@ -37,12 +42,13 @@ TIMED_STEPS = 30
 
 @dataclass
 class GroupTiming:
-    methods: list[str]
+    methods: dict[str, int]  # method -> its runs in the group
     runs: int
     run_steps: int  # every epoch of every run counted
     step_s: float  # one step of the whole group
     eval_s: float  # one evaluation of every run
     cluster_s: float  # one clustering round of every run that clusters
+    compress_s: float  # a post-training method's one compression (pq), once a run
     setup_s: float  # build, data order and graph capture
     seconds: float  # the group's estimated wall time
 
@@ -58,6 +64,7 @@ class SpecTiming:
     seconds: float
     measured_s: float  # wall time of the measurement itself
     groups: list[GroupTiming] = field(default_factory=list)
+    untimed: list[str] = field(default_factory=list)  # groups that could not be measured, why
 
     @property
     def us_per_run_step(self) -> float:
@@ -67,8 +74,8 @@ class SpecTiming:
         """Estimated seconds per method (a mixed group's time split by its runs)."""
         out: dict[str, float] = {}
         for g in self.groups:
-            for method in g.methods:
-                out[method] = out.get(method, 0.0) + g.seconds / len(g.methods)
+            for method, runs in g.methods.items():
+                out[method] = out.get(method, 0.0) + g.seconds * runs / g.runs
         return out
 
 
@@ -133,28 +140,43 @@ def time_group(runs: list[RunConfig], data: InteractionData, device: torch.devic
         advance()
     sync()
     step_s = (time.perf_counter() - t) / timed
+    evaluate = lambda: [state.evaluate_split(state.val_split) for state in states]  # noqa: E731
+    evaluate()  # untimed: the first call compiles and allocates for the split's shapes
+    sync()
     t = time.perf_counter()
-    for state in states:
-        state.evaluate_split(state.val_split)
+    evaluate()
     sync()
     eval_s = time.perf_counter() - t
     clustering = [s for s in states if has_clustering(s.model)]
+    # A post-training method (pq) counts rounds and compresses at its last: timed once, apart.
+    compressing = [s for s in clustering if awaiting_compression(s.model)]
     t = time.perf_counter()
     for state in clustering:
-        state.cluster(1)
+        if state not in compressing:
+            state.cluster(1)
     sync()
-    cluster_s = time.perf_counter() - t
+    cluster_s = time.perf_counter() - t if len(clustering) > len(compressing) else 0.0
     epochs = max(r.epochs for r in runs)
     rounds = max((s.run.cluster_rounds(per_epoch) for s in clustering), default=0)
-    seconds = (per_epoch * epochs * step_s + epochs * eval_s + rounds * cluster_s + setup_s)
-    methods = list(dict.fromkeys(r.method for r in runs))
+    t = time.perf_counter()
+    for round_ in range(1, rounds + 1):
+        for state in compressing:
+            if awaiting_compression(state.model):
+                state.cluster(round_)
+    sync()
+    compress_s = time.perf_counter() - t if compressing else 0.0
+    seconds = (per_epoch * epochs * step_s + epochs * eval_s + rounds * cluster_s + compress_s
+               + setup_s)
+    methods = dict(Counter(r.method for r in runs))
     return GroupTiming(methods, len(runs), sum(per_epoch * r.epochs for r in runs), step_s,
-                       eval_s, cluster_s, setup_s, seconds)
+                       eval_s, cluster_s, compress_s, setup_s, seconds)
 
 
 def time_spec(name: str, device: str | torch.device = "auto", group_size: int | None = None,
-              steps: int = TIMED_STEPS, progress=lambda text: None) -> SpecTiming:
-    """A GMF paper spec's estimated sweep time on this device (one device, the sweep's groups)."""
+              steps: int = TIMED_STEPS, methods: list[str] | None = None,
+              progress=lambda text: None) -> SpecTiming:
+    """A GMF paper spec's estimated sweep time on this device (one device, the sweep's groups);
+    methods: only these methods' runs."""
     from .specfile import load_spec
 
     device = resolve_device(device) if isinstance(device, str) else device
@@ -167,32 +189,51 @@ def time_spec(name: str, device: str | torch.device = "auto", group_size: int | 
     out: SpecTiming | None = None
     for dataset in spec.datasets:
         data = shaped_like(dataset)
-        every = [r for r in spec.expand() if r.dataset == dataset]
-        runs = trainable(every, data)
-        timing = SpecTiming(spec.name, dataset, len(data.train), len(runs),
-                            len(every) - len(runs), 0, 0.0, 0.0)
-        for i, group in enumerate(group_runs(runs, group_size, stack=True)):
-            t = time.perf_counter()
-            g = time_group(group, data, device, steps)
-            timing.groups.append(g)
-            timing.run_steps += g.run_steps
-            timing.seconds += g.seconds
-            progress(f"{name}: group {i + 1} ({', '.join(g.methods)}, {g.runs} runs): "
-                     f"{1e6 * g.step_s / g.runs:.1f} us per run-step, est. "
-                     f"{g.seconds / 60:.1f} min (measured in {time.perf_counter() - t:.0f} s: "
-                     f"setup {g.setup_s:.1f} s, a clustering round {g.cluster_s:.1f} s)")
-            gc.collect()  # the group's stacks and graph hold reference cycles: free them now
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
+        every = [r for r in spec.expand()
+                 if r.dataset == dataset and (methods is None or r.method in methods)]
+        timing = SpecTiming(spec.name, dataset, len(data.train), 0, 0, 0, 0.0, 0.0)
+        # Grouped as the sweep groups them, too_small runs included (it records them without
+        # training, so its groups train fewer runs).
+        for i, group in enumerate(group_runs(every, group_size, stack=True)):
+            runs = trainable(group, data)
+            timing.runs, timing.too_small = timing.runs + len(runs), (timing.too_small
+                                                                     + len(group) - len(runs))
+            if runs:
+                _time_into(timing, f"{name}: group {i + 1}", runs, data, device, steps, progress)
         out = timing if out is None else _merged(out, timing)
     out.measured_s = time.perf_counter() - start
     return out
 
 
+def _time_into(timing: SpecTiming, label: str, runs: list[RunConfig], data: InteractionData,
+               device: torch.device, steps: int, progress) -> None:
+    t = time.perf_counter()
+    try:
+        g = time_group(runs, data, device, steps)
+    except torch.cuda.OutOfMemoryError:
+        g = None
+        kinds = ", ".join(sorted({r.method for r in runs}))
+        timing.untimed.append(f"{label} ({len(runs)} runs of {kinds}): out of memory")
+        progress(f"{label}: out of memory, not timed")
+    finally:
+        gc.collect()  # the group's stacks and graph hold reference cycles: free them now
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    if g is None:
+        return
+    timing.groups.append(g)
+    timing.run_steps += g.run_steps
+    timing.seconds += g.seconds
+    progress(f"{label} ({', '.join(g.methods)}, {g.runs} runs): "
+             f"{1e6 * g.step_s / g.runs:.1f} us per run-step, est. {g.seconds / 60:.1f} min "
+             f"(measured in {time.perf_counter() - t:.0f} s: setup {g.setup_s:.1f} s, "
+             f"a clustering round {g.cluster_s:.1f} s, compression {g.compress_s:.1f} s)")
+
+
 def _merged(a: SpecTiming, b: SpecTiming) -> SpecTiming:
     return SpecTiming(a.spec, f"{a.dataset}, {b.dataset}", a.train_rows + b.train_rows,
                       a.runs + b.runs, a.too_small + b.too_small, a.run_steps + b.run_steps,
-                      a.seconds + b.seconds, 0.0, a.groups + b.groups)
+                      a.seconds + b.seconds, 0.0, a.groups + b.groups, a.untimed + b.untimed)
 
 
 def hours(seconds: float) -> str:

@@ -137,3 +137,15 @@ def test_the_engine_says_before_each_clustering():
     train(RunConfig(TINY_DATASET, "hash", 16 * 32, epochs=2), data, "cpu",
           on_cluster=lambda *args: told.append(args))
     assert told == []
+
+
+def test_interaction_data_refuses_ids_outside_its_tables():
+    # Checked once at load: on CUDA the tables are read without a bounds check per id.
+    from cce_bench.data import InteractionData, InteractionSplit
+    from cce_bench.errors import IdError
+
+    ok = InteractionSplit(torch.tensor([0, 2]), torch.tensor([1, 0]), torch.tensor([1.0, 0.0]))
+    bad = InteractionSplit(torch.tensor([0, 3]), torch.tensor([1, 0]), torch.tensor([1.0, 0.0]))
+    InteractionData("fine", 3, 2, ok, ok)
+    with pytest.raises(IdError, match=r"mine: val users run from 0 to 3, outside \[0, 3\)"):
+        InteractionData("mine", 3, 2, ok, bad)

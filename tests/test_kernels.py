@@ -71,7 +71,16 @@ for dtype in (torch.float32, torch.bfloat16, torch.int32, torch.int64):
         table = (torch.randn(500, width, generator=gen) * 100).to(dtype)
         for index in (torch.int32, torch.int64):
             rows = torch.randint(0, 500, (3001,), generator=gen).to(index)
-            assert torch.equal(triton_rows.gather(table, rows), table.index_select(0, rows))
+            out = torch.empty(3001, width, dtype=dtype)
+            triton_rows.gather(table, rows, out)
+            assert torch.equal(out, table.index_select(0, rows))
+# A row outside the table reads as 0 and adds nowhere (it never reaches other memory).
+table = torch.ones(4, 2)
+out = torch.full((3, 2), 7.0)
+triton_rows.gather(table, torch.tensor([-1, 4, 3]), out)
+assert out.tolist() == [[0, 0], [0, 0], [1, 1]]
+triton_rows.scatter_add(table, torch.tensor([-1, 4, 0]), torch.ones(3, 2), 1.0)
+assert table.tolist() == [[2, 2], [1, 1], [1, 1], [1, 1]]
 rows = torch.randint(0, 50, (2000,), generator=gen)
 values = torch.randn(2000, 5, generator=gen)
 got = torch.zeros(50, 5)
@@ -92,3 +101,17 @@ def test_the_triton_programs_in_triton_s_interpreter():
     done = subprocess.run([sys.executable, "-c", INTERPRETED], env=env, capture_output=True,
                           text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+def test_a_triton_launch_that_fails_falls_back_to_torch_with_one_warning(monkeypatch):
+    class Broken:
+        def gather(self, *args):
+            raise RuntimeError("no C compiler to build the launcher")
+
+    monkeypatch.setattr(kernels, "_failed", [])
+    monkeypatch.setattr(kernels, "_kernels", lambda: Broken())
+    monkeypatch.setattr(kernels, "_fast", lambda table, rows: not kernels._failed)
+    table, rows = torch.arange(12.0).view(6, 2), torch.tensor([5, 0])
+    with pytest.warns(RuntimeWarning, match="no C compiler"):
+        assert torch.equal(kernels.gather_rows(table, rows), table[rows])
+    assert torch.equal(kernels.gather_rows(table, rows), table[rows])  # no second try

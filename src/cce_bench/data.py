@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .errors import IdError
+
 
 @dataclass
 class InteractionSplit:
@@ -72,6 +74,20 @@ class InteractionData:
     val: InteractionSplit
     test: InteractionSplit | None = None
     meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        # Checked once here, so no id outside its table reaches a step: on CUDA the tables are
+        # read without a bounds check per id (kernels/).
+        for split_name in ("train", "val", "test"):
+            split = getattr(self, split_name)
+            if split is None or len(split) == 0:
+                continue
+            for column, size in (("users", self.n_users), ("items", self.n_items)):
+                ids = getattr(split, column)
+                low, high = int(ids.min()), int(ids.max())
+                if low < 0 or high >= size:
+                    raise IdError(f"{self.name}: {split_name} {column} run from {low} to {high}, "
+                                  f"outside [0, {size}); rebuild the dataset (download --force)")
 
 
 @dataclass

@@ -14,6 +14,7 @@ than about its table's capacity.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from dataclasses import dataclass, field, fields
@@ -185,7 +186,10 @@ def train_many(runs: list[RunConfig], data: Data, device: str | torch.device = "
     if len({lockstep_key(r) for r in runs}) > 1:
         raise ConfigError("runs trained together need the same dataset, model, batch size and "
                           "precision")
-    with dense_precision(runs[0].precision):
+    # The run's GPU is the current one while it trains: Triton programs (kernels/) and CUDA
+    # graph captures run on the current device, not on their tensors' own.
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with dense_precision(runs[0].precision), on_device:
         return _train_lockstep(runs, data, device, on_epoch, stepper, input, stack, on_cluster)
 
 
@@ -356,7 +360,7 @@ class RunState:
         eval_s = device_clock(device) - start
 
         finite = all(math.isfinite(b) and b < DIVERGED_BCE for b in (train_bce, val_bce))
-        awaiting = _awaiting_compression(self.model)
+        awaiting = awaiting_compression(self.model)
         cluster_s, self.pending_cluster_s = self.pending_cluster_s, 0.0
         if finite and cluster_now:
             cluster_s += self.cluster(self.epoch if end_of_epoch else self.epoch + 1)
@@ -373,7 +377,7 @@ class RunState:
             self.done = self.stopped_early = True
         else:
             self.best_bce, self.best_auc = min(self.best_bce, val_bce), max(self.best_auc, val_auc)
-        if awaiting and not _awaiting_compression(self.model):
+        if awaiting and not awaiting_compression(self.model):
             # A post-training method (pq) just compressed: early stopping compares the
             # compressed model with itself, never with the full table it was.
             self.best_bce, self.best_auc = math.inf, -math.inf
@@ -435,7 +439,7 @@ def has_clustering(model: nn.Module) -> bool:
                for m in model.modules() if m is not model)
 
 
-def _awaiting_compression(model: nn.Module) -> bool:
+def awaiting_compression(model: nn.Module) -> bool:
     """Whether a post-training method has yet to compress (the run must not stop before)."""
     return any(getattr(m, "post_training", False) and not m.compressed for m in model.modules())
 

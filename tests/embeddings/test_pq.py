@@ -12,7 +12,7 @@ from cce_bench.config import RunConfig
 from cce_bench.datasets import load_dataset
 from cce_bench.embeddings.kmeans import nearest
 from cce_bench import engine
-from cce_bench.engine import _awaiting_compression, build_model, train
+from cce_bench.engine import awaiting_compression, build_model, train
 from tests.conftest import TINY_DATASET
 
 VOCAB, BUDGET, DIM, CHUNKS = 500, 16 * 8, 8, 4  # 16 codewords of width 2 per chunk
@@ -136,12 +136,12 @@ def test_engine_compresses_on_the_last_scheduled_epoch_and_reports_the_compresse
 
 def test_a_run_waits_for_compression_before_stopping_early():
     model = torch.nn.ModuleDict({"a": build(compress_round=2), "b": build()})
-    assert _awaiting_compression(model)
+    assert awaiting_compression(model)
     model["a"].cluster()
     model["b"].cluster()
-    assert _awaiting_compression(model)  # a compresses on its second call
+    assert awaiting_compression(model)  # a compresses on its second call
     model["a"].cluster()
-    assert not _awaiting_compression(model)
+    assert not awaiting_compression(model)
 
 
 def test_early_stopping_neither_precedes_compression_nor_compares_with_the_full_table(

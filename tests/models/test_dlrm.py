@@ -135,7 +135,7 @@ def test_batched_tables_train_as_separate_tables(tiny_criteo, method):
     """The same run with its compressed tables batched into one module and as 26 modules:
     the same numbers at every evaluation point, clustering included (pq: before and after it
     compresses, at the second of two cluster() calls of its 81 steps)."""
-    from cce_bench.engine import (_awaiting_compression, cluster_all, evaluate,
+    from cce_bench.engine import (awaiting_compression, cluster_all, evaluate,
                                   fuse_sparse_updates, make_optimizer, make_stepper)
     from cce_bench.models.build import build_model
 
@@ -163,7 +163,7 @@ def test_batched_tables_train_as_separate_tables(tiny_criteo, method):
                 if step % 30 == 0:
                     cluster_all(model, optimizer)
                 trace.append((*evaluate(model, tiny_criteo.tensors("val")),
-                              _awaiting_compression(model)))
+                              awaiting_compression(model)))
                 counts[-1].append(sizes(model))
         results.append(trace)
     batched, separate = results

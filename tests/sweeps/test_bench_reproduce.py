@@ -14,7 +14,7 @@ SPEC = """
 name = "tiny-grid"
 datasets = ["syn-60-2400"]
 model = "gmf"
-methods = ["full", "hash", "cce"]
+methods = ["full", "hash", "cce", "pq"]
 budgets = "1:16"
 budget_unit = "ppd"
 seeds = 2
@@ -56,9 +56,26 @@ def test_time_spec_covers_every_trained_run_once_and_counts_every_epoch(spec_fil
     steps_per_epoch = math.ceil(2400 / 500)
     assert timing.run_steps == len(runs) * steps_per_epoch * 2
     assert timing.seconds >= sum(g.step_s * steps_per_epoch * 2 for g in timing.groups) > 0
-    assert all(g.cluster_s > 0 for g in timing.groups if g.methods == ["cce"])
-    assert set(timing.by_method()) == {"full", "hash", "cce"}
+    assert all(g.cluster_s > 0 for g in timing.groups if list(g.methods) == ["cce"])
+    # pq compresses once, at its last round: that is timed, its other rounds cost nothing.
+    pq = [g for g in timing.groups if list(g.methods) == ["pq"]]
+    assert pq and all(g.compress_s > 0 and g.cluster_s == 0 for g in pq)
+    assert set(timing.by_method()) == {"full", "hash", "cce", "pq"}
     assert sum(timing.by_method().values()) == pytest.approx(timing.seconds)
+    assert not timing.untimed
+
+
+def test_a_mixed_group_is_split_between_its_methods_by_their_runs():
+    from cce_bench.sweeps.bench_reproduce import GroupTiming, SpecTiming
+
+    group = GroupTiming({"cce": 3, "pq": 1}, 4, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 40.0)
+    timing = SpecTiming("s", "d", 0, 4, 0, 0, 40.0, 0.0, [group])
+    assert timing.by_method() == {"cce": 30.0, "pq": 10.0}
+
+
+def test_methods_pick_the_specs_runs(spec_file):
+    timing = time_spec(str(spec_file), "cpu", steps=2, methods=["hash"])
+    assert {m for g in timing.groups for m in g.methods} == {"hash"}
 
 
 def test_the_cli_prints_each_specs_estimate(spec_file, tmp_path):
@@ -68,6 +85,17 @@ def test_the_cli_prints_each_specs_estimate(spec_file, tmp_path):
     assert result.exit_code == 0, result.output
     assert "tiny-grid" in result.output and "us per" in result.output
     assert '"spec": "tiny-grid"' in out.read_text()
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--reproduce", "--model", "dlrm"], "GMF spec"),
+    (["--reproduce", "--budget", "16"], "--budget"),
+    (["--spec", "paper/ml-1m"], "--spec is for --reproduce"),
+])
+def test_options_that_reproduce_would_ignore_are_one_line_errors(args, text):
+    result = CliRunner().invoke(app, ["bench", *args])
+    assert result.exit_code == 1 and text in result.output
+    assert "Traceback" not in result.output
 
 
 def test_the_shipped_gmf_specs_are_what_make_reproduce_runs():

@@ -9,21 +9,26 @@ GMF step. A Triton program here moves a block of rows at once: 6.9 and 8.9 us fo
 layout with atomic adds: in the stacked hash step 29 us a call, where index_add_ took 51.
 
 `gather_rows` and `scatter_add_rows` fall back to torch's index_select and index_add_ on the
-CPU, where triton is missing, for rows wider than WIDE_ROW_BYTES (a block per row suits them)
-and for layouts the kernels do not take. Unlike index_select the kernels do not check the rows
-against the table's length: callers pass rows they computed in range (hashes modulo the rows, or
-ids the model checked), and tests compare the two paths.
+CPU, where triton is missing or its first launch failed, for rows of at least WIDE_ROW_BYTES (a
+block per row suits them) and for layouts the kernels do not take. Unlike index_select, the
+kernels do not stop at a row outside the table: they read it as 0 and add it nowhere, so a bad
+id cannot touch other memory. Ids are in range by construction (hashes modulo the rows) or
+checked where the data is loaded (data.InteractionData), and tests compare the two paths.
 """
 
 from __future__ import annotations
 
 import functools
+import warnings
 
 import torch
 
 # Rows at least this wide (bytes) are read by torch's one-block-per-row kernel, which suits them.
 WIDE_ROW_BYTES = 1024
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.int32, torch.int64)
+
+
+_failed: list[str] = []  # why the Triton path was given up, once it was
 
 
 @functools.cache
@@ -41,13 +46,31 @@ def _fast(table: torch.Tensor, rows: torch.Tensor) -> bool:
             and table.dtype in _DTYPES and rows.dim() == 1 and rows.is_contiguous()
             and rows.dtype in (torch.int32, torch.int64) and rows.device == table.device
             and 0 < table.shape[1] * table.element_size() < WIDE_ROW_BYTES
-            and _kernels() is not None)
+            and table.device.index in (None, torch.cuda.current_device())  # triton's device
+            and not _failed and _kernels() is not None)
+
+
+def _launch(kernel: str, *args) -> bool:
+    """Run a Triton program; False (and a warning, once) if triton cannot launch it here, e.g.
+    no C compiler to build its launcher: the torch ops take over from then on."""
+    try:
+        getattr(_kernels(), kernel)(*args)
+    except Exception as err:  # noqa: BLE001 - any failure to build or launch means: use torch
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            raise  # a failed capture cannot fall back; the warm-up steps before it run eagerly
+        _failed.append(f"{type(err).__name__}: {err}")
+        warnings.warn(f"Triton row kernels unavailable, using torch's ({_failed[0]})",
+                      RuntimeWarning, stacklevel=3)
+        return False
+    return True
 
 
 def gather_rows(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     """table[rows] for a 2-d table and 1-d rows: (N, width). Not differentiable (see lookup)."""
     if _fast(table, rows):
-        return _kernels().gather(table, rows)
+        out = torch.empty(len(rows), table.shape[1], dtype=table.dtype, device=table.device)
+        if _launch("gather", table, rows, out):
+            return out
     return table.index_select(0, rows)
 
 
@@ -57,8 +80,10 @@ def scatter_add_rows(target: torch.Tensor, rows: torch.Tensor, values: torch.Ten
     CUDA: the order of the sums, and so the last bit, may vary between runs)."""
     values = values.to(target.dtype)
     if (_fast(target, rows) and target.dtype == torch.float32
-            and values.shape == (len(rows), target.shape[1])):
-        _kernels().scatter_add(target, rows, values.contiguous(), alpha)
+            and values.shape == (len(rows), target.shape[1])
+            and _launch("scatter_add", target, rows, values.contiguous(), alpha)):
+        # As index_add_ does: autograd then refuses a backward through values saved before.
+        torch.autograd.graph.increment_version(target)
         return target
     return target.index_add_(0, rows, values, alpha=alpha)
 

@@ -13,26 +13,29 @@ PROGRAM_ELEMENTS = 4096
 
 
 @triton.jit
-def _block(rows, n, width, BLOCK: tl.constexpr, WIDTH: tl.constexpr):
-    """This program's positions in rows, the table rows they name, the columns and the mask."""
+def _block(rows, n, n_rows, width, BLOCK: tl.constexpr, WIDTH: tl.constexpr):
+    """This program's positions in rows, the table rows they name, the columns and the mask
+    (a row outside the table's n_rows is masked: read as 0, added nowhere)."""
     position = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     inside = position < n
     row = tl.load(rows + position, mask=inside, other=0).to(tl.int64)
+    inside = inside & (row >= 0) & (row < n_rows)
     column = tl.arange(0, WIDTH)
     return position, row, column, inside[:, None] & (column[None, :] < width)
 
 
 @triton.jit
-def _gather(table, rows, out, n, width, BLOCK: tl.constexpr, WIDTH: tl.constexpr):
-    position, row, column, mask = _block(rows, n, width, BLOCK, WIDTH)
-    values = tl.load(table + row[:, None] * width + column[None, :], mask=mask)
-    tl.store(out + position[:, None] * width + column[None, :], values, mask=mask)
+def _gather(table, rows, out, n, n_rows, width, BLOCK: tl.constexpr, WIDTH: tl.constexpr):
+    position, row, column, mask = _block(rows, n, n_rows, width, BLOCK, WIDTH)
+    values = tl.load(table + row[:, None] * width + column[None, :], mask=mask, other=0)
+    written = (position < n)[:, None] & (column[None, :] < width)
+    tl.store(out + position[:, None] * width + column[None, :], values, mask=written)
 
 
 @triton.jit
-def _scatter_add(target, rows, values, alpha, n, width, BLOCK: tl.constexpr,
+def _scatter_add(target, rows, values, alpha, n, n_rows, width, BLOCK: tl.constexpr,
                  WIDTH: tl.constexpr):
-    position, row, column, mask = _block(rows, n, width, BLOCK, WIDTH)
+    position, row, column, mask = _block(rows, n, n_rows, width, BLOCK, WIDTH)
     update = tl.load(values + position[:, None] * width + column[None, :], mask=mask)
     tl.atomic_add(target + row[:, None] * width + column[None, :], update * alpha, mask=mask,
                   sem="relaxed")
@@ -44,13 +47,11 @@ def _shape(n: int, width: int) -> tuple[tuple[int], int, int]:
     return (triton.cdiv(n, block),), block, padded
 
 
-def gather(table: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+def gather(table: torch.Tensor, rows: torch.Tensor, out: torch.Tensor) -> None:
     n, width = rows.numel(), table.shape[1]
-    out = torch.empty(n, width, dtype=table.dtype, device=table.device)
     if n:
         grid, block, padded = _shape(n, width)
-        _gather[grid](table, rows, out, n, width, BLOCK=block, WIDTH=padded)
-    return out
+        _gather[grid](table, rows, out, n, table.shape[0], width, BLOCK=block, WIDTH=padded)
 
 
 def scatter_add(target: torch.Tensor, rows: torch.Tensor, values: torch.Tensor,
@@ -58,5 +59,5 @@ def scatter_add(target: torch.Tensor, rows: torch.Tensor, values: torch.Tensor,
     n, width = rows.numel(), target.shape[1]
     if n:
         grid, block, padded = _shape(n, width)
-        _scatter_add[grid](target, rows, values, float(alpha), n, width, BLOCK=block,
-                           WIDTH=padded)
+        _scatter_add[grid](target, rows, values, float(alpha), n, target.shape[0], width,
+                           BLOCK=block, WIDTH=padded)
