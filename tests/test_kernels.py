@@ -86,6 +86,18 @@ values = torch.randn(2000, 5, generator=gen)
 got = torch.zeros(50, 5)
 triton_rows.scatter_add(got, rows, values, 0.1)
 torch.testing.assert_close(got, torch.zeros(50, 5).index_add_(0, rows, values, alpha=0.1))
+# The wrappers' Triton path (taken on CUDA only), run here through the interpreter.
+from cce_bench import kernels
+kernels._fast = lambda table, rows: True
+table = torch.randn(40, 3, generator=gen)
+rows = torch.randint(0, 40, (100,), generator=gen)
+assert torch.equal(kernels.take_rows(table, rows.view(10, 10)), table[rows.view(10, 10)])
+target = torch.zeros(40, 3)
+version = target._version
+kernels.scatter_add_rows(target, rows, torch.ones(100, 3), alpha=-0.5)
+assert target._version > version and not kernels._failed
+torch.testing.assert_close(target, torch.zeros(40, 3).index_add_(0, rows, torch.ones(100, 3),
+                                                                 alpha=-0.5))
 """
 
 
