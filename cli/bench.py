@@ -10,7 +10,7 @@ import typer
 from rich import box
 from rich.table import Table
 
-from cce_bench.config import MODELS
+from cce_bench.config import MODELS, PRECISIONS
 from cce_bench.embeddings import get_method, method_names
 from cce_bench.errors import ConfigError
 
@@ -57,6 +57,9 @@ def bench(
         "--reproduce", help="Estimate `make reproduce`'s GMF specs from measured steps: each "
         "group a sweep trains, built on random data of its dataset's shape and timed for a "
         "few steps, one evaluation and one clustering round.")] = False,
+    precision: Annotated[Optional[str], typer.Option(
+        help="--reproduce: the specs' runs at this precision instead of their own (tf32: the "
+        "tables' matrix products on tensor cores).", **choice(PRECISIONS))] = None,
     spec: Annotated[Optional[list[str]], typer.Option(
         "--spec", help="--reproduce: the spec to time (repeatable), a shipped name or a .toml "
         "path. Default: every shipped GMF spec.")] = None,
@@ -71,13 +74,14 @@ def bench(
     against a reference loop that syncs the host every step (--model dlrm: DLRM's step on
     Kaggle's shape and the paper grid's cost).
     """
-    if spec and not reproduce:
-        raise ConfigError("--spec is for --reproduce; add --reproduce to time a spec")
+    if (spec or precision) and not reproduce:
+        raise ConfigError("--spec and --precision are for --reproduce; add --reproduce to "
+                          "time a spec")
     if reproduce:
         if model != "gmf" or budget:
             raise ConfigError("--reproduce times a GMF spec's own budgets; leave out --model "
                               "dlrm and --budget (--method picks the spec's methods)")
-        _bench_reproduce(spec, method, device, group_size, json_out)
+        _bench_reproduce(spec, method, precision, device, group_size, json_out)
         return
     if model == "dlrm":
         _bench_dlrm(method, budget, device, steps, rows, json_out)
@@ -200,8 +204,8 @@ def _dlrm_table(title: str, timings) -> Table:
     return table
 
 
-def _bench_reproduce(specs: list[str] | None, methods: list[str] | None, device: str,
-                     group_size: int | None, json_out: Path | None) -> None:
+def _bench_reproduce(specs: list[str] | None, methods: list[str] | None, precision: str | None,
+                     device: str, group_size: int | None, json_out: Path | None) -> None:
     from dataclasses import asdict
 
     from cce_bench.sweeps.bench_reproduce import gmf_specs, hours, time_spec
@@ -212,9 +216,9 @@ def _bench_reproduce(specs: list[str] | None, methods: list[str] | None, device:
     with console.status("benchmarking") as status:
         for name in specs or gmf_specs():
             timings.append(time_spec(name, device, group_size, methods=methods,
-                                     progress=_progress_printer(status)))
+                                     precision=precision, progress=_progress_printer(status)))
     table = Table(box=box.SIMPLE, title="make reproduce, GMF specs: estimated from measured "
-                  "steps, every epoch counted")
+                  f"steps, every epoch counted{f', precision {precision}' if precision else ''}")
     for column in ("spec", "train rows", "runs", "run-steps", "us per run-step", "estimate",
                    "slowest methods"):
         table.add_column(column, justify="left" if column in ("spec", "slowest methods")

@@ -86,8 +86,9 @@ def sweep(
     top_mlp: Annotated[Optional[str], typer.Option(
         help="DLRM's top MLP, ending in one logit. Default: 512-256-1.")] = None,
     precision: Annotated[Optional[str], typer.Option(
-        help="DLRM's MLPs and interaction: fp32, tf32 (tensor-core matmuls) or bf16 "
-        "(autocast); tables stay fp32. Default: fp32.", **choice(PRECISIONS))] = None,
+        help="Matrix products: fp32, tf32 (tensor-core matmuls: DLRM's MLPs and the tables' "
+        "own products, dhe's, tt's, ldim's, also for GMF) or bf16 (DLRM's MLPs, autocast); "
+        "tables are stored and updated in fp32. Default: fp32.", **choice(PRECISIONS))] = None,
     shuffle: Annotated[Optional[str], typer.Option(
         help="Order of an epoch's training rows: rows (one random permutation) or blocks "
         "(random blocks of 2^20 contiguous rows, shuffled within: sequential reads when "

@@ -19,6 +19,7 @@ dataset are not counted; a group that runs out of memory is listed as not timed.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import time
 from collections import Counter
@@ -32,6 +33,7 @@ from cce_bench.embeddings import make_embedding
 from cce_bench.engine import (awaiting_compression, device_splits, has_clustering,
                                resolve_device, run_states)
 from cce_bench.errors import BudgetTooSmall, ConfigError
+from cce_bench.models.dlrm import dense_precision
 from cce_bench.steps import capture_steps
 
 from .work import group_runs
@@ -117,6 +119,14 @@ def trainable(runs: list[RunConfig], data: InteractionData) -> list[RunConfig]:
 def time_group(runs: list[RunConfig], data: InteractionData, device: torch.device,
                steps: int = TIMED_STEPS) -> GroupTiming:
     """One group's estimated wall time from a few measured steps (see the module doc)."""
+    # As train_many holds them: the group's matmul precision, its device the current one.
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with dense_precision(runs[0].precision), on_device:
+        return _time_group(runs, data, device, steps)
+
+
+def _time_group(runs: list[RunConfig], data: InteractionData, device: torch.device,
+                steps: int) -> GroupTiming:
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     start = time.perf_counter()
     # The states the engine trains (runs renamed to the shaped data), stacked as a sweep stacks.
@@ -174,13 +184,13 @@ def time_group(runs: list[RunConfig], data: InteractionData, device: torch.devic
 
 def time_spec(name: str, device: str | torch.device = "auto", group_size: int | None = None,
               steps: int = TIMED_STEPS, methods: list[str] | None = None,
-              progress=lambda text: None) -> SpecTiming:
+              precision: str | None = None, progress=lambda text: None) -> SpecTiming:
     """A GMF paper spec's estimated sweep time on this device (one device, the sweep's groups);
-    methods: only these methods' runs."""
+    methods: only these methods' runs; precision: the spec's runs at this precision."""
     from .specfile import load_spec
 
     device = resolve_device(device) if isinstance(device, str) else device
-    spec = load_spec(name)
+    spec = load_spec(name, {"precision": precision} if precision else None)
     if spec.model != "gmf":
         raise ConfigError(f"{name}: --reproduce times GMF specs; for DLRM use "
                           "cce-bench bench --model dlrm")

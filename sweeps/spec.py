@@ -80,7 +80,7 @@ class SweepSpec:
     cluster_every: int | None = None  # steps; 0: cluster after epochs
     bottom_mlp: str | None = None  # DLRM only
     top_mlp: str | None = None  # DLRM only
-    precision: str | None = None  # DLRM's MLPs: fp32, tf32 or bf16
+    precision: str | None = None  # matrix products: fp32, tf32 (GMF and DLRM) or bf16 (DLRM)
     shuffle: str | None = None  # the training rows' order: rows, or blocks (DLRM only)
     cluster_until: float | None = None
     early_stop: float = 0.01

@@ -149,3 +149,15 @@ def test_interaction_data_refuses_ids_outside_its_tables():
     InteractionData("fine", 3, 2, ok, ok)
     with pytest.raises(IdError, match=r"mine: val users run from 0 to 3, outside \[0, 3\)"):
         InteractionData("mine", 3, 2, ok, bad)
+
+
+def test_a_gmf_run_at_tf32_holds_the_switch_while_it_trains(tiny):
+    # tf32 lets cuBLAS use tensor cores for the tables' products (dhe, tt, ldim); on a CPU
+    # the switch changes nothing, so the numbers equal fp32's.
+    seen = []
+    run = RunConfig(TINY_DATASET, "dhe", 64 * 32, epochs=1, batch_size=500, precision="tf32")
+    low = train(run, tiny, "cpu", on_epoch=lambda r, e: seen.append(
+        torch.backends.cuda.matmul.allow_tf32))
+    assert seen == [True] and not torch.backends.cuda.matmul.allow_tf32
+    exact = train(RunConfig(TINY_DATASET, "dhe", 64 * 32, epochs=1, batch_size=500), tiny, "cpu")
+    assert low.epochs[0].val_bce == exact.epochs[0].val_bce

@@ -11,19 +11,22 @@ from .errors import ConfigError
 
 MODELS = ["gmf", "dlrm"]
 OPTIMIZERS = ["adamw", "sgd"]
-# How DLRM's MLPs and interaction multiply: fp32 (exact), tf32 (fp32 tensors, tensor-core
-# matmuls with a 10-bit mantissa), bf16 (autocast: bf16 matmuls, fp32 tables and loss).
+# How matrix products multiply: fp32 (exact), tf32 (fp32 tensors, tensor-core matmuls with a
+# 10-bit mantissa: DLRM's MLPs and interaction, and the tables' own products, dhe's, tt's and
+# ldim's, for both models), bf16 (DLRM only: autocast, bf16 MLPs, fp32 tables and loss).
 PRECISIONS = ["fp32", "tf32", "bf16"]
 # The order of an epoch's training rows (order.py): one random permutation of all rows, or
 # random blocks of contiguous rows (BLOCK_ROWS), each shuffled within, which streams from the
 # memory-mapped cache with sequential reads (Criteo Terabyte).
 SHUFFLES = ["rows", "blocks"]
-# Fields with a fixed set of values; those only DLRM may change, with the value GMF keeps.
+# Fields with a fixed set of values; for those DLRM alone may set to every value, the values
+# GMF may take.
 CHOICES = {"optimizer": OPTIMIZERS, "precision": PRECISIONS, "shuffle": SHUFFLES}
-_DLRM_ONLY = {
-    "precision": ("fp32", "is for DLRM's MLPs; GMF trains in fp32"),
-    "shuffle": ("rows", "is for DLRM's Criteo rows streamed from the cache; GMF data fits on "
-                "the device (use rows)"),
+_GMF_TAKES = {
+    "precision": (("fp32", "tf32"), "is for DLRM's MLPs; GMF trains in fp32, or tf32 for its "
+                  "tables' matrix products"),
+    "shuffle": (("rows",), "is for DLRM's Criteo rows streamed from the cache; GMF data fits "
+                "on the device (use rows)"),
 }
 
 
@@ -31,8 +34,8 @@ def choice_problem(name: str, value: str, model: str) -> str | None:
     """Why `value` cannot be field `name` (a CHOICES field) of a `model` run; None if it can."""
     if value not in CHOICES[name]:
         return f"'{value}' is not one of {', '.join(CHOICES[name])}"
-    gmf_value, why = _DLRM_ONLY.get(name, (value, ""))
-    if model != "dlrm" and value != gmf_value:
+    gmf_values, why = _GMF_TAKES.get(name, (CHOICES[name], ""))
+    if model != "dlrm" and value not in gmf_values:
         return f"'{value}' {why}"
     return None
 
@@ -73,8 +76,9 @@ class RunConfig:
     # top "512-256-1" (the input size follows from the interaction). Empty for GMF.
     bottom_mlp: str = ""
     top_mlp: str = ""
-    # Matmul precision of DLRM's dense part (PRECISIONS); tables, their updates and k-means
-    # stay fp32 (tf32 is cuBLAS's process-wide switch: it reaches dhe's, tt's, ldim's matmuls).
+    # Matmul precision (PRECISIONS): of DLRM's dense part, and under tf32 of every fp32
+    # product of a step (cuBLAS's process-wide switch), dhe's, tt's and ldim's tables included,
+    # GMF's too; tables' storage, their updates and k-means stay fp32.
     precision: str = "fp32"
     # How an epoch orders the training rows (SHUFFLES): "blocks" is for DLRM's streamed data.
     shuffle: str = "rows"

@@ -270,8 +270,11 @@ def test_tf32_is_switched_on_for_the_run_and_back_off_after(monkeypatch):
 def test_precision_is_checked_and_kept_out_of_old_run_ids():
     with pytest.raises(ConfigError, match="precision 'fp16' is not one of fp32, tf32, bf16"):
         dlrm_run("hash", 160, precision="fp16")
-    with pytest.raises(ConfigError, match="precision 'bf16' is for DLRM's MLPs"):
+    with pytest.raises(ConfigError, match="precision 'bf16' is for DLRM's MLPs; GMF trains in "
+                       "fp32, or tf32"):
         RunConfig("syn-60-2400", "hash", 256, precision="bf16")
+    gmf = RunConfig("syn-60-2400", "dhe", 256, precision="tf32")  # its tables' products
+    assert gmf.run_id != RunConfig("syn-60-2400", "dhe", 256).run_id
     assert dlrm_run("hash", 160).run_id == dlrm_run("hash", 160, precision="fp32").run_id
     assert dlrm_run("hash", 160).run_id != dlrm_run("hash", 160, precision="tf32").run_id
 

@@ -90,7 +90,8 @@ def test_the_cli_prints_each_specs_estimate(spec_file, tmp_path):
 @pytest.mark.parametrize("args, text", [
     (["--reproduce", "--model", "dlrm"], "GMF spec"),
     (["--reproduce", "--budget", "16"], "--budget"),
-    (["--spec", "paper/ml-1m"], "--spec is for --reproduce"),
+    (["--spec", "paper/ml-1m"], "--spec and --precision are for --reproduce"),
+    (["--precision", "tf32"], "--spec and --precision are for --reproduce"),
 ])
 def test_options_that_reproduce_would_ignore_are_one_line_errors(args, text):
     result = CliRunner().invoke(app, ["bench", *args])
@@ -101,3 +102,18 @@ def test_options_that_reproduce_would_ignore_are_one_line_errors(args, text):
 def test_the_shipped_gmf_specs_are_what_make_reproduce_runs():
     assert "paper/ml-1m" in gmf_specs() and "paper/syn-100m" in gmf_specs()
     assert not any("criteo" in s for s in gmf_specs())
+
+
+def test_precision_sets_every_timed_run(spec_file, monkeypatch):
+    from cce_bench.sweeps import bench_reproduce
+
+    seen = []
+    real = bench_reproduce._time_group
+
+    def spy(runs, *args):
+        seen.extend({r.precision for r in runs})
+        return real(runs, *args)
+
+    monkeypatch.setattr(bench_reproduce, "_time_group", spy)
+    time_spec(str(spec_file), "cpu", steps=2, methods=["hash"], precision="tf32")
+    assert set(seen) == {"tf32"}
