@@ -152,6 +152,8 @@ def _time_group(runs: list[RunConfig], data: InteractionData, device: torch.devi
     step_s = (time.perf_counter() - t) / timed
     evaluate = lambda: [state.evaluate_split(state.val_split) for state in states]  # noqa: E731
     evaluate()  # untimed: the first call compiles and allocates for the split's shapes
+    for state in states:
+        state.step += 1  # a stack keeps its scores per step: at a new one it evaluates again
     sync()
     t = time.perf_counter()
     evaluate()

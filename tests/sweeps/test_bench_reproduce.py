@@ -50,7 +50,7 @@ def test_time_spec_covers_every_trained_run_once_and_counts_every_epoch(spec_fil
     runs = trainable(spec.expand(), shaped_like("syn-60-2400"))
     too_small = len(spec.expand()) - len(runs)
     assert too_small > 0  # cce's one-ppd budget cannot hold its tables
-    timing = time_spec(str(spec_file), "cpu", steps=2)
+    timing = time_spec(str(spec_file), "cpu", group_size=8, steps=2)  # stacks, as on a GPU
     assert (timing.runs, timing.too_small) == (len(runs), too_small)
     assert sum(g.runs for g in timing.groups) == len(runs)
     steps_per_epoch = math.ceil(2400 / 500)
@@ -63,6 +63,8 @@ def test_time_spec_covers_every_trained_run_once_and_counts_every_epoch(spec_fil
     assert set(timing.by_method()) == {"full", "hash", "cce", "pq"}
     assert sum(timing.by_method().values()) == pytest.approx(timing.seconds)
     assert not timing.untimed
+    # Each stack's evaluation is timed for real, not read from the warm-up's cached scores.
+    assert all(g.eval_s > 1e-4 for g in timing.groups)
 
 
 def test_a_mixed_group_is_split_between_its_methods_by_their_runs():
