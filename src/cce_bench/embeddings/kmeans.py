@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UnknownName
+from ..kernels import nearest_centroids
 
 BACKENDS = ["auto", "faiss", "torch"]
 INITS = ["random", "kmeans++"]
@@ -135,14 +136,22 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor,
             bias: torch.Tensor | None = None) -> torch.Tensor:
     """Index of the nearest centroid: points (B, n, d), centroids (B, k, d) -> (B, n) int64.
 
-    Computed in blocks of points so the (n, k) distance matrix never exists whole. bias (B, k),
-    if given, is added to every distance to a centroid (inf: that centroid is never nearest).
+    Computed in blocks of points so the (n, k) distance matrix never exists whole; on CUDA a
+    problem of at least kernels.FUSED_DISTANCES distances goes to one Triton program that keeps
+    them in registers (a near-tie may then go to the other centroid). bias (B, k), if given, is
+    added to every distance to a centroid (inf: that centroid is never nearest).
     """
     b, n, _ = points.shape
     k = centroids.shape[1]
     sq_norms = (centroids * centroids).sum(-1).unsqueeze(1)  # (B, 1, k)
     if bias is not None:
         sq_norms = sq_norms + bias.unsqueeze(1)
+    # Large problems on CUDA: one Triton program keeps the distances in registers (kernels/).
+    if points.is_cuda:
+        fused = nearest_centroids(points.contiguous(), centroids.contiguous(),
+                                  sq_norms.reshape(b, k).contiguous())
+        if fused is not None:
+            return fused
     step = max(1, _BLOCK_ELEMENTS // max(1, b * k))
     out = torch.empty(b, n, dtype=torch.int64, device=points.device)
     for start in range(0, n, step):
