@@ -67,6 +67,7 @@ class SpecTiming:
     measured_s: float  # wall time of the measurement itself
     groups: list[GroupTiming] = field(default_factory=list)
     untimed: list[str] = field(default_factory=list)  # groups that could not be measured, why
+    precision: str = "fp32"  # the runs' matmul precision
 
     @property
     def us_per_run_step(self) -> float:
@@ -203,7 +204,8 @@ def time_spec(name: str, device: str | torch.device = "auto", group_size: int | 
         data = shaped_like(dataset)
         every = [r for r in spec.expand()
                  if r.dataset == dataset and (methods is None or r.method in methods)]
-        timing = SpecTiming(spec.name, dataset, len(data.train), 0, 0, 0, 0.0, 0.0)
+        timing = SpecTiming(spec.name, dataset, len(data.train), 0, 0, 0, 0.0, 0.0,
+                            precision=spec.precision)
         # Grouped as the sweep groups them, too_small runs included (it records them without
         # training, so its groups train fewer runs).
         for i, group in enumerate(group_runs(every, group_size, stack=True)):
@@ -245,7 +247,8 @@ def _time_into(timing: SpecTiming, label: str, runs: list[RunConfig], data: Inte
 def _merged(a: SpecTiming, b: SpecTiming) -> SpecTiming:
     return SpecTiming(a.spec, f"{a.dataset}, {b.dataset}", a.train_rows + b.train_rows,
                       a.runs + b.runs, a.too_small + b.too_small, a.run_steps + b.run_steps,
-                      a.seconds + b.seconds, 0.0, a.groups + b.groups, a.untimed + b.untimed)
+                      a.seconds + b.seconds, 0.0, a.groups + b.groups, a.untimed + b.untimed,
+                      a.precision)
 
 
 def hours(seconds: float) -> str:

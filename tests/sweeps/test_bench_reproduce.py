@@ -117,5 +117,5 @@ def test_precision_sets_every_timed_run(spec_file, monkeypatch):
         return real(runs, *args)
 
     monkeypatch.setattr(bench_reproduce, "_time_group", spy)
-    time_spec(str(spec_file), "cpu", steps=2, methods=["hash"], precision="tf32")
-    assert set(seen) == {"tf32"}
+    timing = time_spec(str(spec_file), "cpu", steps=2, methods=["hash"], precision="tf32")
+    assert set(seen) == {"tf32"} and timing.precision == "tf32"

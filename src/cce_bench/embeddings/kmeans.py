@@ -137,7 +137,7 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor,
     """Index of the nearest centroid: points (B, n, d), centroids (B, k, d) -> (B, n) int64.
 
     Computed in blocks of points so the (n, k) distance matrix never exists whole; on CUDA a
-    problem of at least kernels.FUSED_DISTANCES distances goes to one Triton program that keeps
+    call of at least kernels.FUSED_DISTANCES distances over its batch goes to one Triton program that keeps
     them in registers (a near-tie may then go to the other centroid). bias (B, k), if given, is
     added to every distance to a centroid (inf: that centroid is never nearest).
     """
@@ -148,8 +148,7 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor,
         sq_norms = sq_norms + bias.unsqueeze(1)
     # Large problems on CUDA: one Triton program keeps the distances in registers (kernels/).
     if points.is_cuda:
-        fused = nearest_centroids(points.contiguous(), centroids.contiguous(),
-                                  sq_norms.reshape(b, k).contiguous())
+        fused = nearest_centroids(points, centroids, sq_norms.reshape(b, k))
         if fused is not None:
             return fused
     step = max(1, _BLOCK_ELEMENTS // max(1, b * k))

@@ -12,7 +12,7 @@ layout with atomic adds: in the stacked hash step 29 us a call, where index_add_
 `nearest_centroids` finds each point's nearest centroid without writing the (points x
 centroids) distances to memory, which k-means' torch path does block by block and reads back
 for argmin: at CCE's large budgets (n and k in the 10^5s, d = 8) that traffic is the round's
-cost. It takes problems of at least FUSED_DISTANCES distances; its speed on a GPU has not been
+cost. It takes calls of at least FUSED_DISTANCES distances over the batch; its speed on a GPU has not been
 measured yet (BENCHMARKS.md), and its float sums are ordered differently from baddbmm's, so a
 near-tie may go to the other centroid.
 
@@ -34,12 +34,14 @@ import torch
 # Rows at least this wide (bytes) are read by torch's one-block-per-row kernel, which suits them.
 WIDE_ROW_BYTES = 1024
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.int32, torch.int64)
-# Smallest problem (batch x points x centroids) nearest_centroids takes, and its widest point.
+# Smallest call (a batch of problems: batch x points x centroids distances) nearest_centroids
+# takes, its widest point, and its largest batch (the programs' second grid axis).
 FUSED_DISTANCES = 1 << 28
 FUSED_MAX_DIM = 64
+FUSED_MAX_BATCH = 65_535
 
 
-_failed: list[str] = []  # why the Triton path was given up, once it was
+_failed: dict[str, str] = {}  # kernel -> why it was given up, once it was
 
 
 @functools.cache
@@ -58,19 +60,21 @@ def _fast(table: torch.Tensor, rows: torch.Tensor) -> bool:
             and rows.dtype in (torch.int32, torch.int64) and rows.device == table.device
             and 0 < table.shape[1] * table.element_size() < WIDE_ROW_BYTES
             and table.device.index in (None, torch.cuda.current_device())  # triton's device
-            and not _failed and _kernels() is not None)
+            and _kernels() is not None)
 
 
 def _launch(kernel: str, *args) -> bool:
     """Run a Triton program; False (and a warning, once) if triton cannot launch it here, e.g.
-    no C compiler to build its launcher: the torch ops take over from then on."""
+    no C compiler to build its launcher: torch's ops take over from then on, for that program."""
+    if kernel in _failed:
+        return False
     try:
         getattr(_kernels(), kernel)(*args)
     except Exception as err:  # noqa: BLE001 - any failure to build or launch means: use torch
         if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
             raise  # a failed capture cannot fall back; the warm-up steps before it run eagerly
-        _failed.append(f"{type(err).__name__}: {err}")
-        warnings.warn(f"Triton row kernels unavailable, using torch's ({_failed[0]})",
+        _failed[kernel] = f"{type(err).__name__}: {err}"
+        warnings.warn(f"Triton kernel {kernel} unavailable, using torch's ({_failed[kernel]})",
                       RuntimeWarning, stacklevel=3)
         return False
     return True
@@ -113,10 +117,13 @@ def nearest_centroids(points: torch.Tensor, centroids: torch.Tensor,
     b, n, d = points.shape
     k = centroids.shape[1]
     if not (points.is_cuda and b * n * k >= FUSED_DISTANCES and d <= FUSED_MAX_DIM
-            and all(t.dtype == torch.float32 and t.is_contiguous() and t.device == points.device
+            and b <= FUSED_MAX_BATCH
+            and all(t.dtype == torch.float32 and t.device == points.device
                     for t in (points, centroids, norms))
             and points.device.index in (None, torch.cuda.current_device())
-            and not _failed and _kernels() is not None):
+            and "nearest" not in _failed and _kernels() is not None):
         return None
     out = torch.empty(b, n, dtype=torch.int64, device=points.device)
-    return out if _launch("nearest", points, centroids, norms, out) else None
+    taken = _launch("nearest", points.contiguous(), centroids.contiguous(),
+                    norms.contiguous(), out)
+    return out if taken else None

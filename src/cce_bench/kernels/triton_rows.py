@@ -89,8 +89,8 @@ def _nearest(points, centroids, norms, out, n, k, D: tl.constexpr, BLOCK_N: tl.c
             dot += x[:, None] * c[None, :]
         norm = tl.load(norms + problem * k + cols, mask=in_k, other=float("inf"))
         distance = norm[None, :] - 2.0 * dot
-        low = tl.min(distance, axis=1)
-        where = tl.argmin(distance, axis=1).to(tl.int64) + start
+        low, where = tl.min(distance, axis=1, return_indices=True)  # one pair, NaN or not
+        where = where.to(tl.int64) + start
         better = low < best
         best = tl.where(better, low, best)
         best_index = tl.where(better, where, best_index)
