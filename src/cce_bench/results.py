@@ -146,6 +146,20 @@ class ResultsLog:
                 done.add(run_id)
         return done
 
+    def precisions(self) -> set[str]:
+        """The precisions of the runs the file holds, from their config files (fp32 where a
+        config does not say: it was written before the field existed)."""
+        if not self.path.exists():
+            return set()
+        found = set()
+        for run_id in read_rows(self.path)["run_id"].unique():
+            try:
+                saved = json.loads((self.runs_dir / f"{run_id}.json").read_text())
+            except (OSError, ValueError):
+                saved = {}
+            found.add(saved.get("precision", "fp32"))
+        return found
+
     def _recorded(self, run_id: str) -> tuple[str, int] | None:
         """(started_at, rows) of the run's last record, from its config file, if it says."""
         try:

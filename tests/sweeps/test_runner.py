@@ -4,7 +4,9 @@
 from __future__ import annotations
 
 import pandas as pd
+import pytest
 
+from cce_bench.errors import ConfigError
 from cce_bench.results import read_rows
 from cce_bench.sweeps import Execution, SweepSpec, run_sweep
 from cce_bench.sweeps.local import plan_slots
@@ -109,3 +111,17 @@ def test_threads_default_to_one_in_the_driver_and_follow_threads(monkeypatch):
 
     with pytest.raises(ConfigError, match="--threads must be at least 1, not 0"):
         Execution(threads=0)
+
+
+def test_a_results_file_keeps_runs_of_one_precision(tmp_path):
+    # Reports group by method and budget, not precision: tf32 runs appended to an fp32 file
+    # would be averaged with them.
+    run_sweep(tiny_spec(tmp_path, "exact", methods=["hash"], budgets=[4]),
+              execution=Execution(workers=0))
+    with pytest.raises(ConfigError, match=r"exact.csv holds fp32 runs and this sweep trains "
+                                          r"tf32; .* own name \(--name\)"):
+        run_sweep(tiny_spec(tmp_path, "exact", methods=["hash"], budgets=[4], precision="tf32"),
+                  execution=Execution(workers=0))
+    summary = run_sweep(tiny_spec(tmp_path, "exact-tf32", methods=["hash"], budgets=[4],
+                                  precision="tf32"), execution=Execution(workers=0))
+    assert summary.statuses == {"ok": 1}
