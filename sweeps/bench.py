@@ -205,6 +205,22 @@ def train_groups(runs: list[RunConfig], data: InteractionData, device: torch.dev
     return {"seconds": time.perf_counter() - start, **out}
 
 
+def trainable(runs: list[RunConfig], data: InteractionData) -> list[RunConfig]:
+    """The runs a sweep trains: those whose budget holds the method's smallest table (a sweep
+    records the others as too_small without training). One build per table shape."""
+    fits: dict[tuple, bool] = {}
+    for run in runs:
+        key = (run.method, run.budget, run.dim, run.n_chunks)
+        if key not in fits:
+            try:
+                make_embedding(max(data.n_users, data.n_items), run.budget, run.dim, run.method,
+                               run.n_chunks, seed=0)
+                fits[key] = True
+            except BudgetTooSmall:
+                fits[key] = False
+    return [run for run in runs if fits[(run.method, run.budget, run.dim, run.n_chunks)]]
+
+
 def time_paper_sweep(data: InteractionData, device: torch.device, methods: list[str],
                      seeds: int = 3, epochs: int = 10, group_size: int = 16, stack: bool = True,
                      progress=lambda text: None) -> dict:
@@ -213,18 +229,14 @@ def time_paper_sweep(data: InteractionData, device: torch.device, methods: list[
     Runs whose budget is below the method's minimum are counted, not trained (a sweep records
     them as too_small without training).
     """
-    runs, too_small = [], 0
+    every = []
     for method in methods:
         uncompressed = get_method(method).family == "uncompressed"
         for ppd in PAPER_BUDGETS[:1] if uncompressed else PAPER_BUDGETS:
-            budget = 0 if uncompressed else ppd * 32
-            try:
-                make_embedding(max(data.n_users, data.n_items), budget, 32, method, 4, seed=0)
-            except BudgetTooSmall:
-                too_small += seeds
-                continue
-            runs += [RunConfig(data.name, method, budget, seed=s, epochs=epochs)
-                     for s in range(seeds)]
+            every += [RunConfig(data.name, method, 0 if uncompressed else ppd * 32, seed=s,
+                                epochs=epochs) for s in range(seeds)]
+    runs = trainable(every, data)
+    too_small = len(every) - len(runs)
     timing = train_groups(runs, data, device, group_size, progress, stack)
     return {"runs": len(runs) + too_small, "trained": len(runs), "too_small": too_small,
             "methods": len(methods), "budgets": len(PAPER_BUDGETS), "seeds": seeds,

@@ -19,7 +19,6 @@ dataset are not counted; a group that runs out of memory is listed as not timed.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import time
 from collections import Counter
@@ -29,13 +28,12 @@ import torch
 
 from cce_bench.config import RunConfig
 from cce_bench.data import InteractionData, InteractionSplit
-from cce_bench.embeddings import make_embedding
 from cce_bench.engine import (awaiting_compression, device_splits, has_clustering,
-                               resolve_device, run_states)
-from cce_bench.errors import BudgetTooSmall, ConfigError
-from cce_bench.models.dlrm import dense_precision
+                               resolve_device, run_states, training_context)
+from cce_bench.errors import ConfigError
 from cce_bench.steps import capture_steps
 
+from .bench import trainable
 from .work import group_runs
 
 # Steps timed per group (its graph replayed this often after three warm-up replays).
@@ -104,25 +102,10 @@ def shaped_like(dataset: str, seed: int = 0) -> InteractionData:
     return InteractionData(f"{dataset}-shaped", users, items, split(train), split(val))
 
 
-def trainable(runs: list[RunConfig], data: InteractionData) -> list[RunConfig]:
-    """The runs a sweep trains: those whose budget holds the method's smallest table."""
-    keep = []
-    for run in runs:
-        try:
-            make_embedding(max(data.n_users, data.n_items), run.budget, run.dim, run.method,
-                           run.n_chunks, seed=0)
-        except BudgetTooSmall:
-            continue
-        keep.append(run)
-    return keep
-
-
 def time_group(runs: list[RunConfig], data: InteractionData, device: torch.device,
                steps: int = TIMED_STEPS) -> GroupTiming:
     """One group's estimated wall time from a few measured steps (see the module doc)."""
-    # As train_many holds them: the group's matmul precision, its device the current one.
-    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with dense_precision(runs[0].precision), on_device:
+    with training_context(runs[0].precision, device):  # as train_many trains the group
         return _time_group(runs, data, device, steps)
 
 
@@ -263,4 +246,4 @@ def gmf_specs() -> list[str]:
 
 
 __all__ = ["GroupTiming", "SpecTiming", "gmf_specs", "hours", "shaped_like", "time_group",
-           "time_spec", "trainable"]
+           "time_spec"]

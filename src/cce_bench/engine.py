@@ -18,7 +18,7 @@ import contextlib
 import math
 import time
 from dataclasses import dataclass, field, fields
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -186,11 +186,18 @@ def train_many(runs: list[RunConfig], data: Data, device: str | torch.device = "
     if len({lockstep_key(r) for r in runs}) > 1:
         raise ConfigError("runs trained together need the same dataset, model, batch size and "
                           "precision")
-    # The run's GPU is the current one while it trains: Triton programs (kernels/) and CUDA
-    # graph captures run on the current device, not on their tensors' own.
-    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
-    with dense_precision(runs[0].precision), on_device:
+    with training_context(runs[0].precision, device):
         return _train_lockstep(runs, data, device, on_epoch, stepper, input, stack, on_cluster)
+
+
+@contextlib.contextmanager
+def training_context(precision: str, device: torch.device) -> Iterator[None]:
+    """What a group of runs trains under: its matmul precision (dense_precision), and its GPU
+    as the current one, since Triton programs (kernels/) and CUDA graph captures run on the
+    current device, not on their tensors' own."""
+    on_device = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
+    with dense_precision(precision), on_device:
+        yield
 
 
 def lockstep_key(run: RunConfig) -> tuple:

@@ -151,21 +151,19 @@ class ResultsLog:
         config does not say: it was written before the field existed)."""
         if not self.path.exists():
             return set()
-        found = set()
-        for run_id in read_rows(self.path)["run_id"].unique():
-            try:
-                saved = json.loads((self.runs_dir / f"{run_id}.json").read_text())
-            except (OSError, ValueError):
-                saved = {}
-            found.add(saved.get("precision", "fp32"))
-        return found
+        return {self._saved(run_id).get("precision", "fp32")
+                for run_id in read_rows(self.path)["run_id"].unique()}
+
+    def _saved(self, run_id: str) -> dict:
+        """A run's config file as written ({} where there is none or it cannot be read)."""
+        try:
+            return json.loads((self.runs_dir / f"{run_id}.json").read_text())
+        except (OSError, ValueError):
+            return {}
 
     def _recorded(self, run_id: str) -> tuple[str, int] | None:
         """(started_at, rows) of the run's last record, from its config file, if it says."""
-        try:
-            saved = json.loads((self.runs_dir / f"{run_id}.json").read_text())
-        except (OSError, ValueError):
-            return None
+        saved = self._saved(run_id)
         if "recorded_rows" not in saved:
             return None
         return saved["recorded_started_at"], saved["recorded_rows"]

@@ -7,7 +7,8 @@ from typer.testing import CliRunner
 
 from cce_bench.cli import app
 from cce_bench.errors import ConfigError
-from cce_bench.sweeps.bench_reproduce import gmf_specs, shaped_like, time_spec, trainable
+from cce_bench.sweeps.bench import trainable
+from cce_bench.sweeps.bench_reproduce import gmf_specs, shaped_like, time_spec
 from cce_bench.sweeps.specfile import load_spec
 
 SPEC = """

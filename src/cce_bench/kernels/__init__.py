@@ -54,13 +54,19 @@ def _kernels():
     return triton_rows
 
 
+def _triton_takes(tensor: torch.Tensor) -> bool:
+    """Whether a Triton program can run on this tensor: on CUDA, on the current device (triton
+    launches there, not on its arguments' device), with triton importable."""
+    return (tensor.is_cuda and tensor.device.index in (None, torch.cuda.current_device())
+            and _kernels() is not None)
+
+
 def _fast(table: torch.Tensor, rows: torch.Tensor) -> bool:
-    return (table.is_cuda and table.dim() == 2 and table.is_contiguous()
+    return (table.dim() == 2 and table.is_contiguous()
             and table.dtype in _DTYPES and rows.dim() == 1 and rows.is_contiguous()
             and rows.dtype in (torch.int32, torch.int64) and rows.device == table.device
             and 0 < table.shape[1] * table.element_size() < WIDE_ROW_BYTES
-            and table.device.index in (None, torch.cuda.current_device())  # triton's device
-            and _kernels() is not None)
+            and _triton_takes(table))
 
 
 def _launch(kernel: str, *args) -> bool:
@@ -116,12 +122,10 @@ def nearest_centroids(points: torch.Tensor, centroids: torch.Tensor,
     where the kernel does not take the problem (the caller computes it with torch)."""
     b, n, d = points.shape
     k = centroids.shape[1]
-    if not (points.is_cuda and b * n * k >= FUSED_DISTANCES and d <= FUSED_MAX_DIM
-            and b <= FUSED_MAX_BATCH
+    if not (b * n * k >= FUSED_DISTANCES and d <= FUSED_MAX_DIM and b <= FUSED_MAX_BATCH
             and all(t.dtype == torch.float32 and t.device == points.device
                     for t in (points, centroids, norms))
-            and points.device.index in (None, torch.cuda.current_device())
-            and "nearest" not in _failed and _kernels() is not None):
+            and "nearest" not in _failed and _triton_takes(points)):
         return None
     out = torch.empty(b, n, dtype=torch.int64, device=points.device)
     taken = _launch("nearest", points.contiguous(), centroids.contiguous(),
