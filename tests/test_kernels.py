@@ -95,21 +95,6 @@ values = torch.randn(2000, 5, generator=gen)
 got = torch.zeros(50, 5)
 triton_rows.scatter_add(got, rows, values, 0.1)
 torch.testing.assert_close(got, torch.zeros(50, 5).index_add_(0, rows, values, alpha=0.1))
-# The nearest centroid, kept in registers tile by tile, against k-means' torch path; a padded
-# centroid (inf) is never nearest, and of equal centroids the first wins.
-from cce_bench.embeddings.kmeans import nearest
-for b, n, k, d in [(1, 300, 70, 8), (3, 257, 129, 4), (2, 100, 5, 32), (1, 50, 200, 1)]:
-    points, centroids = torch.randn(b, n, d, generator=gen), torch.randn(b, k, d, generator=gen)
-    bias = torch.zeros(b, k)
-    bias[:, -2:] = float("inf")
-    out = torch.empty(b, n, dtype=torch.int64)
-    triton_rows.nearest(points, centroids, ((centroids * centroids).sum(-1) + bias), out)
-    assert torch.equal(out, nearest(points, centroids, bias))
-centroids = torch.tensor([[[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]])
-out = torch.empty(1, 2, dtype=torch.int64)
-triton_rows.nearest(torch.tensor([[[1.0, 0.1], [0.9, 0.0]]]), centroids,
-                    (centroids * centroids).sum(-1), out)
-assert out.tolist() == [[0, 0]]
 # The wrappers' Triton path (taken on CUDA only), run here through the interpreter.
 from cce_bench import kernels
 kernels._fast = lambda table, rows: True
@@ -152,21 +137,3 @@ def test_a_triton_launch_that_fails_falls_back_to_torch_with_one_warning(monkeyp
         assert torch.equal(kernels.gather_rows(table, rows), table[rows])
     assert torch.equal(kernels.gather_rows(table, rows), table[rows])  # no second try
 
-
-@requires_cuda
-@pytest.mark.gpu
-def test_nearest_centroids_on_cuda_agrees_with_the_blocked_distances(monkeypatch):
-    from cce_bench.embeddings import kmeans
-
-    gen = torch.Generator().manual_seed(1)
-    points = torch.randn(4, 20_000, 8, generator=gen).cuda()
-    centroids = torch.randn(4, 3_000, 8, generator=gen).cuda()
-    monkeypatch.setattr(kernels, "FUSED_DISTANCES", 1 << 62)
-    blocked = kmeans.nearest(points, centroids)
-    monkeypatch.setattr(kernels, "FUSED_DISTANCES", 1)
-    fused = kmeans.nearest(points, centroids)
-    # Sums in another order: a near-tie may go the other way, never to a farther centroid.
-    assert (fused == blocked).float().mean() > 0.999
-    dist = lambda a: ((points - torch.gather(centroids, 1, a.unsqueeze(-1).expand(-1, -1, 8)))
-                      ** 2).sum(-1)  # noqa: E731
-    torch.testing.assert_close(dist(fused), dist(blocked), rtol=1e-5, atol=1e-5)

@@ -1,5 +1,4 @@
-"""Row gathers and scatter-adds for narrow 2-d tables, and k-means' nearest centroid, in Triton
-on CUDA.
+"""Row gathers and scatter-adds for narrow 2-d tables, in Triton on CUDA.
 
 torch 2.11 reads rows of a 2-d CUDA tensor through one kernel for index_select, advanced
 indexing, torch.gather and embedding alike, and that kernel gives every index its own thread
@@ -8,13 +7,6 @@ block. For the narrow rows of compressed tables the block launches are the cost:
 GMF step. A Triton program here moves a block of rows at once: 6.9 and 8.9 us for the same reads
 (BENCHMARKS.md, "Row gathers in Triton"). The scatter-add (a lookup's backward) is the same
 layout with atomic adds: in the stacked hash step 29 us a call, where index_add_ took 51.
-
-`nearest_centroids` finds each point's nearest centroid without writing the (points x
-centroids) distances to memory, which k-means' torch path does block by block and reads back
-for argmin: at CCE's large budgets (n and k in the 10^5s, d = 8) that traffic is the round's
-cost. It takes calls of at least FUSED_DISTANCES distances over the batch; its speed on a GPU has not been
-measured yet (BENCHMARKS.md), and its float sums are ordered differently from baddbmm's, so a
-near-tie may go to the other centroid.
 
 `gather_rows` and `scatter_add_rows` fall back to torch's index_select and index_add_ on the
 CPU, where triton is missing or its first launch failed, for rows of at least WIDE_ROW_BYTES (a
@@ -34,11 +26,6 @@ import torch
 # Rows at least this wide (bytes) are read by torch's one-block-per-row kernel, which suits them.
 WIDE_ROW_BYTES = 1024
 _DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.int32, torch.int64)
-# Smallest call (a batch of problems: batch x points x centroids distances) nearest_centroids
-# takes, its widest point, and its largest batch (the programs' second grid axis).
-FUSED_DISTANCES = 1 << 28
-FUSED_MAX_DIM = 64
-FUSED_MAX_BATCH = 65_535
 
 
 _failed: dict[str, str] = {}  # kernel -> why it was given up, once it was
@@ -114,20 +101,3 @@ def take_rows(table: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
     (buffers: hash caches, CCE's index, pq's codes)."""
     return gather_rows(table, ids.reshape(-1)).view(*ids.shape, table.shape[1])
 
-
-def nearest_centroids(points: torch.Tensor, centroids: torch.Tensor,
-                      norms: torch.Tensor) -> torch.Tensor | None:
-    """Index of the nearest centroid by |c|^2 + bias - 2 x.c: points (B, n, d), centroids
-    (B, k, d), norms (B, k) (|c|^2 plus any bias; inf: never nearest) -> (B, n) int64; None
-    where the kernel does not take the problem (the caller computes it with torch)."""
-    b, n, d = points.shape
-    k = centroids.shape[1]
-    if not (b * n * k >= FUSED_DISTANCES and d <= FUSED_MAX_DIM and b <= FUSED_MAX_BATCH
-            and all(t.dtype == torch.float32 and t.device == points.device
-                    for t in (points, centroids, norms))
-            and "nearest" not in _failed and _triton_takes(points)):
-        return None
-    out = torch.empty(b, n, dtype=torch.int64, device=points.device)
-    taken = _launch("nearest", points.contiguous(), centroids.contiguous(),
-                    norms.contiguous(), out)
-    return out if taken else None
