@@ -95,6 +95,26 @@ values = torch.randn(2000, 5, generator=gen)
 got = torch.zeros(50, 5)
 triton_rows.scatter_add(got, rows, values, 0.1)
 torch.testing.assert_close(got, torch.zeros(50, 5).index_add_(0, rows, values, alpha=0.1))
+# The nearest centroid, kept in registers tile by tile, against k-means' torch path; a padded
+# centroid (inf) is never nearest, and of equal centroids the first wins.
+from cce_bench.embeddings.kmeans import nearest
+for b, n, k, d in [(1, 300, 70, 8), (3, 257, 129, 4), (2, 100, 5, 32), (1, 50, 200, 1)]:
+    points, centroids = torch.randn(b, n, d, generator=gen), torch.randn(b, k, d, generator=gen)
+    bias = torch.zeros(b, k)
+    bias[:, -2:] = float("inf")
+    out = torch.empty(b, n, dtype=torch.int64)
+    triton_rows.nearest(points, centroids, ((centroids * centroids).sum(-1) + bias), out)
+    assert torch.equal(out, nearest(points, centroids, bias))
+# Of equal centroids the first wins, in both arithmetic paths (FMAs up to 4 dimensions, tl.dot
+# above), also when the copies fall in different tiles of centroids.
+for d in (2, 8):
+    centroids = torch.randn(1, 70, d, generator=gen)
+    centroids[0, 40] = centroids[0, 3]  # another tile (tiles of 32)
+    centroids[0, 5] = centroids[0, 3]  # the same tile
+    points = centroids[:, [3, 40, 5]] + 1e-3
+    out = torch.empty(1, 3, dtype=torch.int64)
+    triton_rows.nearest(points, centroids, (centroids * centroids).sum(-1), out)
+    assert out.tolist() == [[3, 3, 3]], out
 # The wrappers' Triton path (taken on CUDA only), run here through the interpreter.
 from cce_bench import kernels
 kernels._fast = lambda table, rows: True
@@ -137,3 +157,21 @@ def test_a_triton_launch_that_fails_falls_back_to_torch_with_one_warning(monkeyp
         assert torch.equal(kernels.gather_rows(table, rows), table[rows])
     assert torch.equal(kernels.gather_rows(table, rows), table[rows])  # no second try
 
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("dim", [4, 8, 32])  # FMAs, then tl.dot
+def test_nearest_centroids_on_cuda_agrees_with_the_blocked_distances(monkeypatch, dim):
+    from cce_bench.embeddings import kmeans
+
+    gen = torch.Generator().manual_seed(1)
+    points = torch.randn(4, 20_000, dim, generator=gen).cuda()
+    centroids = torch.randn(4, 3_000, dim, generator=gen).cuda()
+    fused = kmeans.nearest(points, centroids)
+    monkeypatch.setattr(kmeans, "nearest_centroids", lambda *args: None)
+    blocked = kmeans.nearest(points, centroids)
+    # Sums in another order: a near-tie may go the other way, never to a farther centroid.
+    assert (fused == blocked).float().mean() > 0.999
+    dist = lambda a: ((points - torch.gather(centroids, 1, a.unsqueeze(-1).expand(-1, -1, dim)))
+                      ** 2).sum(-1)  # noqa: E731
+    torch.testing.assert_close(dist(fused), dist(blocked), rtol=1e-5, atol=1e-5)

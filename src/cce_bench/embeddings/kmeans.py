@@ -32,6 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UnknownName
+from ..kernels import nearest_centroids
 
 BACKENDS = ["auto", "faiss", "torch"]
 INITS = ["random", "kmeans++"]
@@ -135,16 +136,20 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor,
             bias: torch.Tensor | None = None) -> torch.Tensor:
     """Index of the nearest centroid: points (B, n, d), centroids (B, k, d) -> (B, n) int64.
 
-    Computed in blocks of points so the (n, k) distance matrix never exists whole. (A Triton
-    program that kept the distances in registers instead was 2x slower than these baddbmm
-    blocks on an H200 at every size tried, so it was removed: BENCHMARKS.md.) bias (B, k), if
-    given, is added to every distance to a centroid (inf: that centroid is never nearest).
+    On CUDA one Triton program keeps the distances in registers (kernels.nearest_centroids; a
+    near-tie may then go to the other centroid than on the CPU); elsewhere they are computed in
+    blocks of points, so the (n, k) distance matrix never exists whole. bias (B, k), if given, is
+    added to every distance to a centroid (inf: that centroid is never nearest).
     """
     b, n, _ = points.shape
     k = centroids.shape[1]
     sq_norms = (centroids * centroids).sum(-1).unsqueeze(1)  # (B, 1, k)
     if bias is not None:
         sq_norms = sq_norms + bias.unsqueeze(1)
+    if points.is_cuda:
+        fused = nearest_centroids(points, centroids, sq_norms.reshape(b, k))
+        if fused is not None:
+            return fused
     step = max(1, _BLOCK_ELEMENTS // max(1, b * k))
     out = torch.empty(b, n, dtype=torch.int64, device=points.device)
     for start in range(0, n, step):

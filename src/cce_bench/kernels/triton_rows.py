@@ -10,6 +10,13 @@ import triton.language as tl
 # Elements one program moves (16 KB of floats). With it the H200 reads 147,456 rows of 32 floats
 # in 6.9 us (BENCHMARKS.md, "Row gathers in Triton"); other sizes were not tried.
 PROGRAM_ELEMENTS = 4096
+# A nearest-centroid program: 128 points against tiles of 32 centroids. Each program keeps three
+# (128 x 32) tiles in registers (dot products, best distance, best index): 64 x 64 and 128 x 32
+# ran fastest on the H200, 128 x 64 spilled registers and was 3x slower (BENCHMARKS.md).
+NEAREST_BLOCK_N, NEAREST_BLOCK_K = 128, 32
+# Up to this point width the dot products are fp32 FMAs, one rank-1 update per dimension; wider
+# points use tl.dot in exact fp32 ("ieee"), the point width padded with zeros to 16.
+NEAREST_FMA_DIM = 4
 
 
 @triton.jit
@@ -62,3 +69,58 @@ def scatter_add(target: torch.Tensor, rows: torch.Tensor, values: torch.Tensor,
         _scatter_add[grid](target, rows, values, float(alpha), n, target.shape[0], width,
                            BLOCK=block, WIDTH=padded)
 
+
+@triton.jit
+def _nearest(points, centroids, norms, out, n, k, D: tl.constexpr, PADDED_D: tl.constexpr,
+             FMA: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """For a block of one problem's points, the index of the nearest centroid: the smallest
+    |c|^2 + bias - 2 x.c. Over the tiles of centroids each (point, lane) pair keeps its own
+    running minimum, element-wise; the one reduction over the lanes comes at the end (a
+    reduction per tile cost more than the distances). No (n, k) block goes to memory; the
+    smallest index wins a tie, as in torch.argmin."""
+    problem = tl.program_id(1).to(tl.int64)
+    rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    in_n = rows < n
+    dims = tl.arange(0, PADDED_D)
+    point = points + problem * n * D + rows * D
+    first = centroids + problem * k * D
+    if not FMA:
+        x = tl.load(point[:, None] + dims[None, :],
+                    mask=in_n[:, None] & (dims[None, :] < D), other=0.0)  # (BLOCK_N, PADDED_D)
+    best = tl.full((BLOCK_N, BLOCK_K), float("inf"), tl.float32)
+    best_index = tl.zeros((BLOCK_N, BLOCK_K), tl.int32)
+    for start in tl.range(0, k, BLOCK_K):
+        cols = start + tl.arange(0, BLOCK_K)
+        in_k = cols < k
+        if FMA:
+            dot = tl.zeros((BLOCK_N, BLOCK_K), tl.float32)
+            for j in tl.static_range(D):
+                xj = tl.load(point + j, mask=in_n, other=0.0)
+                c = tl.load(first + cols * D + j, mask=in_k, other=0.0)
+                dot += xj[:, None] * c[None, :]
+        else:
+            c = tl.load(first + cols[None, :] * D + dims[:, None],  # (PADDED_D, BLOCK_K)
+                        mask=in_k[None, :] & (dims[:, None] < D), other=0.0)
+            dot = tl.dot(x, c, input_precision="ieee")
+        norm = tl.load(norms + problem * k + cols, mask=in_k, other=float("inf"))
+        distance = norm[None, :] - 2.0 * dot
+        better = distance < best  # strictly: an earlier tile keeps a tie
+        best = tl.where(better, distance, best)
+        best_index = tl.where(better, cols[None, :].to(tl.int32), best_index)
+    low = tl.min(best, axis=1)
+    never = 2147483647  # no finite distance (every centroid padded): index 0
+    winner = tl.min(tl.where(best == low[:, None], best_index, never), axis=1)
+    winner = tl.where(winner == never, 0, winner)
+    tl.store(out + problem * n + rows, winner.to(tl.int64), mask=in_n)
+
+
+def nearest(points: torch.Tensor, centroids: torch.Tensor, norms: torch.Tensor,
+            out: torch.Tensor) -> None:
+    b, n, d = points.shape
+    k = centroids.shape[1]
+    if n and b:
+        fma = d <= NEAREST_FMA_DIM
+        padded = triton.next_power_of_2(d) if fma else max(16, triton.next_power_of_2(d))
+        grid = (triton.cdiv(n, NEAREST_BLOCK_N), b)
+        _nearest[grid](points, centroids, norms, out, n, k, D=d, PADDED_D=padded, FMA=fma,
+                       BLOCK_N=NEAREST_BLOCK_N, BLOCK_K=NEAREST_BLOCK_K, num_warps=4)
