@@ -108,10 +108,10 @@ for b, n, k, d in [(1, 300, 70, 8), (3, 257, 129, 4), (2, 100, 5, 32), (1, 50, 2
 # Of equal centroids the first wins, in both arithmetic paths (FMAs up to 4 dimensions, tl.dot
 # above), also when the copies fall in different tiles of centroids.
 for d in (2, 8):
-    centroids = torch.randn(1, 70, d, generator=gen)
-    centroids[0, 40] = centroids[0, 3]  # another tile (tiles of 32)
+    centroids = torch.randn(1, 70, d, generator=gen)  # tiles of 32 (FMAs) or 64 (tl.dot)
+    centroids[0, 66] = centroids[0, 3]  # another tile
     centroids[0, 5] = centroids[0, 3]  # the same tile
-    points = centroids[:, [3, 40, 5]] + 1e-3
+    points = centroids[:, [3, 66, 5]] + 1e-3
     out = torch.empty(1, 3, dtype=torch.int64)
     triton_rows.nearest(points, centroids, (centroids * centroids).sum(-1), out)
     assert out.tolist() == [[3, 3, 3]], out

@@ -10,10 +10,11 @@ import triton.language as tl
 # Elements one program moves (16 KB of floats). With it the H200 reads 147,456 rows of 32 floats
 # in 6.9 us (BENCHMARKS.md, "Row gathers in Triton"); other sizes were not tried.
 PROGRAM_ELEMENTS = 4096
-# A nearest-centroid program: 128 points against tiles of 32 centroids. Each program keeps three
-# (128 x 32) tiles in registers (dot products, best distance, best index): 64 x 64 and 128 x 32
-# ran fastest on the H200, 128 x 64 spilled registers and was 3x slower (BENCHMARKS.md).
-NEAREST_BLOCK_N, NEAREST_BLOCK_K = 128, 32
+# A nearest-centroid program: 128 points against tiles of centroids, 32 wide with FMAs and 64
+# with tl.dot. Each program keeps three (128 x tile) tiles in registers (dot products, best
+# distance, best index): with FMAs 128 x 64 spilled registers and ran 3x slower than 128 x 32,
+# tl.dot ran fastest at 128 x 64 (BENCHMARKS.md, "A fused nearest centroid").
+NEAREST_BLOCK_N, NEAREST_FMA_BLOCK_K, NEAREST_DOT_BLOCK_K = 128, 32, 64
 # Up to this point width the dot products are fp32 FMAs, one rank-1 update per dimension; wider
 # points use tl.dot in exact fp32 ("ieee"), the point width padded with zeros to 16.
 NEAREST_FMA_DIM = 4
@@ -123,4 +124,5 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor, norms: torch.Tensor,
         padded = triton.next_power_of_2(d) if fma else max(16, triton.next_power_of_2(d))
         grid = (triton.cdiv(n, NEAREST_BLOCK_N), b)
         _nearest[grid](points, centroids, norms, out, n, k, D=d, PADDED_D=padded, FMA=fma,
-                       BLOCK_N=NEAREST_BLOCK_N, BLOCK_K=NEAREST_BLOCK_K, num_warps=4)
+                       BLOCK_N=NEAREST_BLOCK_N,
+                       BLOCK_K=NEAREST_FMA_BLOCK_K if fma else NEAREST_DOT_BLOCK_K, num_warps=4)
