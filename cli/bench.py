@@ -59,7 +59,8 @@ def bench(
         "few steps, one evaluation and one clustering round.")] = False,
     precision: Annotated[Optional[str], typer.Option(
         help="--reproduce: the specs' runs at this precision instead of their own (tf32: the "
-        "tables' matrix products on tensor cores).", **choice(PRECISIONS))] = None,
+        "tables' matrix products on tensor cores). --model dlrm: the methods, lockstep groups "
+        "and grid estimate at this precision. Default: fp32.", **choice(PRECISIONS))] = None,
     spec: Annotated[Optional[list[str]], typer.Option(
         "--spec", help="--reproduce: the spec to time (repeatable), a shipped name or a .toml "
         "path. Default: every shipped GMF spec.")] = None,
@@ -74,9 +75,10 @@ def bench(
     against a reference loop that syncs the host every step (--model dlrm: DLRM's step on
     Kaggle's shape and the paper grid's cost).
     """
-    if (spec or precision) and not reproduce:
-        raise ConfigError("--spec and --precision are for --reproduce; add --reproduce to "
-                          "time a spec")
+    if spec and not reproduce:
+        raise ConfigError("--spec is for --reproduce; add --reproduce to time a spec")
+    if precision and not (reproduce or model == "dlrm"):
+        raise ConfigError("--precision is for --reproduce or --model dlrm; add one of them")
     if reproduce:
         if model != "gmf" or budget:
             raise ConfigError("--reproduce times a GMF spec's own budgets; leave out --model "
@@ -84,7 +86,7 @@ def bench(
         _bench_reproduce(spec, method, precision, device, group_size, json_out)
         return
     if model == "dlrm":
-        _bench_dlrm(method, budget, device, steps, rows, json_out)
+        _bench_dlrm(method, budget, device, steps, rows, precision or "fp32", json_out)
         return
     from cce_bench.sweeps.bench import run_bench
 
@@ -151,16 +153,16 @@ def _progress_printer(status):
 
 
 def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, steps: int,
-                rows: int | None, json_out: Path | None) -> None:
+                rows: int | None, precision: str, json_out: Path | None) -> None:
     from cce_bench.sweeps.bench_dlrm import KAGGLE_TRAIN, run_dlrm_bench
 
     for name in methods or []:
         get_method(name)
     with console.status("benchmarking") as status:
         report = run_dlrm_bench(device, rows or KAGGLE_TRAIN, steps, methods, caps,
-                                progress=_progress_printer(status))
+                                precision=precision, progress=_progress_printer(status))
     title = (f"DLRM, Kaggle-shaped ({report.train_rows:,} train rows) on {report.device_name}, "
-             f"torch {report.torch_version}")
+             f"torch {report.torch_version}, {report.precision}")
     for heading, timings in (("full table, one change at a time", report.variants),
                              ("every method", report.methods),
                              ("large batches", report.large_batch),
@@ -171,7 +173,8 @@ def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, 
         console.print(f"not timed: {reason}", highlight=False)
     grid = report.grid
     if grid.get("runs"):
-        console.print(f"paper Kaggle grid ({grid['runs']} runs x {grid['epochs']} epochs, "
+        console.print(f"paper Kaggle grid in {report.precision} ({grid['runs']} runs x "
+                      f"{grid['epochs']} epochs, "
                       f"{grid['steps_per_epoch']:,} steps each, {grid['evaluations_per_epoch']} "
                       f"evaluations per epoch): {grid['gpu_hours']:.2f} GPU-hours estimated"
                       + _speedups(grid.get("lockstep_speedups")), highlight=False)

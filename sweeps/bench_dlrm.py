@@ -17,6 +17,10 @@ Large batches time the full table and CCE in each precision of DLRM's dense part
 bf16; tables stay fp32). Lockstep groups time several runs of one method (the paper's caps in
 turn) stepped from one CUDA graph, as a sweep's worker trains them: the grid estimate divides
 each method's step time by that speed-up.
+
+`precision` (fp32 by default, as the paper and DLRM's script train) sets the precision of every
+timed method, group and so the grid estimate (tf32: every fp32 matrix product on tensor cores,
+the MLPs' and DHE's tables' own; k-means stays exact); the large-batch rows keep their own.
 """
 
 from __future__ import annotations
@@ -105,6 +109,7 @@ class DlrmBenchReport:
     torch_version: str
     git_rev: str
     train_rows: int
+    precision: str = "fp32"  # of the methods, groups and grid (large batches: each row its own)
     variants: list[StepTiming] = field(default_factory=list)
     methods: list[StepTiming] = field(default_factory=list)
     large_batch: list[StepTiming] = field(default_factory=list)
@@ -174,27 +179,29 @@ def _seconds_per_step(step, steps: int, device: torch.device) -> float:
 
 
 def time_group(method: str, caps: list[int], runs: int, train: TabularSplit,
-               device: torch.device, steps: int,
-               vocabs: list[int] = KAGGLE_VOCABS) -> StepTiming:
+               device: torch.device, steps: int, vocabs: list[int] = KAGGLE_VOCABS,
+               precision: str = "fp32") -> StepTiming:
     """Seconds per run-step of `runs` runs of one method stepped in lockstep from one CUDA
     graph, as a sweep's group trains them (caps cycled over the runs, seeds 0..runs-1)."""
     if device.type != "cuda":
         raise ConfigError("lockstep groups share a CUDA graph; time them on a GPU")
-    configs = [dlrm_run(method, caps[k % len(caps)], seed=k) for k in range(runs)]
-    epochs = []
-    for run in configs:
-        model, optimizer = _built(run, device, vocabs, run.seed)
-        epoch = make_stepper("static", model, optimizer, train, run.batch_size, device)
-        epoch.prepare(torch.Generator(device=device).manual_seed(run.seed))
-        epochs.append(epoch)
-    graph = capture_steps(epochs)
-    group_s = _seconds_per_step(graph.replay, steps, device)
+    configs = [dlrm_run(method, caps[k % len(caps)], precision=precision, seed=k)
+               for k in range(runs)]
+    with dense_precision(precision):
+        epochs = []
+        for run in configs:
+            model, optimizer = _built(run, device, vocabs, run.seed)
+            epoch = make_stepper("static", model, optimizer, train, run.batch_size, device)
+            epoch.prepare(torch.Generator(device=device).manual_seed(run.seed))
+            epochs.append(epoch)
+        graph = capture_steps(epochs)
+        group_s = _seconds_per_step(graph.replay, steps, device)
     step_s = group_s / runs
     params = sum(p for p, _ in epochs[0].model.table_sizes())
     del epochs, graph
     return StepTiming(f"{method}, {runs} runs in one graph", method, configs[0].budget, 128,
                       step_s, math.ceil(KAGGLE_TRAIN / 128) * step_s, 128 / step_s,
-                      table_params=params, runs=runs)
+                      table_params=params, precision=precision, runs=runs)
 
 
 def _time_cluster(model, optimizer, device, run) -> float:
@@ -278,12 +285,14 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
                    methods: list[str] | None = None, caps: list[int] | None = None,
                    variants: bool = True, large_batch: int = 16384,
                    group_sizes: tuple[int, ...] = (4, 16),
-                   vocabs: list[int] = KAGGLE_VOCABS,
+                   vocabs: list[int] = KAGGLE_VOCABS, precision: str = "fp32",
+                   group_methods: tuple[str, ...] = ("hash", "ce", "cce", "dhe"),
                    progress=lambda text: None) -> DlrmBenchReport:
     """Every timing of the module docstring; vocabs other than Kaggle's only for tests."""
     dev = resolve_device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
-    report = DlrmBenchReport(str(dev), name, torch.__version__, git_revision(), train_rows)
+    report = DlrmBenchReport(str(dev), name, torch.__version__, git_revision(), train_rows,
+                             precision)
     progress(f"drawing {train_rows:,} Kaggle-shaped rows")
     train = kaggle_shaped(train_rows, dev, vocabs)
     held_out = kaggle_shaped(min(KAGGLE_EVAL // 2, train_rows), dev, vocabs, seed=1)
@@ -304,26 +313,27 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
         for cap in [0] if method == "full" else (caps or TIMED_CAPS):
             progress(f"{method} cap={cap:,}")
             try:
-                report.methods.append(time_steps(dlrm_run(method, cap), train, dev, steps,
+                run = dlrm_run(method, cap, precision=precision)
+                report.methods.append(time_steps(run, train, dev, steps,
                                                  evaluate_on=held_out, cluster=method == "cce",
                                                  vocabs=vocabs))
                 progress(describe(report.methods[-1]))
             except BudgetTooSmall as err:
                 report.skipped.append(str(err))
     if large_batch:
-        for method, precision in LARGE_BATCH:
-            progress(f"{method} at batch {large_batch:,}, {precision}")
-            run = dlrm_run(method, 0 if method == "full" else 16_000, large_batch, precision)
+        for method, own in LARGE_BATCH:  # each row its own precision
+            progress(f"{method} at batch {large_batch:,}, {own}")
+            run = dlrm_run(method, 0 if method == "full" else 16_000, large_batch, own)
             report.large_batch.append(time_steps(run, train, dev, max(20, steps // 20),
-                                                 f"{method}, {precision}", vocabs=vocabs))
+                                                 f"{method}, {own}", vocabs=vocabs))
             progress(describe(report.large_batch[-1]))
     if dev.type == "cuda":  # lockstep groups share a CUDA graph
         timed = {t.method for t in report.methods}
-        for method in [m for m in ("hash", "ce", "cce") if m in timed]:
+        for method in [m for m in group_methods if m in timed]:
             for runs in group_sizes:
                 progress(f"{method}: {runs} runs in one graph")
                 report.groups.append(time_group(method, PAPER_CAPS, runs, train, dev,
-                                                max(20, steps // 4), vocabs))
+                                                max(20, steps // 4), vocabs, precision))
                 progress(describe(report.groups[-1]))
     report.grid = grid_estimate(report.methods, groups=report.groups)
     return report

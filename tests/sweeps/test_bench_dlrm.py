@@ -46,6 +46,14 @@ def test_the_benchmark_times_every_configuration_on_a_cpu():
     assert report.grid["runs"] == 10 and report.grid["steps_per_epoch"] == steps
 
 
+def test_precision_sets_the_methods_and_grid_and_large_batches_keep_their_own():
+    report = run_dlrm_bench("cpu", train_rows=2000, steps=2, methods=["hash"], caps=[1600],
+                            variants=False, large_batch=256, vocabs=SMALL, precision="tf32")
+    assert report.precision == "tf32" and report.to_dict()["precision"] == "tf32"
+    assert [t.precision for t in report.methods] == ["tf32"]
+    assert [t.precision for t in report.large_batch] == ["fp32", "tf32", "bf16", "fp32", "bf16"]
+
+
 def test_grid_estimate_adds_step_evaluation_and_clustering_time():
     timings = [StepTiming("cce", "cce", PAPER_CAPS[0], 128, 1e-4, 0.0, 0.0, 2.0, 5.0),
                StepTiming("cce", "cce", PAPER_CAPS[-1], 128, 3e-4, 0.0, 0.0, 4.0, 7.0)]
@@ -80,3 +88,22 @@ def test_lockstep_groups_shrink_step_time_by_their_measured_speed_up():
     assert hash_first["seconds"] == pytest.approx(10 * (steps * 2e-4 / speedup + evals * 1.0)
                                                   + 3 * 0.0)
     assert grouped["seconds"] < plain["seconds"]
+
+
+def test_the_cli_passes_precision_to_the_dlrm_bench(monkeypatch):
+    from typer.testing import CliRunner
+
+    from cce_bench.cli import app
+    from cce_bench.sweeps import bench_dlrm
+
+    seen = {}
+
+    def fake(*args, precision="fp32", **kwargs):
+        seen["precision"] = precision
+        return bench_dlrm.DlrmBenchReport("cpu", "cpu", "torch", "rev", 10, precision)
+
+    monkeypatch.setattr(bench_dlrm, "run_dlrm_bench", fake)
+    result = CliRunner().invoke(app, ["bench", "--model", "dlrm", "--precision", "tf32",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"precision": "tf32"}
