@@ -246,8 +246,8 @@ def grid_estimate(timings: list[StepTiming], epochs: int = 10,
         speedup = speedups.get(method, min(speedups.values(), default=1.0))
         for cap in caps:
             step_s = _interpolate(cap, [(t.cap, t.step_s) for t in mine]) / speedup
-            eval_s = _interpolate(cap, [(t.cap, t.eval_s or 0.0) for t in mine])
-            cluster_s = _interpolate(cap, [(t.cap, t.cluster_s or 0.0) for t in mine])
+            eval_s = _timed(cap, [(t.cap, t.eval_s) for t in mine])
+            cluster_s = _timed(cap, [(t.cap, t.cluster_s) for t in mine])
             run_s = epochs * (steps * step_s + evals_per_epoch * eval_s) + clusters * cluster_s
             runs.append({"method": method, "cap": cap, "seconds": run_s})
             seconds += run_s
@@ -269,6 +269,13 @@ def lockstep_speedups(timings: list[StepTiming], groups: list[StepTiming]) -> di
         base = sum(_interpolate(caps[k % len(caps)], alone) for k in range(group.runs))
         factors[group.method] = max(base / group.runs / group.step_s, 1.0)
     return factors
+
+
+def _timed(cap: int, points: list[tuple[int, float | None]]) -> float:
+    """_interpolate over the caps where it was timed (an untimed cap is not a cost of 0); 0
+    where it was timed at none (the method does not evaluate or cluster that way)."""
+    timed = [(c, v) for c, v in points if v is not None]
+    return _interpolate(cap, timed) if timed else 0.0
 
 
 def _interpolate(cap: int, points: list[tuple[int, float]]) -> float:

@@ -69,6 +69,15 @@ def test_grid_estimate_adds_step_evaluation_and_clustering_time():
         1 + math.log(35_200 / 1600) / math.log(500))
 
 
+def test_a_cap_whose_clustering_was_not_timed_takes_the_timed_caps_not_zero():
+    timings = [StepTiming("cce", "cce", PAPER_CAPS[0], 128, 1e-4, 0.0, 0.0, 2.0, 5.0),
+               StepTiming("cce", "cce", PAPER_CAPS[-1], 128, 1e-4, 0.0, 0.0, 2.0, None)]
+    grid = grid_estimate(timings, epochs=1)
+    steps, evals = grid["steps_per_epoch"], grid["evaluations_per_epoch"]
+    last = grid["per_run"][-1]
+    assert last["seconds"] == pytest.approx(steps * 1e-4 + evals * 2.0 + 3 * 5.0)
+
+
 def test_lockstep_groups_shrink_step_time_by_their_measured_speed_up():
     alone = [StepTiming("cce", "cce", PAPER_CAPS[0], 128, 1e-4, 0.0, 0.0, 2.0, 5.0),
              StepTiming("cce", "cce", PAPER_CAPS[-1], 128, 3e-4, 0.0, 0.0, 4.0, 7.0),
