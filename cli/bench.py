@@ -60,7 +60,8 @@ def bench(
     precision: Annotated[Optional[str], typer.Option(
         help="--reproduce: the specs' runs at this precision instead of their own (tf32: the "
         "tables' matrix products on tensor cores). --model dlrm: the methods, lockstep groups "
-        "and grid estimate at this precision. Default: fp32.", **choice(PRECISIONS))] = None,
+        "and grid estimate at this precision (default fp32; the large-batch rows keep their "
+        "own).", **choice(PRECISIONS))] = None,
     spec: Annotated[Optional[list[str]], typer.Option(
         "--spec", help="--reproduce: the spec to time (repeatable), a shipped name or a .toml "
         "path. Default: every shipped GMF spec.")] = None,
@@ -162,11 +163,12 @@ def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, 
         report = run_dlrm_bench(device, rows or KAGGLE_TRAIN, steps, methods, caps,
                                 precision=precision, progress=_progress_printer(status))
     title = (f"DLRM, Kaggle-shaped ({report.train_rows:,} train rows) on {report.device_name}, "
-             f"torch {report.torch_version}, {report.precision}")
+             f"torch {report.torch_version}")
     for heading, timings in (("full table, one change at a time", report.variants),
-                             ("every method", report.methods),
+                             (f"every method, {report.precision}", report.methods),
                              ("large batches", report.large_batch),
-                             ("lockstep groups at batch 128, per run-step", report.groups)):
+                             (f"lockstep groups at batch 128, per run-step, {report.precision}",
+                              report.groups)):
         if timings:
             console.print(_dlrm_table(f"{title}: {heading}", timings))
     for reason in report.skipped:

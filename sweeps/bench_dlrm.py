@@ -139,8 +139,9 @@ def time_steps(run: RunConfig, train: TabularSplit, device: torch.device, steps:
     always clustered until it has compressed, as it would be for most of its run)."""
     with dense_precision(run.precision):
         model, optimizer = _built(run, device, vocabs, 0, batch_tables, sparse)
-        cluster_s = (_time_cluster(model, optimizer, device, run)
-                     if cluster or run.method == "pq" else None)
+        with dense_precision("fp32"):  # k-means stays exact, as the engine clusters
+            cluster_s = (_time_cluster(model, optimizer, device, run)
+                         if cluster or run.method == "pq" else None)
         epoch = make_stepper(stepper, model, optimizer, train, run.batch_size, device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)

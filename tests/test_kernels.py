@@ -98,23 +98,30 @@ torch.testing.assert_close(got, torch.zeros(50, 5).index_add_(0, rows, values, a
 # The nearest centroid, kept in registers tile by tile, against k-means' torch path; a padded
 # centroid (inf) is never nearest, and of equal centroids the first wins.
 from cce_bench.embeddings.kmeans import nearest
-for b, n, k, d in [(1, 300, 70, 8), (3, 257, 129, 4), (2, 100, 5, 32), (1, 50, 200, 1)]:
+for b, n, k, d in [(1, 300, 70, 8), (3, 257, 129, 4), (2, 100, 5, 32), (1, 50, 200, 1),
+                   (1, 130, 90, 5), (2, 64, 65, 12), (1, 40, 33, 64)]:
     points, centroids = torch.randn(b, n, d, generator=gen), torch.randn(b, k, d, generator=gen)
     bias = torch.zeros(b, k)
     bias[:, -2:] = float("inf")
     out = torch.empty(b, n, dtype=torch.int64)
     triton_rows.nearest(points, centroids, ((centroids * centroids).sum(-1) + bias), out)
     assert torch.equal(out, nearest(points, centroids, bias))
-# Of equal centroids the first wins, in both arithmetic paths (FMAs up to 4 dimensions, tl.dot
-# above), also when the copies fall in different tiles of centroids.
-for d in (2, 8):
-    centroids = torch.randn(1, 70, d, generator=gen)  # tiles of 32 (FMAs) or 64 (tl.dot)
-    centroids[0, 66] = centroids[0, 3]  # another tile
-    centroids[0, 5] = centroids[0, 3]  # the same tile
-    points = centroids[:, [3, 66, 5]] + 1e-3
-    out = torch.empty(1, 3, dtype=torch.int64)
+# Of equal centroids the first wins, in both arithmetic paths (FMAs up to 4 dimensions on tiles
+# of 32 centroids, tl.dot above on tiles of 64): a copy in another lane of the same tile, one in
+# the same lane of the next tiles, and one in another lane of another tile.
+for d, tile in ((2, triton_rows.NEAREST_FMA_BLOCK_K), (8, triton_rows.NEAREST_DOT_BLOCK_K)):
+    centroids = torch.randn(1, 3 * tile, d, generator=gen)
+    copies = [5, 3 + tile, 3 + 2 * tile, tile + 9]
+    centroids[0, copies] = centroids[0, 3].clone()
+    points = centroids[:, [3, *copies]] + 1e-3
+    out = torch.empty(1, len(copies) + 1, dtype=torch.int64)
     triton_rows.nearest(points, centroids, (centroids * centroids).sum(-1), out)
-    assert out.tolist() == [[3, 3, 3]], out
+    assert out.tolist() == [[3] * (len(copies) + 1)], out
+# Every centroid padded (inf): index 0, as torch.argmin gives.
+out = torch.empty(1, 3, dtype=torch.int64)
+triton_rows.nearest(torch.randn(1, 3, 8, generator=gen), torch.randn(1, 4, 8, generator=gen),
+                    torch.full((1, 4), float("inf")), out)
+assert out.tolist() == [[0, 0, 0]]
 # The wrappers' Triton path (taken on CUDA only), run here through the interpreter.
 from cce_bench import kernels
 kernels._fast = lambda table, rows: True
@@ -167,6 +174,8 @@ def test_nearest_centroids_on_cuda_agrees_with_the_blocked_distances(monkeypatch
     gen = torch.Generator().manual_seed(1)
     points = torch.randn(4, 20_000, dim, generator=gen).cuda()
     centroids = torch.randn(4, 3_000, dim, generator=gen).cuda()
+    norms = (centroids * centroids).sum(-1)
+    assert kernels.nearest_centroids(points, centroids, norms) is not None  # the program ran
     fused = kmeans.nearest(points, centroids)
     monkeypatch.setattr(kmeans, "nearest_centroids", lambda *args: None)
     blocked = kmeans.nearest(points, centroids)

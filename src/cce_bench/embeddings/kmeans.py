@@ -40,8 +40,10 @@ INITS = ["random", "kmeans++"]
 _BLOCK_ELEMENTS = 1 << 26
 # What one more batch of Lloyd's iterations costs, in padded distance elements an iteration
 # (plan_batches): a batch launches about 20 kernels an iteration whatever its size, ~100 us on
-# an H200, in which it streams ~3e7 distance elements (~10 bytes each through baddbmm and
-# argmin at ~4 TB/s). On the CPU an element costs ~1 ns against ~5 us an op.
+# an H200, in which the fused nearest centroid (kernels.nearest_centroids) covers ~5e7 distance
+# elements (48 x 262,144 x 1,024 of 8 dimensions took 23.8 ms); the baddbmm blocks it replaced,
+# ~3e7 (~10 bytes each through baddbmm and argmin at ~4 TB/s). On the CPU an element costs ~1 ns
+# against ~5 us an op.
 _BATCH_ELEMENTS = {"cuda": 1 << 25, "cpu": 1 << 17}
 
 

@@ -12,12 +12,13 @@ layout with atomic adds: in the stacked hash step 29 us a call, where index_add_
 `nearest_centroids` finds each point's nearest centroid without writing the (points x
 centroids) distances to memory, which k-means' torch path does block by block and reads back
 for argmin. Each (point, lane) pair of a program's tile keeps its own running minimum over the
-tiles of centroids, so the one reduction comes at the end. On an H200 that is 7-16x faster than
-the baddbmm blocks, from a stacked GMF round's 36 x 65,536 points x 256 centroids (5.0 -> 0.7
-ms) to a DLRM table at the 800,000 cap, 4 x 6.4M x 25,000 (4.65 -> 0.29 s) (BENCHMARKS.md, "A
-fused nearest centroid"). The arithmetic stays fp32: FMAs for points of up to 4 dimensions,
-tl.dot in its exact "ieee" mode above; the sums are ordered differently from cuBLAS's, so a
-near-tie may go to the other centroid than on the CPU.
+tiles of centroids, so the one reduction comes at the end. On an H200 that is 2.4-18x faster
+than the baddbmm blocks: 3.6x on a stacked GMF round's 36 x 65,536 points x 256 centroids of 8
+dimensions (5.0 -> 1.4 ms), 16x on a DLRM table at the 800,000 cap, 4 x 6.4M x 25,000 of 4
+(4.65 -> 0.29 s) (BENCHMARKS.md, "A fused nearest centroid"). The arithmetic stays fp32: FMAs
+for points of up to 4 dimensions, tl.dot in its exact "ieee" mode above; the sums are ordered
+differently from cuBLAS's, so a near-tie may go to the other centroid than on the CPU, and a
+NaN distance is never nearest (torch.argmin would pick it).
 
 `gather_rows` and `scatter_add_rows` fall back to torch's index_select and index_add_ on the
 CPU, where triton is missing or its first launch failed, for rows of at least WIDE_ROW_BYTES (a

@@ -108,10 +108,11 @@ def _nearest(points, centroids, norms, out, n, k, D: tl.constexpr, PADDED_D: tl.
         better = distance < best  # strictly: an earlier tile keeps a tie
         best = tl.where(better, distance, best)
         best_index = tl.where(better, cols[None, :].to(tl.int32), best_index)
+    # The smallest index among the lanes that hold the minimum. Every centroid padded (all
+    # inf): every lane holds index 0, as torch.argmin gives. A NaN distance is never taken here,
+    # where argmin would return it.
     low = tl.min(best, axis=1)
-    never = 2147483647  # no finite distance (every centroid padded): index 0
-    winner = tl.min(tl.where(best == low[:, None], best_index, never), axis=1)
-    winner = tl.where(winner == never, 0, winner)
+    winner = tl.min(tl.where(best == low[:, None], best_index, 2147483647), axis=1)
     tl.store(out + problem * n + rows, winner.to(tl.int64), mask=in_n)
 
 
