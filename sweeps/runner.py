@@ -75,20 +75,20 @@ def plan_sweeps(specs: list[SweepSpec], retry_failed: bool = False) -> SweepPlan
         raise ConfigError("two of the sweeps write the same results file; give each its own name")
     for spec in specs:
         log = ResultsLog(spec.results_path)
-        _check_one_precision(spec, log)
-        finished = log.completed_run_ids(include_failed=not retry_failed)
-        for run in spec.expand():
+        held, expanded = log.held_rows(), spec.expand()  # each read once
+        _check_one_precision(spec, log.precisions(held), {run.precision for run in expanded})
+        finished = log.completed_run_ids(include_failed=not retry_failed, rows=held)
+        for run in expanded:
             runs.append((spec, run))
             if run.run_id not in finished:
                 todo.append((spec, run))
     return SweepPlan(list(specs), runs, todo)
 
 
-def _check_one_precision(spec: SweepSpec, log: ResultsLog) -> None:
+def _check_one_precision(spec: SweepSpec, held: set[str], asked: set[str]) -> None:
     """Reports and figures group runs by method and budget, not by precision: a results file
-    holds runs of one precision, or a tf32 run would be averaged with an fp32 one."""
-    held = log.precisions()
-    asked = {run.precision for run in spec.expand()}
+    holds runs of one precision (held: those in it; asked: the sweep's), or a tf32 run would be
+    averaged with an fp32 one."""
     if len(held | asked) > 1:
         raise ConfigError(f"{spec.results_path} holds {', '.join(sorted(held))} runs and this "
                           f"sweep trains {', '.join(sorted(asked))}; reports would average them "

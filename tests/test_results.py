@@ -119,3 +119,22 @@ def test_older_files_without_the_column_load_and_take_new_rows(tmp_path, dropped
     frame = read_rows(path)
     assert list(frame.columns) == COLUMNS and frame["still_improving"].isna().all()
     assert frame["status"].tolist() == ["too_small"] and log.completed_run_ids() == {run.run_id}
+
+
+
+def test_planning_a_sweep_reads_its_results_file_once(tmp_path, monkeypatch):
+    from cce_bench import results
+    from cce_bench.sweeps import runner
+    from cce_bench.sweeps.spec import SweepSpec
+
+    spec = SweepSpec(name="once", datasets=["syn-60-2400"], methods=["cce"], budgets=[64],
+                     seeds=[0, 1], results=tmp_path)
+    run = spec.expand()[0]
+    ResultsLog(spec.results_path).append(
+        run_rows(run, "t", None, now_timestamp(), "too_small", "too small"), run)
+    reads = []
+    real = results.read_rows
+    monkeypatch.setattr(results, "read_rows", lambda path: reads.append(path) or real(path))
+    plan = runner.plan_sweeps([spec])
+    assert reads == [spec.results_path]  # for the precision guard and resume alike
+    assert [r.seed for _, r in plan.todo] == [1]  # the recorded run is not planned again

@@ -128,13 +128,20 @@ class ResultsLog:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def completed_run_ids(self, include_failed: bool = True) -> set[str]:
+    def held_rows(self) -> pd.DataFrame | None:
+        """Every complete row of the file (read_rows), None where there is no file yet: read
+        once by a caller that asks several questions of it."""
+        return read_rows(self.path) if self.path.exists() else None
+
+    def completed_run_ids(self, include_failed: bool = True,
+                          rows: pd.DataFrame | None = None) -> set[str]:
         """Runs that have finished (any status, or only the non-failed ones) and whose last
         record is whole: as many rows as its config file says were written (a record cut by a
-        crash is redone). Runs written before records were counted count when present."""
-        if not self.path.exists():
+        crash is redone). Runs written before records were counted count when present. rows:
+        the file's rows if the caller has read them (held_rows)."""
+        frame = rows if rows is not None else self.held_rows()
+        if frame is None:
             return set()
-        frame = read_rows(self.path)
         if not include_failed:  # --retry-failed trains these again: a run's last row says
             final = frame.groupby("run_id")["status"].last()
             retry = set(final[final.isin(["failed", "oom", "diverged"])].index)
@@ -146,13 +153,14 @@ class ResultsLog:
                 done.add(run_id)
         return done
 
-    def precisions(self) -> set[str]:
+    def precisions(self, rows: pd.DataFrame | None = None) -> set[str]:
         """The precisions of the runs the file holds, from their config files (fp32 where a
-        config does not say: it was written before the field existed)."""
-        if not self.path.exists():
+        config does not say: it was written before the field existed); rows as above."""
+        frame = rows if rows is not None else self.held_rows()
+        if frame is None:
             return set()
         return {self._saved(run_id).get("precision", "fp32")
-                for run_id in read_rows(self.path)["run_id"].unique()}
+                for run_id in frame["run_id"].unique()}
 
     def _saved(self, run_id: str) -> dict:
         """A run's config file as written ({} where there is none or it cannot be read)."""
