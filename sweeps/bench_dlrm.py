@@ -189,12 +189,7 @@ def time_group(method: str, caps: list[int], runs: int, train: TabularSplit,
     configs = [dlrm_run(method, caps[k % len(caps)], precision=precision, seed=k)
                for k in range(runs)]
     with dense_precision(precision):
-        epochs = []
-        for run in configs:
-            model, optimizer = _built(run, device, vocabs, run.seed)
-            epoch = make_stepper("static", model, optimizer, train, run.batch_size, device)
-            epoch.prepare(torch.Generator(device=device).manual_seed(run.seed))
-            epochs.append(epoch)
+        epochs = [_group_member(run, train, device, vocabs) for run in configs]
         graph = capture_steps(epochs)
         group_s = _seconds_per_step(graph.replay, steps, device)
     step_s = group_s / runs
@@ -203,6 +198,19 @@ def time_group(method: str, caps: list[int], runs: int, train: TabularSplit,
     return StepTiming(f"{method}, {runs} runs in one graph", method, configs[0].budget, 128,
                       step_s, math.ceil(KAGGLE_TRAIN / 128) * step_s, 128 / step_s,
                       table_params=params, precision=precision, runs=runs)
+
+
+def _group_member(run: RunConfig, train: TabularSplit, device: torch.device,
+                  vocabs: list[int]):
+    """One run of a lockstep group, built and prepared to step; pq compressed first, the state
+    of most of its steps (as time_steps times it)."""
+    model, optimizer = _built(run, device, vocabs, run.seed)
+    if run.method == "pq":
+        with dense_precision("fp32"):  # k-means stays exact, as the engine clusters
+            _time_cluster(model, optimizer, device, run)
+    epoch = make_stepper("static", model, optimizer, train, run.batch_size, device)
+    epoch.prepare(torch.Generator(device=device).manual_seed(run.seed))
+    return epoch
 
 
 def _time_cluster(model, optimizer, device, run) -> float:
@@ -294,7 +302,7 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
                    variants: bool = True, large_batch: int = 16384,
                    group_sizes: tuple[int, ...] = (4, 16),
                    vocabs: list[int] = KAGGLE_VOCABS, precision: str = "fp32",
-                   group_methods: tuple[str, ...] = ("hash", "ce", "cce", "dhe"),
+                   group_methods: tuple[str, ...] = ("hash", "ce", "cce", "dhe", "pq"),
                    progress=lambda text: None) -> DlrmBenchReport:
     """Every timing of the module docstring; vocabs other than Kaggle's only for tests."""
     dev = resolve_device(device)

@@ -116,3 +116,16 @@ def test_the_cli_passes_precision_to_the_dlrm_bench(monkeypatch):
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert seen == {"precision": "tf32"}
+
+
+def test_a_pq_run_of_a_lockstep_group_steps_compressed():
+    import torch
+
+    from cce_bench.sweeps.bench_dlrm import _group_member, dlrm_run
+
+    train = kaggle_shaped(600, torch.device("cpu"), SMALL)
+    epoch = _group_member(dlrm_run("pq", 1600), train, torch.device("cpu"), SMALL)
+    assert epoch.model.hashed.compressed  # codebooks at stored codes, not full tables
+    before = [p.detach().clone() for p in epoch.model.parameters()]
+    epoch.step()
+    assert any(not torch.equal(a, p) for a, p in zip(before, epoch.model.parameters()))
