@@ -12,8 +12,9 @@ import triton.language as tl
 PROGRAM_ELEMENTS = 4096
 # A nearest-centroid program: 128 points against tiles of centroids, 32 wide with FMAs and 64
 # with tl.dot. Each program keeps three (128 x tile) tiles in registers (dot products, best
-# distance, best index): with FMAs 128 x 64 spilled registers and ran 3x slower than 128 x 32,
-# tl.dot ran fastest at 128 x 64 (BENCHMARKS.md, "A fused nearest centroid").
+# distance, best index): with FMAs 128 x 64 ran 3x slower than 128 x 32 (registers spill), and
+# tl.dot ran faster at 128 x 64 than at 128 x 32, the two tried (BENCHMARKS.md, "A fused nearest
+# centroid").
 NEAREST_BLOCK_N, NEAREST_FMA_BLOCK_K, NEAREST_DOT_BLOCK_K = 128, 32, 64
 # Up to this point width the dot products are fp32 FMAs, one rank-1 update per dimension; wider
 # points use tl.dot in exact fp32 ("ieee"), the point width padded with zeros to 16.
@@ -76,9 +77,9 @@ def _nearest(points, centroids, norms, out, n, k, D: tl.constexpr, PADDED_D: tl.
              FMA: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """For a block of one problem's points, the index of the nearest centroid: the smallest
     |c|^2 + bias - 2 x.c. Over the tiles of centroids each (point, lane) pair keeps its own
-    running minimum, element-wise; the one reduction over the lanes comes at the end (a
-    reduction per tile cost more than the distances). No (n, k) block goes to memory; the
-    smallest index wins a tie, as in torch.argmin."""
+    running minimum, element-wise; the one reduction over the lanes comes at the end (session
+    4's program reduced every tile, on 128 x 64 tiles, and was 2x slower than the baddbmm
+    blocks). No (n, k) block goes to memory; the smallest index wins a tie, as in torch.argmin."""
     problem = tl.program_id(1).to(tl.int64)
     rows = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     in_n = rows < n
