@@ -36,7 +36,7 @@ from cce_bench.data import CriteoData, TabularSplit
 from cce_bench.datasets.catalog import CRITEO_KAGGLE_CARDINALITIES
 from cce_bench.datasets.criteo import day_sizes
 from cce_bench.engine import (cluster_all, device_clock, evaluate, fuse_sparse_updates,
-                              make_optimizer, make_stepper, resolve_device)
+                              make_optimizer, make_stepper, resolve_device, training_context)
 from cce_bench.errors import BudgetTooSmall, ConfigError
 from cce_bench.models import build_model
 from cce_bench.models.dlrm import dense_precision
@@ -137,11 +137,10 @@ def time_steps(run: RunConfig, train: TabularSplit, device: torch.device, steps:
                cluster: bool = False, vocabs: list[int] = KAGGLE_VOCABS) -> StepTiming:
     """Seconds per training step of one run (cluster: also time its cluster() first; pq is
     always clustered until it has compressed, as it would be for most of its run)."""
-    with dense_precision(run.precision):
+    with training_context(run.precision, device):  # as train_many trains a run
         model, optimizer = _built(run, device, vocabs, 0, batch_tables, sparse)
-        with dense_precision("fp32"):  # k-means stays exact, as the engine clusters
-            cluster_s = (_time_cluster(model, optimizer, device, run)
-                         if cluster or run.method == "pq" else None)
+        cluster_s = (_time_cluster(model, optimizer, device, run)
+                     if cluster or run.method == "pq" else None)
         epoch = make_stepper(stepper, model, optimizer, train, run.batch_size, device)
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
@@ -188,7 +187,7 @@ def time_group(method: str, caps: list[int], runs: int, train: TabularSplit,
         raise ConfigError("lockstep groups share a CUDA graph; time them on a GPU")
     configs = [dlrm_run(method, caps[k % len(caps)], precision=precision, seed=k)
                for k in range(runs)]
-    with dense_precision(precision):
+    with training_context(precision, device):
         epochs = [_group_member(run, train, device, vocabs) for run in configs]
         graph = capture_steps(epochs)
         group_s = _seconds_per_step(graph.replay, steps, device)
@@ -206,8 +205,7 @@ def _group_member(run: RunConfig, train: TabularSplit, device: torch.device,
     of most of its steps (as time_steps times it)."""
     model, optimizer = _built(run, device, vocabs, run.seed)
     if run.method == "pq":
-        with dense_precision("fp32"):  # k-means stays exact, as the engine clusters
-            _time_cluster(model, optimizer, device, run)
+        _time_cluster(model, optimizer, device, run)
     epoch = make_stepper("static", model, optimizer, train, run.batch_size, device)
     epoch.prepare(torch.Generator(device=device).manual_seed(run.seed))
     return epoch
@@ -218,8 +216,9 @@ def _time_cluster(model, optimizer, device, run) -> float:
     rounds = max(1, run.cluster_rounds(math.ceil(KAGGLE_TRAIN / run.batch_size)))
     post = any(getattr(m, "post_training", False) for m in model.modules())
     start = device_clock(device)
-    for _ in range(rounds if post else 1):
-        cluster_all(model, optimizer)
+    with dense_precision("fp32"):  # k-means stays exact, as the engine clusters
+        for _ in range(rounds if post else 1):
+            cluster_all(model, optimizer)
     return (device_clock(device) - start) / (rounds if post else 1)
 
 
