@@ -116,8 +116,8 @@ def _time_group(runs: list[RunConfig], data: InteractionData, device: torch.devi
     # The states the engine trains (runs renamed to the shaped data), stacked as a sweep stacks.
     runs = [RunConfig(**{**r.to_dict(), "dataset": data.name}) for r in runs]
     splits = device_splits(data, device)
-    states = run_states(runs, data, splits, device, "static" if device.type == "cuda" else "auto",
-                     True)
+    states = run_states(runs, data, splits, device,
+                        "static" if device.type == "cuda" else "auto", True)
     for state in states:
         state.epochs.prepare(state.shuffle)
     steppers = list(dict.fromkeys(s.epochs.stepper for s in states))
@@ -193,8 +193,8 @@ def time_spec(name: str, device: str | torch.device = "auto", group_size: int | 
         # training, so its groups train fewer runs).
         for i, group in enumerate(group_runs(every, group_size, stack=True)):
             runs = trainable(group, data)
-            timing.runs, timing.too_small = timing.runs + len(runs), (timing.too_small
-                                                                     + len(group) - len(runs))
+            timing.runs += len(runs)
+            timing.too_small += len(group) - len(runs)
             if runs:
                 _time_into(timing, f"{name}: group {i + 1}", runs, data, device, steps, progress)
         out = timing if out is None else _merged(out, timing)

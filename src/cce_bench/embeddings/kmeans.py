@@ -148,10 +148,9 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor,
     sq_norms = (centroids * centroids).sum(-1).unsqueeze(1)  # (B, 1, k)
     if bias is not None:
         sq_norms = sq_norms + bias.unsqueeze(1)
-    if points.is_cuda:
-        fused = nearest_centroids(points, centroids, sq_norms.reshape(b, k))
-        if fused is not None:
-            return fused
+    fused = nearest_centroids(points, centroids, sq_norms.reshape(b, k))  # None off CUDA
+    if fused is not None:
+        return fused
     step = max(1, _BLOCK_ELEMENTS // max(1, b * k))
     out = torch.empty(b, n, dtype=torch.int64, device=points.device)
     for start in range(0, n, step):

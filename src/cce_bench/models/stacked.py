@@ -188,7 +188,8 @@ class StackedHash(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.table is None:
             return self._hash(ids)
-        return take_rows(self.table.view(-1, self.table.shape[2]), ids + self.id_base)  # int32 (R, N, n)
+        # int32 (R, N, n)
+        return take_rows(self.table.view(-1, self.table.shape[2]), ids + self.id_base)
 
     def refresh(self) -> None:
         if self.table is not None:

@@ -134,9 +134,11 @@ class HashedTables(nn.Module):
         base = self.row_offsets + chunk.view(-1, 1) * self.chunk_rows  # (c, T)
         out = 0
         for k, (_, source, _) in enumerate(self.kind):
-            slots = (self._hash(ids, k) if source == "hash"
-                     else take_rows(getattr(self, f"index{k}"), ids + getattr(self, f"id_offsets{k}"))
-                     .to(torch.int64))  # (B, T, c)
+            if source == "hash":
+                slots = self._hash(ids, k)  # (B, T, c)
+            else:
+                index, first = getattr(self, f"index{k}"), getattr(self, f"id_offsets{k}")
+                slots = take_rows(index, ids + first).to(torch.int64)
             rows = slots + base.T  # (B, T, c)
             out = out + lookup(getattr(self, f"table{k}"), rows.reshape(-1))
         return out.reshape(*ids.shape, self.dim)
