@@ -6,9 +6,10 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from cce_bench import BudgetTooSmall, make_embedding
-from cce_bench.embeddings.dhe import MAX_HASHES, mlp_params
+from cce_bench.embeddings.dhe import MAX_HASHES, mlp_params, run_mlp
 
 
 @pytest.mark.parametrize("vocab,budget,dim,layers", [(300, 1024, 16, 2), (1500, 512, 32, 1),
@@ -102,3 +103,44 @@ def test_init_gives_the_target_output_scale():
 def test_bad_options_are_named(option, value, message):
     with pytest.raises(ValueError, match=message):
         make_embedding(100, 4096, 16, "dhe", **{option: value})
+
+
+def _unpadded(x, weights, biases, activation):
+    """The MLP as written in the docstring, layer by layer at the true widths."""
+    for k, (weight, bias) in enumerate(zip(weights, biases)):
+        x = F.linear(x, weight, bias)
+        if k < len(weights) - 1:
+            x = activation(x)
+    return x
+
+
+@pytest.mark.parametrize("activation", ["mish", "relu"])
+def test_wide_layers_padded_for_alignment_give_the_unpadded_mlp(activation):
+    # Width 261 (k = 261 too) is padded to 264 inside run_mlp; values and every gradient are
+    # those of the MLP at its true widths, and the parameters keep their shapes.
+    emb = make_embedding(500, mlp_params(261, 261, 2, 16), 16, "dhe", activation=activation,
+                         seed=3)
+    assert emb.width == 261 and emb.width % 8 and [tuple(w.shape) for w in emb.weights] == [
+        (261, 261), (261, 261), (16, 261)]
+    ids = torch.randint(0, 500, (64,))
+    out = emb(ids)
+    ref = _unpadded(emb.encode(ids), list(emb.weights), list(emb.biases),
+                    F.mish if activation == "mish" else F.relu)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-6)
+    grads = torch.autograd.grad(out.pow(2).sum(), list(emb.parameters()))
+    refs = torch.autograd.grad(ref.pow(2).sum(), list(emb.parameters()))
+    for g, r in zip(grads, refs):
+        assert g.shape == r.shape
+        torch.testing.assert_close(g, r, rtol=1e-4, atol=1e-6)
+
+
+def test_batched_mlp_pads_every_member_alike():
+    z, n, k, w, d = 3, 32, 300, 300, 12
+    x = torch.randn(z, n, k)
+    weights = [torch.randn(z, w, k) / 20, torch.randn(z, d, w) / 20]
+    biases = [torch.randn(z, 1, w), torch.randn(z, 1, d)]
+    out = run_mlp(x, weights, biases, F.mish)
+    assert out.shape == (z, n, d)
+    for i in range(z):
+        ref = _unpadded(x[i], [wt[i] for wt in weights], [b[i, 0] for b in biases], F.mish)
+        torch.testing.assert_close(out[i], ref, rtol=1e-5, atol=1e-5)

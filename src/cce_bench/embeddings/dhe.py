@@ -41,6 +41,39 @@ from .registry import register
 MAX_HASHES = 1024  # the paper's k
 _PROBE_IDS = 2048  # ids used to set the output scale at init
 _ACTIVATIONS = {"mish": F.mish, "relu": F.relu}
+# cuBLAS's TF32 tensor-core GEMMs need rows of a multiple of 16 bytes: at an odd width (2,415
+# on ml-25m's largest budget) it falls back to kernels 2.4x slower (BENCHMARKS.md). Layers at
+# least _ALIGN_FROM wide are run zero-padded to a multiple of _ALIGN floats; smaller ones are
+# cheap either way and padding would only add kernels.
+_ALIGN, _ALIGN_FROM = 8, 256
+
+
+def _aligned(n: int) -> int:
+    return n if n < _ALIGN_FROM else -(-n // _ALIGN) * _ALIGN
+
+
+def run_mlp(x: torch.Tensor, weights, biases, activation) -> torch.Tensor:
+    """The MLP on encodings x: (N, k) with weights (out, in) and biases (out,), or a batch of
+    MLPs, x (Z, N, k) with weights (Z, out, in) and biases (Z, 1, out). Wide layers run on
+    zero-padded copies of x and the weights (_ALIGN): a padded unit's input weights and bias
+    are zero, so its value is activation(0) = 0 (Mish and ReLU) and its outgoing weights are
+    zero too; the output is the unpadded MLP's, and padding's gradient is sliced away."""
+    def pad(t: torch.Tensor, *last_dims: int) -> torch.Tensor:
+        amounts = [a for n in reversed(last_dims) for a in (0, _aligned(n) - n)]
+        return F.pad(t, amounts) if any(amounts) else t
+
+    x = pad(x, x.shape[-1])
+    last = len(weights) - 1
+    for k, (weight, bias) in enumerate(zip(weights, biases)):
+        out, inp = weight.shape[-2:]
+        weight, bias = pad(weight, out, inp), pad(bias, out)
+        if weight.dim() == 2:
+            x = F.linear(x, weight, bias)
+        else:
+            x = torch.baddbmm(bias, x, weight.transpose(1, 2))  # F.linear per member
+        if k < last:
+            x = activation(x)
+    return x[..., :weights[-1].shape[-2]]
 
 
 def mlp_params(n_hashes: int, width: int, hidden_layers: int, dim: int) -> int:
@@ -121,11 +154,8 @@ class DeepHashEmbedding(CompressedEmbedding):
         return z[..., :self.n_hashes].float()
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.encode(ids)
-        act = _ACTIVATIONS[self.activation]
-        for weight, bias in zip(self.weights[:-1], self.biases[:-1]):
-            x = act(F.linear(x, weight, bias))
-        return F.linear(x, self.weights[-1], self.biases[-1])
+        return run_mlp(self.encode(ids), self.weights, self.biases,
+                       _ACTIVATIONS[self.activation])
 
     def config(self) -> dict:
         return {"n_hashes": self.n_hashes, "width": self.width,

@@ -21,7 +21,7 @@ from ..embeddings.bloom import BloomEmbedding
 from ..embeddings.cce import CCEmbedding
 from ..embeddings.cce_robe import CCERobeEmbedding
 from ..embeddings.ce import CompositionalEmbedding
-from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding
+from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, run_mlp
 from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
 from ..embeddings.hashing import hash_mod_prime
@@ -377,13 +377,11 @@ class DeepHashStack(_EqualShapes):
         else:
             x = take_rows(self.encoding.view(-1, self.encoding.shape[2]), ids + self.id_base)
         shapes = [p.shape for p in self.members[0].weights]
-        for k, (out, inp) in enumerate(shapes):
-            weight = getattr(self, f"weight{k}").view(self.size, out, inp)
-            bias = getattr(self, f"bias{k}").view(self.size, 1, out)
-            x = torch.baddbmm(bias, x, weight.transpose(1, 2))  # F.linear per member
-            if k < self.layers - 1:
-                x = self.act(x)
-        return x
+        weights = [getattr(self, f"weight{k}").view(self.size, out, inp)
+                   for k, (out, inp) in enumerate(shapes)]
+        biases = [getattr(self, f"bias{k}").view(self.size, 1, out) for k, (out, _) in
+                  enumerate(shapes)]
+        return run_mlp(x, weights, biases, self.act)
 
 
 @stacks(TensorTrainEmbedding)

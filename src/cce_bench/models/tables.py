@@ -33,7 +33,7 @@ from torch import nn
 from ..embeddings.base import lookup
 from ..embeddings.cce import CCEmbedding
 from ..embeddings.ce import CompositionalEmbedding
-from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding
+from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, run_mlp
 from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
 from ..embeddings.hashing import hash_mod_prime
@@ -204,12 +204,7 @@ class DheTables(nn.Module):
         """ids (B, T), column t an id of member t -> (B, T, dim)."""
         h = hash_mod_prime(ids, self.coefficients) % self.template.hash_range  # (B, T, k)
         x = self.template.features(h).transpose(0, 1)  # (T, B, k)
-        last = len(self.weights) - 1
-        for k, (weight, bias) in enumerate(zip(self.weights, self.biases)):
-            x = torch.baddbmm(bias, x, weight.transpose(1, 2))  # (T, B, out)
-            if k < last:
-                x = self.activation(x)
-        return x.transpose(0, 1)
+        return run_mlp(x, self.weights, self.biases, self.activation).transpose(0, 1)
 
     def repoint(self) -> None:
         """Point every member's weights, biases and hash at its slice of the batch."""
