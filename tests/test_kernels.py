@@ -122,6 +122,19 @@ out = torch.empty(1, 3, dtype=torch.int64)
 triton_rows.nearest(torch.randn(1, 3, 8, generator=gen), torch.randn(1, 4, 8, generator=gen),
                     torch.full((1, 4), float("inf")), out)
 assert out.tolist() == [[0, 0, 0]]
+# DHE's uniform encoding against the torch path, bit for bit, padding columns zero; ids at the
+# ends of int64 exercise the mixer's wrapping products.
+from cce_bench.embeddings import hashing
+for g, n, k, width in [(1, 70, 5, 5), (3, 33, 130, 136), (2, 1, 1, 8)]:
+    ids = torch.randint(-2**62, 2**62, (g, n), generator=gen)
+    ids[0, 0], ids[-1, -1] = 2**63 - 1, -2**63
+    coefficients = torch.stack([hashing.draw_coefficients(k, gen) for _ in range(g)])
+    out = torch.full((g, n, width), 7.0)
+    triton_rows.dhe_uniform(hashing.mixed_pieces(ids), coefficients, 1_000_000,
+                            hashing.PRIME, out)
+    h = hashing.hash_mod_prime(ids, coefficients.unsqueeze(1)) % 1_000_000
+    assert torch.equal(out[..., :k], (2 * h.double() / 999_999 - 1).float())
+    assert not out[..., k:].any()
 # The wrappers' Triton path (taken on CUDA only), run here through the interpreter.
 from cce_bench import kernels
 kernels._fast = lambda table, rows: True
@@ -184,3 +197,33 @@ def test_nearest_centroids_on_cuda_agrees_with_the_blocked_distances(monkeypatch
     dist = lambda a: ((points - torch.gather(centroids, 1, a.unsqueeze(-1).expand(-1, -1, dim)))
                       ** 2).sum(-1)  # noqa: E731
     torch.testing.assert_close(dist(fused), dist(blocked), rtol=1e-5, atol=1e-5)
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_dhe_encoding_on_cuda_is_the_torch_encoding_bit_for_bit():
+    from cce_bench.embeddings import hashing
+
+    gen = torch.Generator().manual_seed(2)
+    ids = torch.randint(0, 10**7, (3, 5000), generator=gen).cuda()
+    coefficients = torch.stack([hashing.draw_coefficients(1015, gen) for _ in range(3)]).cuda()
+    fused = kernels.dhe_encoding(hashing.mixed_pieces(ids), coefficients, 10**6, hashing.PRIME,
+                                 1016)
+    h = hashing.hash_mod_prime(ids, coefficients.unsqueeze(1)) % 10**6
+    assert fused is not None and torch.equal(fused[..., :1015], (2 * h.double() / 999_999 - 1)
+                                             .float())
+    assert not fused[..., 1015:].any()
+
+
+@requires_cuda
+@pytest.mark.gpu
+def test_a_wide_dhe_on_cuda_gives_its_cpu_values():
+    # Width 1,015 and 1,015 hashes: the encoding program and the padded MLP both run.
+    from cce_bench import make_embedding
+    from cce_bench.embeddings.dhe import mlp_params
+
+    emb = make_embedding(3000, mlp_params(1015, 1015, 2, 32), 32, "dhe", seed=0)
+    assert emb.width == 1015
+    ids = torch.randint(0, 3000, (512,))
+    expected = emb(ids)
+    torch.testing.assert_close(emb.cuda()(ids.cuda()).cpu(), expected, rtol=1e-4, atol=1e-5)

@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BudgetTooSmall, ConfigError
+from .. import kernels
 from .base import CompressedEmbedding
-from .hashing import UniversalHash
+from .hashing import PRIME, UniversalHash, hash_mod_prime, mixed_pieces
 from .registry import register
 
 MAX_HASHES = 1024  # the paper's k
@@ -137,6 +138,20 @@ class DeepHashEmbedding(CompressedEmbedding):
         """The dense hash encoding: ids (N,) -> (N, k) float32."""
         return self.features(self.hash(ids))
 
+    def hash_features(self, ids: torch.Tensor, coefficients: torch.Tensor,
+                      width: int) -> torch.Tensor:
+        """This architecture's encoding of G members' ids, each by its own k functions: ids
+        (G, N), coefficients (G, k, 4) -> (G, N, width) float32, zero-padded from k to width.
+        The uniform encoding runs as one Triton program on CUDA (kernels.dhe_encoding)."""
+        if self.distribution == "uniform":
+            fused = kernels.dhe_encoding(mixed_pieces(ids), coefficients, self.hash_range,
+                                         PRIME, width)
+            if fused is not None:
+                return fused
+        h = hash_mod_prime(ids, coefficients.unsqueeze(1)) % self.hash_range  # (G, N, k)
+        x = self.features(h)
+        return F.pad(x, (0, width - x.shape[-1])) if width > x.shape[-1] else x
+
     def features(self, h: torch.Tensor) -> torch.Tensor:
         """T of the docstring on hash values (*S, k) -> (*S, k) float32 (a stack of runs
         passes (R, N, k))."""
@@ -154,8 +169,10 @@ class DeepHashEmbedding(CompressedEmbedding):
         return z[..., :self.n_hashes].float()
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return run_mlp(self.encode(ids), self.weights, self.biases,
-                       _ACTIVATIONS[self.activation])
+        x = self.hash_features(ids.view(1, -1), self.hash.coefficients.unsqueeze(0),
+                               _aligned(self.n_hashes))[0]
+        x = run_mlp(x, self.weights, self.biases, _ACTIVATIONS[self.activation])
+        return x.view(*ids.shape, self.dim)
 
     def config(self) -> dict:
         return {"n_hashes": self.n_hashes, "width": self.width,

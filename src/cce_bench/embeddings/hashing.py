@@ -63,9 +63,21 @@ def hash_mod_prime(ids: torch.Tensor, coefficients: torch.Tensor) -> torch.Tenso
     z = mix(ids).unsqueeze(-1)  # (*S, 1)
     c = coefficients.to(z.device)
     h = c[..., 3]
-    for j, (shift, bits) in enumerate(_PIECES):
-        h = h + c[..., j] * (_shift_right(z, shift) & ((1 << bits) - 1))  # (*S, n)
+    for j in range(len(_PIECES)):
+        h = h + c[..., j] * _piece(z, j)  # (*S, n)
     return h % PRIME
+
+
+def _piece(z: torch.Tensor, j: int) -> torch.Tensor:
+    shift, bits = _PIECES[j]
+    return _shift_right(z, shift) & ((1 << bits) - 1)
+
+
+def mixed_pieces(ids: torch.Tensor) -> torch.Tensor:
+    """The (z2, z1, z0) pieces of each mixed id that the linear step multiplies: ids (*S) ->
+    (*S, 3) int64 (for programs that compute the family themselves, kernels.dhe_encoding)."""
+    z = mix(ids)
+    return torch.stack([_piece(z, j) for j in range(len(_PIECES))], dim=-1)
 
 
 def universal_hash(ids: torch.Tensor, coefficients: torch.Tensor, m: int) -> torch.Tensor:

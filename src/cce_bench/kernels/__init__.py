@@ -1,5 +1,5 @@
-"""Row gathers and scatter-adds for narrow 2-d tables, and k-means' nearest centroid, in Triton
-on CUDA.
+"""Row gathers and scatter-adds for narrow 2-d tables, k-means' nearest centroid and DHE's hash
+encoding, in Triton on CUDA.
 
 torch 2.11 reads rows of a 2-d CUDA tensor through one kernel for index_select, advanced
 indexing, torch.gather and embedding alike, and that kernel gives every index its own thread
@@ -19,6 +19,11 @@ dimensions (5.0 -> 1.4 ms), 16x on a DLRM table at the 800,000 cap, 4 x 6.4M x 2
 for points of up to 4 dimensions, tl.dot in its exact "ieee" mode above; the sums are ordered
 differently from cuBLAS's, so a near-tie may go to the other centroid than on the CPU, and a
 NaN distance is never nearest (torch.argmin would pick it).
+
+`dhe_encoding` computes DHE's k uniform hash features of each id in one program, where torch
+runs about fifteen element-wise kernels over the (ids x k) int64 values; the values are the
+same, bit for bit (the int64 arithmetic is exact and the float64 steps are the same
+operations, correctly rounded).
 
 `gather_rows` and `scatter_add_rows` fall back to torch's index_select and index_add_ on the
 CPU, where triton is missing or its first launch failed, for rows of at least WIDE_ROW_BYTES (a
@@ -133,4 +138,20 @@ def nearest_centroids(points: torch.Tensor, centroids: torch.Tensor,
     out = torch.empty(b, n, dtype=torch.int64, device=points.device)
     taken = _launch("nearest", points.contiguous(), centroids.contiguous(),
                     norms.contiguous(), out)
+    return out if taken else None
+
+
+def dhe_encoding(pieces: torch.Tensor, coefficients: torch.Tensor, m: int, prime: int,
+                 width: int) -> torch.Tensor | None:
+    """DHE's uniform features: pieces (G, N, 3) int64, the (z2, z1, z0) of each mixed id
+    (hashing.py), coefficients (G, k, 4) int64 -> (G, N, width) float32, columns k..width
+    zero; None where the kernel does not run (the caller computes it with torch)."""
+    g, n, _ = pieces.shape
+    if not (g <= FUSED_MAX_BATCH and pieces.dtype == coefficients.dtype == torch.int64
+            and coefficients.device == pieces.device and width >= coefficients.shape[1]
+            and "dhe_uniform" not in _failed and _triton_takes(pieces)):
+        return None
+    out = torch.empty(g, n, width, dtype=torch.float32, device=pieces.device)
+    taken = _launch("dhe_uniform", pieces.contiguous(), coefficients.contiguous(), m, prime,
+                    out)
     return out if taken else None

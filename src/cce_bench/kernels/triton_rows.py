@@ -1,5 +1,6 @@
-"""The Triton programs behind kernels.gather_rows and scatter_add_rows: each program moves a
-block of BLOCK rows of WIDTH columns (width padded to a power of two and masked)."""
+"""The Triton programs behind kernels/: gather_rows and scatter_add_rows (each program moves a
+block of BLOCK rows of WIDTH columns, width padded to a power of two and masked),
+nearest_centroids and dhe_encoding."""
 
 from __future__ import annotations
 
@@ -128,3 +129,46 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor, norms: torch.Tensor,
         _nearest[grid](points, centroids, norms, out, n, k, D=d, PADDED_D=padded, FMA=fma,
                        BLOCK_N=NEAREST_BLOCK_N,
                        BLOCK_K=NEAREST_FMA_BLOCK_K if fma else NEAREST_DOT_BLOCK_K, num_warps=4)
+
+
+# A DHE encoding program's tile: ids x hash functions.
+ENCODE_BLOCK_N, ENCODE_BLOCK_K = 32, 128
+
+
+@triton.jit
+def _dhe_uniform(pieces, coefficients, out, n, k, k_out, m, PRIME: tl.constexpr,
+                 BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """DHE's uniform encoding of one member's ids: ((a1 z2 + a2 z1 + a3 z0 + b) mod p) mod m,
+    then 2 h / (m - 1) - 1 in float64 rounded to float32, as hashing.py and dhe.py compute it;
+    columns k..k_out are zeros (the MLP's alignment padding)."""
+    member = tl.program_id(2).to(tl.int64)
+    ids = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    cols = tl.program_id(1).to(tl.int64) * BLOCK_K + tl.arange(0, BLOCK_K)
+    in_n, in_k = ids < n, cols < k
+    piece = pieces + (member * n + ids) * 3
+    z2 = tl.load(piece, mask=in_n, other=0)
+    z1 = tl.load(piece + 1, mask=in_n, other=0)
+    z0 = tl.load(piece + 2, mask=in_n, other=0)
+    c = coefficients + (member * k + cols) * 4
+    a1 = tl.load(c, mask=in_k, other=0)
+    a2 = tl.load(c + 1, mask=in_k, other=0)
+    a3 = tl.load(c + 2, mask=in_k, other=0)
+    b = tl.load(c + 3, mask=in_k, other=0)
+    # Products below 2^53 and their sum below 2^55 (hashing.py): int64 never overflows.
+    h = b[None, :] + a1[None, :] * z2[:, None] + a2[None, :] * z1[:, None] \
+        + a3[None, :] * z0[:, None]
+    h = (h % PRIME) % m
+    feature = (2.0 * h.to(tl.float64) / (m - 1) - 1.0).to(tl.float32)
+    feature = tl.where(in_k[None, :], feature, 0.0)
+    tl.store(out + (member * n + ids[:, None]) * k_out + cols[None, :], feature,
+             mask=in_n[:, None] & (cols[None, :] < k_out))
+
+
+def dhe_uniform(pieces: torch.Tensor, coefficients: torch.Tensor, m: int, prime: int,
+                out: torch.Tensor) -> None:
+    g, n, k_out = out.shape
+    k = coefficients.shape[1]
+    if g and n and k_out:
+        grid = (triton.cdiv(n, ENCODE_BLOCK_N), triton.cdiv(k_out, ENCODE_BLOCK_K), g)
+        _dhe_uniform[grid](pieces, coefficients, out, n, k, k_out, m, PRIME=prime,
+                           BLOCK_N=ENCODE_BLOCK_N, BLOCK_K=ENCODE_BLOCK_K)

@@ -21,7 +21,7 @@ from ..embeddings.bloom import BloomEmbedding
 from ..embeddings.cce import CCEmbedding
 from ..embeddings.cce_robe import CCERobeEmbedding
 from ..embeddings.ce import CompositionalEmbedding
-from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, run_mlp
+from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, _aligned, run_mlp
 from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
 from ..embeddings.hashing import hash_mod_prime
@@ -372,8 +372,9 @@ class DeepHashStack(_EqualShapes):
             self.encoding.copy_(self.features(self.hash(self.all_ids())))
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.encoding is None:
-            x = self.features(self.hash(ids))  # (R, N, k)
+        if self.encoding is None:  # (R, N, k padded)
+            x = self.members[0].hash_features(ids, self.hash.coefficients,
+                                              _aligned(self.members[0].n_hashes))
         else:
             x = take_rows(self.encoding.view(-1, self.encoding.shape[2]), ids + self.id_base)
         shapes = [p.shape for p in self.members[0].weights]

@@ -33,7 +33,7 @@ from torch import nn
 from ..embeddings.base import lookup
 from ..embeddings.cce import CCEmbedding
 from ..embeddings.ce import CompositionalEmbedding
-from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, run_mlp
+from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, _aligned, run_mlp
 from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
 from ..embeddings.hashing import hash_mod_prime
@@ -202,8 +202,8 @@ class DheTables(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, T), column t an id of member t -> (B, T, dim)."""
-        h = hash_mod_prime(ids, self.coefficients) % self.template.hash_range  # (B, T, k)
-        x = self.template.features(h).transpose(0, 1)  # (T, B, k)
+        x = self.template.hash_features(ids.t(), self.coefficients,  # (T, B, k padded)
+                                        _aligned(self.template.n_hashes))
         return run_mlp(x, self.weights, self.biases, self.activation).transpose(0, 1)
 
     def repoint(self) -> None:
