@@ -50,6 +50,10 @@ def bench(
         "Default: gmf.", **choice(MODELS))] = "gmf",
     steps: Annotated[int, typer.Option(
         help="dlrm: timed steps per configuration. Default: 2000.", min=1)] = 2000,
+    grid_only: Annotated[bool, typer.Option(
+        "--grid-only", help="dlrm: time only what the grid estimate needs (every method at the "
+        "timed caps, and the lockstep groups), not the full table's variants or the large "
+        "batches.")] = False,
     rows: Annotated[Optional[int], typer.Option(
         help="dlrm: training rows drawn on the device. Default: Kaggle's 39,291,958.",
         show_default=False, min=1)] = None,
@@ -78,6 +82,8 @@ def bench(
     """
     if spec and not reproduce:
         raise ConfigError("--spec is for --reproduce; add --reproduce to time a spec")
+    if grid_only and model != "dlrm":
+        raise ConfigError("--grid-only is for --model dlrm; add --model dlrm")
     if precision and not (reproduce or model == "dlrm"):
         raise ConfigError("--precision is for --reproduce or --model dlrm; add one of them")
     if reproduce:
@@ -87,7 +93,8 @@ def bench(
         _bench_reproduce(spec, method, precision, device, group_size, json_out)
         return
     if model == "dlrm":
-        _bench_dlrm(method, budget, device, steps, rows, precision or "fp32", json_out)
+        _bench_dlrm(method, budget, device, steps, rows, precision or "fp32", json_out,
+                    grid_only)
         return
     from cce_bench.sweeps.bench import run_bench
 
@@ -154,14 +161,17 @@ def _progress_printer(status):
 
 
 def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, steps: int,
-                rows: int | None, precision: str, json_out: Path | None) -> None:
+                rows: int | None, precision: str, json_out: Path | None,
+                grid_only: bool = False) -> None:
     from cce_bench.sweeps.bench_dlrm import KAGGLE_TRAIN, run_dlrm_bench
 
     for name in methods or []:
         get_method(name)
     with console.status("benchmarking") as status:
         report = run_dlrm_bench(device, rows or KAGGLE_TRAIN, steps, methods, caps,
-                                precision=precision, progress=_progress_printer(status))
+                                precision=precision, variants=not grid_only,
+                                large_batch=0 if grid_only else 16_384,
+                                progress=_progress_printer(status))
     title = (f"DLRM, Kaggle-shaped ({report.train_rows:,} train rows) on {report.device_name}, "
              f"torch {report.torch_version}")
     for heading, timings in (("full table, one change at a time", report.variants),

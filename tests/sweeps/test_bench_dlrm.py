@@ -107,15 +107,20 @@ def test_the_cli_passes_precision_to_the_dlrm_bench(monkeypatch):
 
     seen = {}
 
-    def fake(*args, precision="fp32", **kwargs):
-        seen["precision"] = precision
+    def fake(*args, precision="fp32", variants=True, large_batch=16384, **kwargs):
+        seen.update(precision=precision, variants=variants, large_batch=large_batch)
         return bench_dlrm.DlrmBenchReport("cpu", "cpu", "torch", "rev", 10, precision)
 
     monkeypatch.setattr(bench_dlrm, "run_dlrm_bench", fake)
     result = CliRunner().invoke(app, ["bench", "--model", "dlrm", "--precision", "tf32",
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert seen == {"precision": "tf32"}
+    assert seen == {"precision": "tf32", "variants": True, "large_batch": 16384}
+    # --grid-only: what the grid estimate needs, without the variants and large batches.
+    result = CliRunner().invoke(app, ["bench", "--model", "dlrm", "--grid-only", "--device",
+                                      "cpu"])
+    assert result.exit_code == 0, result.output
+    assert seen == {"precision": "fp32", "variants": False, "large_batch": 0}
 
 
 def test_a_pq_run_of_a_lockstep_group_steps_compressed():

@@ -95,6 +95,7 @@ def test_the_cli_prints_each_specs_estimate(spec_file, tmp_path):
     (["--reproduce", "--budget", "16"], "--budget"),
     (["--spec", "paper/ml-1m"], "--spec is for --reproduce"),
     (["--precision", "tf32"], "--precision is for --reproduce or --model dlrm"),
+    (["--grid-only"], "--grid-only is for --model dlrm"),
 ])
 def test_options_that_reproduce_would_ignore_are_one_line_errors(args, text):
     result = CliRunner().invoke(app, ["bench", *args])
