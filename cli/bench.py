@@ -168,10 +168,10 @@ def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, 
     for name in methods or []:
         get_method(name)
     with console.status("benchmarking") as status:
+        only_grid = dict(variants=False, large_batch=0) if grid_only else {}
         report = run_dlrm_bench(device, rows or KAGGLE_TRAIN, steps, methods, caps,
-                                precision=precision, variants=not grid_only,
-                                large_batch=0 if grid_only else 16_384,
-                                progress=_progress_printer(status))
+                                precision=precision, progress=_progress_printer(status),
+                                **only_grid)
     title = (f"DLRM, Kaggle-shaped ({report.train_rows:,} train rows) on {report.device_name}, "
              f"torch {report.torch_version}")
     for heading, timings in (("full table, one change at a time", report.variants),

@@ -137,6 +137,13 @@ for g, n, k, width in [(1, 70, 5, 5), (3, 33, 130, 136), (2, 1, 1, 8)]:
     assert not out[..., k:].any()
 # The wrappers' Triton path (taken on CUDA only), run here through the interpreter.
 from cce_bench import kernels
+kernels._triton_takes = lambda tensor: True
+ids = torch.randint(0, 10**6, (2, 50), generator=gen)
+coefficients = torch.stack([hashing.draw_coefficients(9, gen) for _ in range(2)])
+h = hashing.hash_mod_prime(ids, coefficients.unsqueeze(1)) % 1000
+fused = kernels.dhe_encoding(ids, coefficients, 1000, 16)
+assert torch.equal(fused[..., :9], (2 * h.double() / 999 - 1).float()) and not fused[..., 9:].any()
+assert kernels.dhe_encoding(ids, coefficients[:1], 1000, 16) is None  # one member's functions
 kernels._fast = lambda table, rows: True
 table = torch.randn(40, 3, generator=gen)
 rows = torch.randint(0, 40, (100,), generator=gen)
@@ -207,8 +214,7 @@ def test_dhe_encoding_on_cuda_is_the_torch_encoding_bit_for_bit():
     gen = torch.Generator().manual_seed(2)
     ids = torch.randint(0, 10**7, (3, 5000), generator=gen).cuda()
     coefficients = torch.stack([hashing.draw_coefficients(1015, gen) for _ in range(3)]).cuda()
-    fused = kernels.dhe_encoding(hashing.mixed_pieces(ids), coefficients, 10**6, hashing.PRIME,
-                                 1016)
+    fused = kernels.dhe_encoding(ids, coefficients, 10**6, 1016)
     h = hashing.hash_mod_prime(ids, coefficients.unsqueeze(1)) % 10**6
     assert fused is not None and torch.equal(fused[..., :1015], (2 * h.double() / 999_999 - 1)
                                              .float())

@@ -297,3 +297,29 @@ def test_lower_precision_trains_in_a_cuda_graph_close_to_fp32(tiny_criteo, preci
     assert low.status == exact.status == "ok"
     assert low.epochs[-1].val_bce == pytest.approx(exact.epochs[-1].val_bce, abs=0.02)
     assert not torch.backends.cuda.matmul.allow_tf32  # put back after the run
+
+
+def test_wide_dhe_tables_batched_give_each_tables_values_and_gradients():
+    # Width 261 (padded to 264 inside run_mlp) over three vocabularies of one architecture.
+    from cce_bench import make_embedding
+    from cce_bench.embeddings.dhe import mlp_params
+    from cce_bench.models.tables import DheTables
+
+    tables = [make_embedding(v, mlp_params(261, 261, 2, 16), 16, "dhe", seed=s)
+              for s, v in enumerate((50, 80, 120))]
+    ids = torch.stack([torch.randint(0, v, (30,)) for v in (50, 80, 120)], 1)  # (B, T)
+    weights = torch.randn(30, 3, 16)
+    expected = torch.stack([t(ids[:, i]) for i, t in enumerate(tables)], 1)
+    grads = [torch.autograd.grad((expected[:, i] * weights[:, i]).sum(), list(t.parameters()),
+                                 retain_graph=True) for i, t in enumerate(tables)]
+    batch = DheTables(tables)
+    got = batch(ids)
+    torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-6)
+    (got * weights).sum().backward()
+    layers = len(batch.weights)  # a member's parameters: its weights, then its biases
+    for k in range(layers):
+        for i in range(3):
+            torch.testing.assert_close(batch.weights[k].grad[i], grads[i][k], rtol=1e-4,
+                                       atol=1e-6)
+            torch.testing.assert_close(batch.biases[k].grad[i, 0], grads[i][layers + k],
+                                       rtol=1e-4, atol=1e-6)

@@ -76,3 +76,32 @@ def test_only_one_method_and_shape_stacks():
     with pytest.raises(TypeError, match="one budget only"):
         stack_tables([make_embedding(VOCAB, b * DIM, DIM, "dhe", 4) for b in (64, 128)])
 
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "gaussian"])
+@pytest.mark.parametrize("cached", [True, False])
+def test_a_wide_dhe_stack_runs_padded_and_reads_its_members(monkeypatch, distribution, cached):
+    # Width 261 and 261 hashes: run_mlp pads both to 264 (and the encoding too, uncached).
+    from cce_bench.embeddings.dhe import _aligned, mlp_params
+    from cce_bench.models import stacked
+
+    assert _aligned(261) == 264
+    if not cached:
+        monkeypatch.setattr(stacked, "CACHE_ELEMENTS", 0)
+    tables = [make_embedding(VOCAB, mlp_params(261, 261, 2, DIM), DIM, "dhe",
+                             distribution=distribution, seed=s) for s in range(3)]
+    assert {t.width for t in tables} == {261}
+    ids = torch.randint(0, VOCAB, (3, 40), generator=torch.Generator().manual_seed(3))
+    weights = torch.randn(3, 40, DIM, generator=torch.Generator().manual_seed(4))
+    expected = rows(tables, ids)
+    grads = [torch.autograd.grad((expected * weights).sum(), list(t.parameters()),
+                                 retain_graph=True) for t in tables]
+    stack = stack_tables(tables)
+    assert (stack.encoding is not None) == cached
+    got = stack(ids)
+    torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-6)
+    flats = [flat for flat, _, _ in stack.slices]
+    stack.member_grads(torch.autograd.grad((got * weights).sum(), flats))
+    for t, mine in zip(tables, grads):
+        for p, g in zip(t.parameters(), mine):
+            torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)

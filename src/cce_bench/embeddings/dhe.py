@@ -33,19 +33,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..errors import BudgetTooSmall, ConfigError
 from .. import kernels
+from ..errors import BudgetTooSmall, ConfigError
 from .base import CompressedEmbedding
-from .hashing import PRIME, UniversalHash, hash_mod_prime, mixed_pieces
+from .hashing import UniversalHash, hash_mod_prime
 from .registry import register
 
 MAX_HASHES = 1024  # the paper's k
 _PROBE_IDS = 2048  # ids used to set the output scale at init
 _ACTIVATIONS = {"mish": F.mish, "relu": F.relu}
-# cuBLAS's TF32 tensor-core GEMMs need rows of a multiple of 16 bytes: at an odd width (2,415
-# on ml-25m's largest budget) it falls back to kernels 2.4x slower (BENCHMARKS.md). Layers at
-# least _ALIGN_FROM wide are run zero-padded to a multiple of _ALIGN floats; smaller ones are
-# cheap either way and padding would only add kernels.
+# cuBLAS's TF32 tensor-core GEMMs need rows of a multiple of 16 bytes (4 floats): at an odd
+# width (2,415 on ml-25m's largest budget) it falls back to kernels 2.4x slower (BENCHMARKS.md).
+# Layers at least _ALIGN_FROM wide are run zero-padded to a multiple of _ALIGN floats (8, a
+# multiple of 4; 2,416 was the width measured); smaller ones are cheap either way, and padding
+# would only add kernels.
 _ALIGN, _ALIGN_FROM = 8, 256
 
 
@@ -58,7 +59,8 @@ def run_mlp(x: torch.Tensor, weights, biases, activation) -> torch.Tensor:
     MLPs, x (Z, N, k) with weights (Z, out, in) and biases (Z, 1, out). Wide layers run on
     zero-padded copies of x and the weights (_ALIGN): a padded unit's input weights and bias
     are zero, so its value is activation(0) = 0 (Mish and ReLU) and its outgoing weights are
-    zero too; the output is the unpadded MLP's, and padding's gradient is sliced away."""
+    zero too; the output is the unpadded MLP's up to float rounding (the GEMMs differ), and
+    padding's gradient is sliced away."""
     def pad(t: torch.Tensor, *last_dims: int) -> torch.Tensor:
         amounts = [a for n in reversed(last_dims) for a in (0, _aligned(n) - n)]
         return F.pad(t, amounts) if any(amounts) else t
@@ -144,8 +146,7 @@ class DeepHashEmbedding(CompressedEmbedding):
         (G, N), coefficients (G, k, 4) -> (G, N, width) float32, zero-padded from k to width.
         The uniform encoding runs as one Triton program on CUDA (kernels.dhe_encoding)."""
         if self.distribution == "uniform":
-            fused = kernels.dhe_encoding(mixed_pieces(ids), coefficients, self.hash_range,
-                                         PRIME, width)
+            fused = kernels.dhe_encoding(ids, coefficients, self.hash_range, width)
             if fused is not None:
                 return fused
         h = hash_mod_prime(ids, coefficients.unsqueeze(1)) % self.hash_range  # (G, N, k)

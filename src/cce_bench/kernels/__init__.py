@@ -22,8 +22,10 @@ NaN distance is never nearest (torch.argmin would pick it).
 
 `dhe_encoding` computes DHE's k uniform hash features of each id in one program, where torch
 runs about fifteen element-wise kernels over the (ids x k) int64 values; the values are the
-same, bit for bit (the int64 arithmetic is exact and the float64 steps are the same
-operations, correctly rounded).
+same as torch's on the CPU, bit for bit: the int64 arithmetic is exact and the float64 steps
+are the same operations, correctly rounded. (Torch on CUDA divides by a Python number as a
+product with its reciprocal, which at the default hash range of 10^6 gives the same float32 for
+every hash value; at some larger ranges a rare value differs in its last bit.)
 
 `gather_rows` and `scatter_add_rows` fall back to torch's index_select and index_add_ on the
 CPU, where triton is missing or its first launch failed, for rows of at least WIDE_ROW_BYTES (a
@@ -141,17 +143,19 @@ def nearest_centroids(points: torch.Tensor, centroids: torch.Tensor,
     return out if taken else None
 
 
-def dhe_encoding(pieces: torch.Tensor, coefficients: torch.Tensor, m: int, prime: int,
+def dhe_encoding(ids: torch.Tensor, coefficients: torch.Tensor, m: int,
                  width: int) -> torch.Tensor | None:
-    """DHE's uniform features: pieces (G, N, 3) int64, the (z2, z1, z0) of each mixed id
-    (hashing.py), coefficients (G, k, 4) int64 -> (G, N, width) float32, columns k..width
-    zero; None where the kernel does not run (the caller computes it with torch)."""
-    g, n, _ = pieces.shape
-    if not (g <= FUSED_MAX_BATCH and pieces.dtype == coefficients.dtype == torch.int64
-            and coefficients.device == pieces.device and width >= coefficients.shape[1]
-            and "dhe_uniform" not in _failed and _triton_takes(pieces)):
+    """DHE's uniform features of G members' ids, each by its own k functions into [0, m):
+    ids (G, N), coefficients (G, k, 4) int64 -> (G, N, width) float32, columns k..width zero;
+    None where the kernel does not run (the caller computes it with torch)."""
+    if not (ids.dim() == 2 and coefficients.dim() == 3
+            and ids.shape[0] == coefficients.shape[0] <= FUSED_MAX_BATCH
+            and coefficients.dtype == torch.int64 and coefficients.device == ids.device
+            and width >= coefficients.shape[1] and "dhe_uniform" not in _failed
+            and _triton_takes(ids)):
         return None
-    out = torch.empty(g, n, width, dtype=torch.float32, device=pieces.device)
-    taken = _launch("dhe_uniform", pieces.contiguous(), coefficients.contiguous(), m, prime,
-                    out)
+    from ..embeddings.hashing import PRIME, mixed_pieces  # hashing imports nothing from here
+
+    out = torch.empty(*ids.shape, width, dtype=torch.float32, device=ids.device)
+    taken = _launch("dhe_uniform", mixed_pieces(ids), coefficients.contiguous(), m, PRIME, out)
     return out if taken else None

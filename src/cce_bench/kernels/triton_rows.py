@@ -166,7 +166,7 @@ def _dhe_uniform(pieces, coefficients, out, n, k, k_out, m, PRIME: tl.constexpr,
 
 def dhe_uniform(pieces: torch.Tensor, coefficients: torch.Tensor, m: int, prime: int,
                 out: torch.Tensor) -> None:
-    g, n, k_out = out.shape
+    g, n, k_out = out.shape  # pieces (g, n, 3), coefficients (g, k, 4)
     k = coefficients.shape[1]
     if g and n and k_out:
         grid = (triton.cdiv(n, ENCODE_BLOCK_N), triton.cdiv(k_out, ENCODE_BLOCK_K), g)

@@ -351,29 +351,33 @@ class DeepHashStack(_EqualShapes):
     def __init__(self, members: list[nn.Module]):
         super().__init__(members)
         _same(members, "distribution", "activation", "hash_range")
-        self.layers = len(members[0].weights)
-        for k in range(self.layers):
+        for k in range(len(members[0].weights)):
             self._flat(f"weight{k}", f"weights.{k}")
             self._flat(f"bias{k}", f"biases.{k}")
-        self.hash = self._hash("hash", "hash")
-        self.features = members[0].features  # the same transformation for every member
+        # The members' hash functions (R, k, 4); hash_features encodes with them.
+        self._stacked_buffer("hash_coefficients", "hash.coefficients")
         self.act = _ACTIVATIONS[members[0].activation]
         # Every id's encoding (R, vocab, k): the hash features change only with the hashes.
         k = members[0].n_hashes
         self.register_buffer("encoding", None, persistent=False)
         if self.cached(k):
-            self.encoding = self.features(self.hash(self.all_ids()))
+            self.encoding = self._encode_all()
             self._id_base(self.vocab)
+
+    def _encode_all(self) -> torch.Tensor:
+        """Every id's encoding by every member, (R, vocab, k), as forward() computes it."""
+        k = self.members[0].n_hashes
+        return self.members[0].hash_features(self.all_ids(), self.hash_coefficients, k)
 
     @torch.no_grad()
     def refresh(self) -> None:
         super().refresh()
         if self.encoding is not None:
-            self.encoding.copy_(self.features(self.hash(self.all_ids())))
+            self.encoding.copy_(self._encode_all())
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.encoding is None:  # (R, N, k padded)
-            x = self.members[0].hash_features(ids, self.hash.coefficients,
+            x = self.members[0].hash_features(ids, self.hash_coefficients,
                                               _aligned(self.members[0].n_hashes))
         else:
             x = take_rows(self.encoding.view(-1, self.encoding.shape[2]), ids + self.id_base)
