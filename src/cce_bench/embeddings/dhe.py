@@ -140,11 +140,12 @@ class DeepHashEmbedding(CompressedEmbedding):
         """The dense hash encoding: ids (N,) -> (N, k) float32."""
         return self.features(self.hash(ids))
 
-    def hash_features(self, ids: torch.Tensor, coefficients: torch.Tensor,
-                      width: int) -> torch.Tensor:
-        """This architecture's encoding of G members' ids, each by its own k functions: ids
-        (G, N), coefficients (G, k, 4) -> (G, N, width) float32, zero-padded from k to width.
-        The uniform encoding runs as one Triton program on CUDA (kernels.dhe_encoding)."""
+    def hash_features(self, ids: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+        """This architecture's encoding of G members' ids, each by its own k functions, as
+        run_mlp reads it: ids (G, N), coefficients (G, k, 4) -> (G, N, k padded as run_mlp pads
+        it) float32, the padding zero. The uniform encoding runs as one Triton program on CUDA
+        (kernels.dhe_encoding)."""
+        width = _aligned(self.n_hashes)
         if self.distribution == "uniform":
             fused = kernels.dhe_encoding(ids, coefficients, self.hash_range, width)
             if fused is not None:
@@ -170,8 +171,7 @@ class DeepHashEmbedding(CompressedEmbedding):
         return z[..., :self.n_hashes].float()
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        x = self.hash_features(ids.view(1, -1), self.hash.coefficients.unsqueeze(0),
-                               _aligned(self.n_hashes))[0]
+        x = self.hash_features(ids.view(1, -1), self.hash.coefficients.unsqueeze(0))[0]
         x = run_mlp(x, self.weights, self.biases, _ACTIVATIONS[self.activation])
         return x.view(*ids.shape, self.dim)
 

@@ -21,7 +21,7 @@ from ..embeddings.bloom import BloomEmbedding
 from ..embeddings.cce import CCEmbedding
 from ..embeddings.cce_robe import CCERobeEmbedding
 from ..embeddings.ce import CompositionalEmbedding
-from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, _aligned, run_mlp
+from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, run_mlp
 from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
 from ..embeddings.hashing import hash_mod_prime
@@ -357,17 +357,16 @@ class DeepHashStack(_EqualShapes):
         # The members' hash functions (R, k, 4); hash_features encodes with them.
         self._stacked_buffer("hash_coefficients", "hash.coefficients")
         self.act = _ACTIVATIONS[members[0].activation]
-        # Every id's encoding (R, vocab, k): the hash features change only with the hashes.
-        k = members[0].n_hashes
+        # Every id's encoding (R, vocab, k padded), kept padded as run_mlp reads it: the hash
+        # features change only with the hashes.
         self.register_buffer("encoding", None, persistent=False)
-        if self.cached(k):
+        if self.cached(members[0].n_hashes):
             self.encoding = self._encode_all()
             self._id_base(self.vocab)
 
     def _encode_all(self) -> torch.Tensor:
-        """Every id's encoding by every member, (R, vocab, k), as forward() computes it."""
-        k = self.members[0].n_hashes
-        return self.members[0].hash_features(self.all_ids(), self.hash_coefficients, k)
+        """Every id's encoding by every member, as forward() computes it uncached."""
+        return self.members[0].hash_features(self.all_ids(), self.hash_coefficients)
 
     @torch.no_grad()
     def refresh(self) -> None:
@@ -377,8 +376,7 @@ class DeepHashStack(_EqualShapes):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.encoding is None:  # (R, N, k padded)
-            x = self.members[0].hash_features(ids, self.hash_coefficients,
-                                              _aligned(self.members[0].n_hashes))
+            x = self.members[0].hash_features(ids, self.hash_coefficients)
         else:
             x = take_rows(self.encoding.view(-1, self.encoding.shape[2]), ids + self.id_base)
         shapes = [p.shape for p in self.members[0].weights]

@@ -33,7 +33,7 @@ from torch import nn
 from ..embeddings.base import lookup
 from ..embeddings.cce import CCEmbedding
 from ..embeddings.ce import CompositionalEmbedding
-from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, _aligned, run_mlp
+from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, run_mlp
 from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
 from ..embeddings.hashing import hash_mod_prime
@@ -202,8 +202,7 @@ class DheTables(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         """ids (B, T), column t an id of member t -> (B, T, dim)."""
-        x = self.template.hash_features(ids.t(), self.coefficients,  # (T, B, k padded)
-                                        _aligned(self.template.n_hashes))
+        x = self.template.hash_features(ids.t(), self.coefficients)  # (T, B, k padded)
         return run_mlp(x, self.weights, self.biases, self.activation).transpose(0, 1)
 
     def repoint(self) -> None:
