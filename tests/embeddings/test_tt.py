@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from cce_bench import BudgetTooSmall, make_embedding
-from cce_bench.embeddings.tt import (core_layout, factor_dim, factor_vocab, tt_params,
-                                     useful_rank)
+from cce_bench.embeddings.tt import (core_layout, factor_dim, factor_vocab, materialise,
+                                     tt_params, useful_rank)
 
 
 def full_table(emb) -> torch.Tensor:
@@ -38,6 +38,18 @@ def test_forward_reads_the_table_the_cores_define(vocab, dim, c, budget):
     torch.testing.assert_close(emb(ids), table[:vocab], rtol=1e-5, atol=1e-7)
     pairs = torch.cat([emb(ids[i:i + 2]) for i in range(0, vocab, 2)])
     torch.testing.assert_close(pairs, table[:vocab], rtol=1e-5, atol=1e-7)
+
+
+def test_a_gpu_builds_the_table_where_it_is_no_larger_than_the_per_id_reads():
+    # ml-25m's user table (420 x 400 rows of dim 32 = 8 x 4 halves), batch 4,096: the per-id
+    # path reads (8 + 4) R values an id.
+    rows, ids, dim = 420 * 400, 4096, 32
+    for rank, on_gpu in [(39, False), (80, False), (161, True), (323, True)]:
+        assert materialise(rows, ids, dim, 12 * rank, on_gpu=True) is on_gpu
+        assert materialise(rows, ids, dim, 12 * rank, on_gpu=False) is False
+    # Few rows per id: the table everywhere.
+    assert materialise(8 * ids, ids, dim, 12, on_gpu=False)
+    assert not materialise(8 * ids + 1, ids, dim, 12, on_gpu=False)
 
 
 def test_one_id_by_hand():

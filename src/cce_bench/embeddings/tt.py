@@ -54,6 +54,22 @@ from .registry import register
 _MATERIALISE = 8  # build the whole implied table when it has at most this many rows per id
 
 
+def materialise(table_rows: int, ids: int, dim: int, per_id: int, on_gpu: bool) -> bool:
+    """Whether building the implied (table_rows x dim) table beats the per-id path, which
+    gathers per_id values (d_L R + R d_R) of the halves for each of the batch's ids.
+
+    Everywhere: at most _MATERIALISE table rows per id (chosen on a CPU, where the many tiny
+    per-id products are slow). On a GPU also where the table holds no more values than the
+    per-id path gathers: both paths are then bound by moving those values, and the table's
+    products run as large GEMMs. Measured on an H200 (BENCHMARKS.md, session 7), 3-seed stacks
+    on ml-25m's shape: at ratio 0.68 (rank 161) the table was 1.16x faster in fp32 and 1.43x in
+    tf32, at 1.37 (rank 80) the two tied in fp32, at 2.8 (rank 39) the per-id path was 1.3x
+    faster in fp32."""
+    if table_rows <= _MATERIALISE * ids:
+        return True
+    return on_gpu and table_rows * dim <= ids * per_id
+
+
 def factor_vocab(vocab: int, c: int) -> list[int]:
     """c near-equal integers whose product is the first to reach vocab, largest first."""
     base = max(1, int(round(vocab ** (1 / c))))
@@ -172,9 +188,8 @@ class TensorTrainEmbedding(CompressedEmbedding):
         if right is None:
             return lookup(left.reshape(self.left_rows, self.dim), row_l)
         row_r = ids % self.right_rows
-        if self.left_rows * self.right_rows <= _MATERIALISE * n:
-            # Fewer table rows than ids (times a margin): one matrix product builds the implied
-            # table, cheaper than a small product per id. The values are the same.
+        per_id = (left.shape[1] + right.shape[2]) * self.rank
+        if materialise(self.left_rows * self.right_rows, n, self.dim, per_id, ids.is_cuda):
             table = torch.einsum("apr,brq->abpq", left, right)  # (n_L, n_R, d_L, d_R)
             return lookup(table.reshape(-1, self.dim), row_l * self.right_rows + row_r)
         a = lookup(left.reshape(self.left_rows, -1), row_l).reshape(n, -1, self.rank)

@@ -31,7 +31,7 @@ from ..embeddings.ldim import LowDimensionalEmbedding
 from ..embeddings.pq import ProductQuantizedEmbedding
 from ..embeddings.qr import QREmbedding
 from ..embeddings.robe import RobeEmbedding, circular_positions, read_flat
-from ..embeddings.tt import _MATERIALISE, TensorTrainEmbedding
+from ..embeddings.tt import TensorTrainEmbedding, materialise
 from ..kernels import take_rows
 from .stacked import Stack, stacks
 
@@ -426,7 +426,8 @@ class TensorTrainStack(_EqualShapes):
         if right is None:
             return _rows(left.reshape(-1), self.dim, row_l + member * self.left_rows)
         row_r = ids % self.right_rows
-        if self.left_rows * self.right_rows <= _MATERIALISE * n:  # as the member decides
+        per_id = (left.shape[2] + right.shape[3]) * self.rank  # as the member decides
+        if materialise(self.left_rows * self.right_rows, n, self.dim, per_id, ids.is_cuda):
             table = torch.einsum("zapr,zbrq->zabpq", left, right)  # (Z, n_L, n_R, d_L, d_R)
             rows = row_l * self.right_rows + row_r + member * (self.left_rows * self.right_rows)
             return _rows(table.reshape(-1), self.dim, rows)
