@@ -72,7 +72,8 @@ def bench(
     stack: Annotated[bool, typer.Option(
         "--stack/--no-stack", help="--paper-sweep: train runs of one method and shapes as one "
         "stacked model (one step for all of them); --no-stack: each run its own step, as "
-        "before stacking. Default: --stack.")] = True,
+        "before stacking. --model dlrm: the lockstep groups stacked (a method's 9 caps) or "
+        "each run its own graph branch (4 and 16 runs). Default: --stack.")] = True,
 ) -> None:
     """Time training on this machine against the authors' style of loop.
 
@@ -94,7 +95,7 @@ def bench(
         return
     if model == "dlrm":
         _bench_dlrm(method, budget, device, steps, rows, precision or "fp32", json_out,
-                    grid_only)
+                    grid_only, stack)
         return
     from cce_bench.sweeps.bench import run_bench
 
@@ -162,7 +163,7 @@ def _progress_printer(status):
 
 def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, steps: int,
                 rows: int | None, precision: str, json_out: Path | None,
-                grid_only: bool = False) -> None:
+                grid_only: bool = False, stack: bool = True) -> None:
     from cce_bench.sweeps.bench_dlrm import KAGGLE_TRAIN, run_dlrm_bench
 
     for name in methods or []:
@@ -170,8 +171,8 @@ def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, 
     with console.status("benchmarking") as status:
         only_grid = dict(variants=False, large_batch=0) if grid_only else {}
         report = run_dlrm_bench(device, rows or KAGGLE_TRAIN, steps, methods, caps,
-                                precision=precision, progress=_progress_printer(status),
-                                **only_grid)
+                                precision=precision, stack=stack,
+                                progress=_progress_printer(status), **only_grid)
     title = (f"DLRM, Kaggle-shaped ({report.train_rows:,} train rows) on {report.device_name}, "
              f"torch {report.torch_version}")
     for heading, timings in (("full table, one change at a time", report.variants),

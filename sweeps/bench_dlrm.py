@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
+from torch import nn
 
 from cce_bench.config import RunConfig
 from cce_bench.data import CriteoData, TabularSplit
@@ -40,6 +41,7 @@ from cce_bench.engine import (cluster_all, device_clock, evaluate, fuse_sparse_u
 from cce_bench.errors import BudgetTooSmall, ConfigError
 from cce_bench.models import build_model
 from cce_bench.models.dlrm import dense_precision
+from cce_bench.stacking import StackedEpoch
 from cce_bench.steps import capture_steps
 from cce_bench.results import git_revision
 
@@ -180,23 +182,43 @@ def _seconds_per_step(step, steps: int, device: torch.device) -> float:
 
 def time_group(method: str, caps: list[int], runs: int, train: TabularSplit,
                device: torch.device, steps: int, vocabs: list[int] = KAGGLE_VOCABS,
-               precision: str = "fp32") -> StepTiming:
+               precision: str = "fp32", stack: bool = True) -> StepTiming:
     """Seconds per run-step of `runs` runs of one method stepped in lockstep from one CUDA
-    graph, as a sweep's group trains them (caps cycled over the runs, seeds 0..runs-1)."""
+    graph, as a sweep's group trains them (caps cycled over the runs, seeds 0..runs-1):
+    stacked (one StackedDLRM, as a sweep stacks them) or each run its own graph branch."""
     if device.type != "cuda":
         raise ConfigError("lockstep groups share a CUDA graph; time them on a GPU")
     configs = [dlrm_run(method, caps[k % len(caps)], precision=precision, seed=k)
                for k in range(runs)]
     with training_context(precision, device):
-        epochs = [_group_member(run, train, device, vocabs) for run in configs]
+        epochs = ([_stacked_group(configs, train, device, vocabs)] if stack else
+                  [_group_member(run, train, device, vocabs) for run in configs])
         graph = capture_steps(epochs)
         group_s = _seconds_per_step(graph.replay, steps, device)
     step_s = group_s / runs
-    params = sum(p for p, _ in epochs[0].model.table_sizes())
+    first = epochs[0].models[0] if stack else epochs[0].model
+    params = sum(p for p, _ in first.table_sizes())
     del epochs, graph
-    return StepTiming(f"{method}, {runs} runs in one graph", method, configs[0].budget, 128,
+    how = "stacked" if stack else "in one graph"
+    return StepTiming(f"{method}, {runs} runs {how}", method, configs[0].budget, 128,
                       step_s, math.ceil(KAGGLE_TRAIN / 128) * step_s, 128 / step_s,
                       table_params=params, precision=precision, runs=runs)
+
+
+def _stacked_group(configs: list[RunConfig], train: TabularSplit, device: torch.device,
+                   vocabs: list[int]) -> StackedEpoch:
+    """The runs as one stack (stacking.py), each built as _group_member builds it."""
+    models = []
+    for run in configs:
+        model, optimizer = _built(run, device, vocabs, run.seed)
+        if run.method == "pq":
+            _time_cluster(model, optimizer, device, run)
+        models.append(model)
+    optimizer = make_optimizer(nn.ModuleList(models), configs[0], device)
+    stack = StackedEpoch(models, optimizer, train, configs[0].batch_size, configs[0].shuffle)
+    for run, member in zip(configs, stack.members):
+        member.prepare(torch.Generator(device=device).manual_seed(run.seed))
+    return stack
 
 
 def _group_member(run: RunConfig, train: TabularSplit, device: torch.device,
@@ -299,7 +321,7 @@ def _interpolate(cap: int, points: list[tuple[int, float]]) -> float:
 def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: int = 2000,
                    methods: list[str] | None = None, caps: list[int] | None = None,
                    variants: bool = True, large_batch: int = 16384,
-                   group_sizes: tuple[int, ...] = (4, 16),
+                   group_sizes: tuple[int, ...] | None = None, stack: bool = True,
                    vocabs: list[int] = KAGGLE_VOCABS, precision: str = "fp32",
                    group_methods: tuple[str, ...] = ("hash", "ce", "cce", "dhe", "pq"),
                    progress=lambda text: None) -> DlrmBenchReport:
@@ -344,11 +366,13 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
             progress(describe(report.large_batch[-1]))
     if dev.type == "cuda":  # lockstep groups share a CUDA graph
         timed = {t.method for t in report.methods}
+        # Stacked, a method's group is its 9 caps at one seed (the paper grid's runs of it).
+        sizes = group_sizes or ((4, len(PAPER_CAPS)) if stack else (4, 16))
         for method in [m for m in group_methods if m in timed]:
-            for runs in group_sizes:
-                progress(f"{method}: {runs} runs in one graph")
+            for runs in sizes:
+                progress(f"{method}: {runs} runs {'stacked' if stack else 'in one graph'}")
                 report.groups.append(time_group(method, PAPER_CAPS, runs, train, dev,
-                                                max(20, steps // 4), vocabs, precision))
+                                                max(20, steps // 4), vocabs, precision, stack))
                 progress(describe(report.groups[-1]))
     report.grid = grid_estimate(report.methods, groups=report.groups)
     return report

@@ -269,7 +269,8 @@ def run_states(runs: list[RunConfig], data: Data, splits: list, device: torch.de
         members = [RunState(runs[i], data, splits, device, None) for i in group]
         models = [state.model for state in members]
         optimizer = make_optimizer(nn.ModuleList(models), runs[group[0]], device)
-        epochs = StackedEpoch(models, optimizer, splits[0], runs[group[0]].batch_size)
+        epochs = StackedEpoch(models, optimizer, splits[0], runs[group[0]].batch_size,
+                              runs[group[0]].shuffle)
         for i, state, member in zip(group, members, epochs.members):
             state.optimizer, state.epochs = optimizer, member
             states[i] = state

@@ -1,8 +1,11 @@
-"""Stacked training: runs of one method and shapes trained as one model (issue 15).
+"""Stacked training: runs of one method and shapes trained as one model (issues 15 and 12).
 
 Which runs stack: GMF runs whose configurations differ only in seed and, where the method's
 budgets change row counts only, in budget (`stack_key`). Their models become one StackedGMF
-(models/stacked.py): one gather per table, one loss, one optimizer update for all of them. One
+(models/stacked.py): one gather per table, one loss, one optimizer update for all of them.
+DLRM runs of one method stack whatever their budgets: a StackedDLRM (models/stacked_dlrm.py)
+runs every run's MLPs as one batched product a layer and reads each run's tables through the
+run's own modules. One
 `StackedEpoch` steps them; to train_many each run still has its own stepper, a `StackMember`
 that prepares the run's own shuffle, holds its own summed loss and says when the run stops,
 so the schedule (evaluation, clustering, early stopping) is train_many's, run by run.
@@ -42,7 +45,10 @@ from . import metrics
 from .config import RunConfig
 from .embeddings.kmeans import kmeans_many, resolve_backend
 from .embeddings.registry import get_method
+from .models.dlrm import DLRM
 from .models.stacked import StackedGMF, stack_class
+from .models.stacked_dlrm import StackedDLRM
+from .order import EpochOrder
 from .steps import Split, _Epoch, reset_optimizer_state
 
 # Ids per evaluation chunk, all runs of a stack together (one run alone: 65,536 a chunk).
@@ -52,12 +58,15 @@ EVAL_ELEMENTS = 1 << 18
 def stack_key(run: RunConfig) -> tuple | None:
     """Runs with equal keys train as one stack; None: the run trains on its own. Everything
     but the seed must match, and the budget too where the method's shapes follow from it."""
-    if run.model != "gmf":
+    if run.model == "dlrm":  # the tables stay each run's own (models/stacked_dlrm.py)
+        free = {"seed", "budget"}
+    elif run.model == "gmf":
+        stack = stack_class(get_method(run.method).cls)
+        if stack is None:
+            return None
+        free = {"seed"} | ({"budget"} if stack.budgets_may_differ else set())
+    else:
         return None
-    stack = stack_class(get_method(run.method).cls)
-    if stack is None:
-        return None
-    free = {"seed"} | ({"budget"} if stack.budgets_may_differ else set())
     fields = {k: v for k, v in run.to_dict().items() if k not in free}
     return (run.method, json.dumps(fields, sort_keys=True, default=str))
 
@@ -76,16 +85,16 @@ def plan_stacks(runs: list[RunConfig], max_size: int | None = None) -> list[list
 
 
 class StackedEpoch:
-    """Static-shape steps of several GMF runs through one StackedGMF (see module doc).
+    """Static-shape steps of several runs through one stacked model (see module doc).
 
     The padded epoch is StaticEpoch's: `steps` batches of batch_size, the last one's padding
     weighted 0. Each run's permutation is a row of `order` (R, steps, B); a step reads column
     `cursor` of it, so a CUDA graph of one step replays the whole epoch."""
 
     def __init__(self, models: list[nn.Module], optimizer: torch.optim.Optimizer, split: Split,
-                 batch_size: int):
+                 batch_size: int, shuffle: str = "rows"):
         self.models, self.optimizer, self.split = models, optimizer, split
-        self.batch_size = batch_size
+        self.batch_size, self.shuffle = batch_size, shuffle
         device = split.labels.device
         n = len(split)
         self.steps = math.ceil(n / batch_size)
@@ -125,7 +134,7 @@ class StackedEpoch:
             keep = torch.tensor([self.built_for.index(r) for r in self.active],
                                 device=self.order.device)
             self.order, self.loss_sum = self.order[keep], self.loss_sum[keep]
-        self._model = StackedGMF([self.models[r] for r in self.active])
+        self._model = stacked_model([self.models[r] for r in self.active])
         self.built_for = list(self.active)
 
     def row(self, run: int) -> int:
@@ -136,8 +145,8 @@ class StackedEpoch:
         """Run `run`'s epoch: its own permutation, as StaticEpoch.prepare draws it."""
         n = len(self.split)
         row = self.row(run)
-        self.order[row].view(-1)[:n] = torch.randperm(n, generator=generator,
-                                                      device=self.order.device)
+        self.order[row].view(-1)[:n] = EpochOrder(n, generator, self.shuffle).all().to(
+            self.order.device)
         self.loss_sum[row].zero_()
         self.cursor.zero_()
         self.models[run].train()
@@ -205,7 +214,7 @@ class StackedEpoch:
         rows = len(self.built_for)
         chunk = max(1, EVAL_ELEMENTS // rows)
         return torch.cat([
-            model(*(f[s:s + chunk].expand(rows, -1) for f in split.features))
+            model(*(_repeat(f[s:s + chunk], rows) for f in split.features))
             for s in range(0, len(split), chunk)], dim=1)
 
     def _step(self) -> None:
@@ -214,11 +223,10 @@ class StackedEpoch:
         weight = self.weight.index_select(0, slot)  # (1, B): 0 on the last batch's padding
         count = weight.sum()  # real rows of this batch
         logits = model(*(feature[rows] for feature in self.split.features))  # (R, B)
-        losses = F.binary_cross_entropy_with_logits(logits, self.split.labels[rows],
+        losses = F.binary_cross_entropy_with_logits(logits, self.split.labels[rows].float(),
                                                     reduction="none")
         loss = (losses * weight).sum(1) / count  # (R,) each run's StaticEpoch loss
-        grads = torch.autograd.grad(loss.sum(), model.flat_parameters())
-        model.member_grads(grads)
+        model.backward(loss.sum())
         self.optimizer.step()
         self.loss_sum += loss.detach() * count
         self.cursor += 1
@@ -281,6 +289,16 @@ class StackMember(_Epoch):
     def cluster(self, step: int) -> None:
         """The run's clustering round, its k-means batched with its stack mates'."""
         self.stack.cluster(self.run, step)
+
+
+def _repeat(batch: torch.Tensor, rows: int) -> torch.Tensor:
+    """The same batch for every run of a stack: (N, ...) -> (R, N, ...), a view."""
+    return batch.expand(rows, *batch.shape)
+
+
+def stacked_model(models: list[nn.Module]) -> nn.Module:
+    """The models of a stack as one: StackedGMF or StackedDLRM."""
+    return StackedDLRM(models) if isinstance(models[0], DLRM) else StackedGMF(models)
 
 
 def _clustered(model: nn.Module) -> list[nn.Module]:

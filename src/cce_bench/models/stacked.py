@@ -59,6 +59,27 @@ def stack_class(method_cls: type) -> type[Stack] | None:
     return STACKS.get(method_cls)
 
 
+def flatten_into(owner: nn.Module, key: str, params: list[nn.Parameter]) -> tuple[nn.Parameter,
+                                                                                 list[int]]:
+    """The params concatenated into one flat leaf parameter `key` of owner (1-d), each param
+    re-pointed (.data) at its slice of it, so training the flat tensor trains them in place.
+    Returns the flat parameter and each param's start in it, in elements."""
+    flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
+    owner.register_parameter(key, flat)
+    starts = [0]
+    for p in params[:-1]:
+        starts.append(starts[-1] + p.numel())
+    for p, start in zip(params, starts):
+        p.data = flat.data[start:start + p.numel()].view(p.shape)
+    return flat, starts
+
+
+def give_grads(params: list[nn.Parameter], starts: list[int], grad: torch.Tensor) -> None:
+    """Each param's slice of its flat parameter's gradient, as its own .grad (a view)."""
+    for p, start in zip(params, starts):
+        p.grad = grad[start:start + p.numel()].view(p.shape)
+
+
 class Stack(nn.Module):
     """Tables of one method of several runs as one module: ids (R, N) -> (R, N, dim).
 
@@ -90,13 +111,8 @@ class Stack(nn.Module):
         (1-d); each member's parameter becomes a view of its slice. Returns the members'
         starts in elements, (R,) int64."""
         params = [m.get_parameter(name) for m in self.members]
-        flat = nn.Parameter(torch.cat([p.detach().reshape(-1) for p in params]))
-        self.register_parameter(key, flat)
-        starts = [0]
-        for p in params[:-1]:
-            starts.append(starts[-1] + p.numel())
-        for member, p, start in zip(self.members, params, starts):
-            p.data = flat.data[start:start + p.numel()].view(p.shape)
+        flat, starts = flatten_into(self, key, params)
+        for member, p in zip(self.members, params):
             self._aliases.append((member, name, True, p.data_ptr()))
         self.slices.append((flat, params, starts))
         return torch.tensor(starts, device=flat.device)
@@ -158,8 +174,7 @@ class Stack(nn.Module):
     def member_grads(self, grads: list[torch.Tensor]) -> None:
         """Give every member parameter its slice of the flat gradients (in slices' order)."""
         for (_, params, starts), grad in zip(self.slices, grads):
-            for p, start in zip(params, starts):
-                p.grad = grad[start:start + p.numel()].view(p.shape)
+            give_grads(params, starts, grad)
 
 
 class StackedHash(nn.Module):
@@ -214,6 +229,10 @@ class StackedGMF(nn.Module):
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         return (self.user(users) * self.item(items)).sum(-1)
+
+    def backward(self, total: torch.Tensor) -> None:
+        """Give every member parameter its gradient of total (the sum of the runs' losses)."""
+        self.member_grads(torch.autograd.grad(total, self.flat_parameters()))
 
     def flat_parameters(self) -> list[nn.Parameter]:
         """The flat tensors the step differentiates, in member_grads' order."""

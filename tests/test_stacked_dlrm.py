@@ -1,0 +1,140 @@
+"""Stacked DLRM training (models/stacked_dlrm.py) gives every run the numbers it gets trained
+alone: every method of the paper's Kaggle grid at two caps and two seeds, with its evaluation
+and clustering schedule, pq's compression, early stopping, and on a GPU in a CUDA graph."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cce_bench.config import RunConfig
+from cce_bench.datasets import load_criteo
+from cce_bench.engine import fuse_sparse_updates, train, train_many
+from cce_bench.models import build_model
+from cce_bench.models.stacked_dlrm import StackedDLRM
+from cce_bench.stacking import plan_stacks, stack_key
+from tests.conftest import requires_cuda
+
+TINY_CRITEO = "criteo-synthetic-6000-cap300"
+
+
+@pytest.fixture(scope="module")
+def tiny_criteo():
+    return load_criteo(TINY_CRITEO)
+
+
+def dlrm_run(method: str, budget: int, **fields) -> RunConfig:
+    settings = dict(model="dlrm", dim=8, n_chunks=4, epochs=2, batch_size=64, lr=0.1,
+                    weight_decay=0.0, optimizer="sgd", bottom_mlp="13-32-8", top_mlp="32-1",
+                    early_stop=0, eval_every=30, cluster_every=30, cluster_until=0.5)
+    return RunConfig(TINY_CRITEO, method, budget, **(settings | fields))
+
+
+def grid(method: str, **fields) -> list[RunConfig]:
+    """Two caps (160 keeps most tables compressed, 640 fewer) x two seeds; full runs at 0."""
+    caps = [0] if method == "full" else [160, 640]
+    return [dlrm_run(method, cap, seed=s, **fields) for cap in caps for s in (0, 1)]
+
+
+def assert_same_dlrm_records(stacked, alone, rel=1e-5, abs=1e-6):
+    """As test_stacked's, with AUC to within one swapped pair of the ~600 evaluation rows
+    (about 2e-5): a float rounding can swap two near-equal scores."""
+    assert stacked.status == alone.status
+    assert (stacked.params, stacked.table_params, stacked.buffer_bytes) == \
+        (alone.params, alone.table_params, alone.buffer_bytes)
+    assert [(r.epoch, r.step) for r in stacked.epochs] == [(r.epoch, r.step) for r in alone.epochs]
+    for a, b in zip(stacked.epochs, alone.epochs):
+        assert (a.train_bce, a.val_bce, a.test_bce) == pytest.approx(
+            (b.train_bce, b.val_bce, b.test_bce), rel=rel, abs=abs)
+        assert (a.val_auc, a.test_auc) == pytest.approx((b.val_auc, b.test_auc), abs=max(abs, 1e-4))
+
+
+@pytest.mark.parametrize("method", ["full", "hash", "ce", "cce", "dhe", "pq", "tt"])
+def test_stacked_dlrm_training_equals_one_by_one(method, tiny_criteo):
+    # 2 epochs of 47 steps, evaluated and clustered every 30 steps through the first half:
+    # cce clusters at 30, pq compresses at its last round.
+    runs = grid(method, **({"epochs": 1} if method == "tt" else {}))  # tt: slow on a CPU
+    assert len(plan_stacks(runs)) == 1  # one stack, caps and seeds together
+    for run, result in zip(runs, train_many(runs, tiny_criteo, "cpu")):
+        assert_same_dlrm_records(result, train(run, tiny_criteo, "cpu", stepper="static"))
+
+
+def test_stacked_bf16_runs_equal_themselves_alone(tiny_criteo):
+    runs = grid("hash", precision="bf16", epochs=1)
+    for run, result in zip(runs, train_many(runs, tiny_criteo, "cpu")):
+        assert_same_dlrm_records(result, train(run, tiny_criteo, "cpu", stepper="static"),
+                                 rel=1e-3, abs=1e-4)
+
+
+def test_a_stacked_run_that_stops_early_leaves_the_others_unchanged(tiny_criteo):
+    # lr 0.5 with a tolerance that stops a run at its first evaluation without a gain.
+    runs = grid("cce", epochs=4, lr=0.5, early_stop=0.001)
+    alone = [train(run, tiny_criteo, "cpu", stepper="static") for run in runs]
+    assert len({len(r.epochs) for r in alone}) > 1  # they stop at different points
+    for a, b in zip(train_many(runs, tiny_criteo, "cpu"), alone):
+        assert_same_dlrm_records(a, b)
+
+
+def test_dlrm_runs_of_one_method_stack_whatever_their_caps():
+    base = dlrm_run("cce", 160)
+    assert stack_key(dlrm_run("cce", 1600, seed=3)) == stack_key(base)
+    assert stack_key(dlrm_run("hash", 160)) != stack_key(base)
+    assert stack_key(dlrm_run("cce", 160, lr=0.2)) != stack_key(base)
+    assert stack_key(dlrm_run("cce", 160, top_mlp="64-32-1")) != stack_key(base)
+
+
+def test_the_stack_computes_each_members_logits_and_gradients(tiny_criteo):
+    runs = [dlrm_run("cce", 160, seed=0), dlrm_run("cce", 640, seed=1),
+            dlrm_run("cce", 4000, seed=2)]  # 4000: more tables stay full
+    models = []
+    for run in runs:
+        torch.manual_seed(run.seed)
+        models.append(build_model(run, tiny_criteo))
+    alone = copy.deepcopy(models)
+    split = tiny_criteo.tensors("train")
+    gen = torch.Generator().manual_seed(0)
+    rows = torch.stack([torch.randperm(len(split), generator=gen)[:64] for _ in runs])
+    labels = split.labels[rows]
+    stack = StackedDLRM(models)
+    logits = stack(split.dense[rows], split.categorical[rows])  # (R, B)
+    losses = F.binary_cross_entropy_with_logits(logits, labels, reduction="none").mean(1)
+    stack.backward(losses.sum())
+    for r, model in enumerate(alone):
+        own = model(split.dense[rows[r]], split.categorical[rows[r]])
+        torch.testing.assert_close(logits[r], own, rtol=1e-5, atol=1e-6)
+        F.binary_cross_entropy_with_logits(own, labels[r]).backward()
+        for (name, mine), (_, theirs) in zip(models[r].named_parameters(),
+                                             model.named_parameters()):
+            assert mine.grad is not None, name  # every parameter gets its gradient
+            torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-6,
+                                       msg=name)
+
+
+def test_fused_table_updates_reach_each_members_own_tables(tiny_criteo):
+    runs = [dlrm_run("hash", 160, seed=0), dlrm_run("hash", 640, seed=1)]
+    models = []
+    for run in runs:
+        torch.manual_seed(run.seed)
+        models.append(build_model(run, tiny_criteo))
+        fuse_sparse_updates(models[-1], run)
+    before = [[p.detach().clone() for p in m.embeddings()[0].parameters()] for m in models]
+    split = tiny_criteo.tensors("train")
+    rows = torch.arange(128).view(2, 64)
+    stack = StackedDLRM(models)
+    logits = stack(split.dense[rows], split.categorical[rows])
+    stack.backward(F.binary_cross_entropy_with_logits(logits, split.labels[rows]))
+    for model, old in zip(models, before):
+        now = list(model.embeddings()[0].parameters())
+        assert any(not torch.equal(a, b) for a, b in zip(now, old))  # updated in backward
+
+
+@requires_cuda
+@pytest.mark.parametrize("method", ["cce", "pq", "dhe"])
+def test_stacked_dlrm_in_a_cuda_graph_stays_close_to_runs_alone(method, tiny_criteo):
+    # Atomic row sums (the fused updates) make CUDA runs differ in the last bits run to run.
+    runs = grid(method)
+    for run, result in zip(runs, train_many(runs, tiny_criteo, "cuda")):
+        assert_same_dlrm_records(result, train(run, tiny_criteo, "cuda"), rel=1e-3, abs=1e-4)
