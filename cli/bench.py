@@ -179,7 +179,7 @@ def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, 
                              (f"every method, {report.precision}", report.methods),
                              ("large batches", report.large_batch),
                              (f"lockstep groups at batch 128, per run-step, {report.precision}",
-                              report.groups)):
+                              report.groups + [g for g in [report.whole_grid] if g])):
         if timings:
             console.print(_dlrm_table(f"{title}: {heading}", timings))
     for reason in report.skipped:
@@ -190,7 +190,9 @@ def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, 
                       f"{grid['epochs']} epochs, "
                       f"{grid['steps_per_epoch']:,} steps each, {grid['evaluations_per_epoch']} "
                       f"evaluations per epoch): {grid['gpu_hours']:.2f} GPU-hours estimated"
-                      + _speedups(grid.get("lockstep_speedups")), highlight=False)
+                      + (f" (the whole grid in one group: {1e3 * grid['whole_grid_run_step_s']:.3f}"
+                         " ms a run-step)" if grid.get("whole_grid_run_step_s") else
+                         _speedups(grid.get("lockstep_speedups"))), highlight=False)
     if json_out:
         from cce_bench.results import write_atomically
         write_atomically(json_out, json.dumps(report.to_dict(), indent=2))

@@ -15,8 +15,11 @@ one; the step captured in a CUDA graph (the engine's default).
 
 Large batches time the full table and CCE in each precision of DLRM's dense part (fp32, tf32,
 bf16; tables stay fp32). Lockstep groups time several runs of one method (the paper's caps in
-turn) stepped from one CUDA graph, as a sweep's worker trains them: the grid estimate divides
-each method's step time by that speed-up.
+turn) stepped from one CUDA graph, as a sweep's worker trains them, stacked (one StackedDLRM a
+method) unless stack=False. When every method of the grid is timed, the whole grid (46 runs)
+is also timed as one group, as `cce-bench sweep paper/criteo-kaggle` trains it on one GPU, and
+the grid estimate takes its run-step; otherwise it divides each method's step time by the
+method's lockstep speed-up.
 
 `precision` (fp32 by default, as the paper and DLRM's script train) sets the precision of every
 timed method, group and so the grid estimate (tf32: every fp32 matrix product on tensor cores,
@@ -116,6 +119,7 @@ class DlrmBenchReport:
     methods: list[StepTiming] = field(default_factory=list)
     large_batch: list[StepTiming] = field(default_factory=list)
     groups: list[StepTiming] = field(default_factory=list)
+    whole_grid: StepTiming | None = None  # every run of the grid in one group
     grid: dict = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
 
@@ -205,6 +209,37 @@ def time_group(method: str, caps: list[int], runs: int, train: TabularSplit,
                       table_params=params, precision=precision, runs=runs)
 
 
+def time_grid_group(train: TabularSplit, device: torch.device, steps: int,
+                    vocabs: list[int] = KAGGLE_VOCABS, precision: str = "fp32",
+                    stack: bool = True) -> StepTiming:
+    """Seconds per run-step of the paper's whole Kaggle grid (PAPER_METHODS at every cap, the
+    full table once: 46 runs) stepped from one CUDA graph, as `cce-bench sweep
+    paper/criteo-kaggle` groups it on a GPU (stacked: one stack per method, all in one group
+    of at most 64). pq is compressed first, its state for most of its steps."""
+    if device.type != "cuda":
+        raise ConfigError("lockstep groups share a CUDA graph; time them on a GPU")
+    by_method = [[dlrm_run(m, cap, precision=precision, seed=k)
+                  for k, cap in enumerate([0] if m == "full" else PAPER_CAPS)]
+                 for m in PAPER_METHODS]
+    with training_context(precision, device):
+        epochs = []
+        for configs in by_method:
+            if stack and len(configs) > 1:
+                epochs.append(_stacked_group(configs, train, device, vocabs))
+            else:
+                epochs += [_group_member(run, train, device, vocabs) for run in configs]
+        graph = capture_steps(epochs)
+        group_s = _seconds_per_step(graph.replay, steps, device)
+    runs = sum(len(c) for c in by_method)
+    peak = torch.cuda.max_memory_allocated(device)
+    del epochs, graph
+    step_s = group_s / runs
+    how = "stacked by method" if stack else "each its own branch"
+    return StepTiming(f"the whole grid, {runs} runs {how}", "grid", 0, 128, step_s,
+                      math.ceil(KAGGLE_TRAIN / 128) * step_s, 128 / step_s,
+                      peak_mem_bytes=peak, precision=precision, runs=runs)
+
+
 def _stacked_group(configs: list[RunConfig], train: TabularSplit, device: torch.device,
                    vocabs: list[int]) -> StackedEpoch:
     """The runs as one stack (stacking.py), each built as _group_member builds it."""
@@ -255,12 +290,14 @@ def describe(t: StepTiming) -> str:
 
 
 def grid_estimate(timings: list[StepTiming], epochs: int = 10,
-                  groups: list[StepTiming] = ()) -> dict:
+                  groups: list[StepTiming] = (), whole: StepTiming | None = None) -> dict:
     """GPU-hours of the paper's Kaggle grid (PAPER_METHODS x PAPER_CAPS x epochs, one seed),
     from measured step, evaluation and clustering times; caps not timed are interpolated in
     log(cap) between the timed ones. With `groups` (a method's runs stepped in lockstep, as a
-    sweep trains them), a method's step times shrink by its measured lockstep speed-up;
-    evaluation and clustering stay one run at a time."""
+    sweep trains them), a method's step times shrink by its measured lockstep speed-up; with
+    `whole` (time_grid_group: every run of the grid in one group, as the sweep trains it),
+    every run-step costs its measured run-step instead. Evaluation and clustering stay one run
+    at a time."""
     run = dlrm_run("cce", PAPER_CAPS[0])
     steps = math.ceil(KAGGLE_TRAIN / run.batch_size)
     evals_per_epoch = steps // run.eval_every + 1
@@ -275,7 +312,8 @@ def grid_estimate(timings: list[StepTiming], epochs: int = 10,
         # A method without its own group timing gets the smallest speed-up measured.
         speedup = speedups.get(method, min(speedups.values(), default=1.0))
         for cap in caps:
-            step_s = _interpolate(cap, [(t.cap, t.step_s) for t in mine]) / speedup
+            step_s = (whole.step_s if whole is not None else
+                      _interpolate(cap, [(t.cap, t.step_s) for t in mine]) / speedup)
             eval_s = _timed(cap, [(t.cap, t.eval_s) for t in mine])
             cluster_s = _timed(cap, [(t.cap, t.cluster_s) for t in mine])
             run_s = epochs * (steps * step_s + evals_per_epoch * eval_s) + clusters * cluster_s
@@ -283,7 +321,8 @@ def grid_estimate(timings: list[StepTiming], epochs: int = 10,
             seconds += run_s
     return {"runs": len(runs), "epochs": epochs, "steps_per_epoch": steps,
             "evaluations_per_epoch": evals_per_epoch, "cluster_rounds": clusters,
-            "lockstep_speedups": speedups, "seconds": seconds, "gpu_hours": seconds / 3600,
+            "lockstep_speedups": speedups, "whole_grid_run_step_s": whole and whole.step_s,
+            "seconds": seconds, "gpu_hours": seconds / 3600,
             "per_run": runs}
 
 
@@ -374,6 +413,11 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
                 report.groups.append(time_group(method, PAPER_CAPS, runs, train, dev,
                                                 max(20, steps // 4), vocabs, precision, stack))
                 progress(describe(report.groups[-1]))
-    report.grid = grid_estimate(report.methods, groups=report.groups)
+        if {t.method for t in report.methods} >= set(PAPER_METHODS):
+            progress("the whole grid in one group")
+            report.whole_grid = time_grid_group(train, dev, max(20, steps // 4), vocabs,
+                                                precision, stack)
+            progress(describe(report.whole_grid))
+    report.grid = grid_estimate(report.methods, groups=report.groups, whole=report.whole_grid)
     return report
 

@@ -49,7 +49,29 @@ def in_tmp(tmp_path, monkeypatch):
     return tmp_path
 
 
-requires_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+class _RequiresCuda:
+    """Skipped without a CUDA device, and marked gpu so that `pytest -m gpu` selects it: a
+    decorator, or a list of marks for pytest.param(..., marks=requires_cuda)."""
+
+    marks = [pytest.mark.gpu,
+             pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
+
+    def __call__(self, test):
+        for mark in self.marks:
+            test = mark(test)
+        return test
+
+    def __iter__(self):
+        return iter(self.marks)
+
+    def __len__(self):
+        return len(self.marks)
+
+    def __contains__(self, mark):
+        return mark in self.marks
+
+
+requires_cuda = _RequiresCuda()
 
 
 @pytest.fixture

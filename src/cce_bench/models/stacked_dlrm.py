@@ -50,6 +50,7 @@ class StackedDLRM(nn.Module):
         for r, m in enumerate(models):
             self.register_buffer(f"features{r}", m.order[1:] - 1, persistent=False)
         self.register_buffer("pairs", first.pairs, persistent=False)
+        self.streams: list[torch.cuda.Stream] = []  # one a member while a graph is captured
 
     def _stack_layers(self, name: str, mlps: list[nn.Sequential]) -> list[tuple[str, str]]:
         """Every Linear of the members' MLPs as flat weight and bias parameters, by layer."""
@@ -76,10 +77,29 @@ class StackedDLRM(nn.Module):
                 x = F.relu(x)
         return x
 
+    def _vectors(self, r: int, categorical: torch.Tensor) -> torch.Tensor:
+        """Member r's tables' vectors for its batch (B, F, D), in fp32 and feature order."""
+        return self.members[r]._lookup(categorical[r]).index_select(
+            1, getattr(self, f"features{r}"))
+
     def forward(self, dense: torch.Tensor, categorical: torch.Tensor) -> torch.Tensor:
-        vectors = torch.stack([  # (R, B, F, D), each member's tables in fp32, feature order
-            m._lookup(categorical[r]).index_select(1, getattr(self, f"features{r}"))
-            for r, m in enumerate(self.members)])
+        if torch.cuda.is_available() and torch.cuda.is_current_stream_capturing():
+            # Inside a CUDA graph each member's lookup is a branch of its own, so the runs'
+            # small table kernels overlap as in an unstacked group; autograd runs each
+            # backward on its forward's stream, so the updates overlap too.
+            main = torch.cuda.current_stream()
+            if len(self.streams) != self.size:
+                self.streams = [torch.cuda.Stream() for _ in range(self.size)]
+            parts = []
+            for r, stream in enumerate(self.streams):
+                stream.wait_stream(main)
+                with torch.cuda.stream(stream):
+                    parts.append(self._vectors(r, categorical))
+            for stream in self.streams:
+                main.wait_stream(stream)
+        else:
+            parts = [self._vectors(r, categorical) for r in range(self.size)]
+        vectors = torch.stack(parts)  # (R, B, F, D)
         if self.precision == "bf16":  # as DLRM.forward
             with torch.autocast(dense.device.type, dtype=torch.bfloat16, cache_enabled=False):
                 return self._dense(dense, vectors).float()
