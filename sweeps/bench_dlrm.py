@@ -406,7 +406,8 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
     if dev.type == "cuda":  # lockstep groups share a CUDA graph
         timed = {t.method for t in report.methods}
         # Stacked, a method's group is its 9 caps at one seed (the paper grid's runs of it).
-        sizes = group_sizes or ((4, len(PAPER_CAPS)) if stack else (4, 16))
+        sizes = (((4, len(PAPER_CAPS)) if stack else (4, 16)) if group_sizes is None
+                 else group_sizes)
         for method in [m for m in group_methods if m in timed]:
             for runs in sizes:
                 progress(f"{method}: {runs} runs {'stacked' if stack else 'in one graph'}")

@@ -133,8 +133,20 @@ def test_fused_table_updates_reach_each_members_own_tables(tiny_criteo):
 
 @requires_cuda
 @pytest.mark.parametrize("method", ["cce", "pq", "dhe"])
-def test_stacked_dlrm_in_a_cuda_graph_stays_close_to_runs_alone(method, tiny_criteo):
-    # Atomic row sums (the fused updates) make CUDA runs differ in the last bits run to run.
+def test_stacked_dlrm_in_a_cuda_graph_equals_runs_alone(method, tiny_criteo, deterministic):
+    # One graph replays the stack's step, each member's lookup on a branch of its own. The
+    # sums are the sorted, reproducible ones (which also turns the fused table updates off):
+    # with atomic sums k-means turns a reordered last bit into another assignment (measured on
+    # an H200: cce's stack and its runs alone apart by more than 1e-3, as for GMF's stacks).
+    runs = grid(method)
+    for run, result in zip(runs, train_many(runs, tiny_criteo, "cuda")):
+        assert_same_dlrm_records(result, train(run, tiny_criteo, "cuda"), rel=1e-3, abs=1e-4)
+
+
+@requires_cuda
+@pytest.mark.parametrize("method", ["hash", "pq", "dhe"])
+def test_stacked_dlrm_with_fused_updates_on_cuda_stays_close_to_runs_alone(method, tiny_criteo):
+    # Atomic row sums and the fused table updates on both sides, in the branches of one graph.
     runs = grid(method)
     for run, result in zip(runs, train_many(runs, tiny_criteo, "cuda")):
         assert_same_dlrm_records(result, train(run, tiny_criteo, "cuda"), rel=1e-3, abs=1e-4)

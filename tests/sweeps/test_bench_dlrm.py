@@ -99,6 +99,20 @@ def test_lockstep_groups_shrink_step_time_by_their_measured_speed_up():
     assert grouped["seconds"] < plain["seconds"]
 
 
+def test_the_whole_grids_group_sets_every_runs_step_time():
+    alone = [StepTiming("cce", "cce", PAPER_CAPS[0], 128, 1e-4, 0.0, 0.0, 2.0, 5.0),
+             StepTiming("hash", "hash", PAPER_CAPS[0], 128, 2e-4, 0.0, 0.0, 1.0)]
+    group = StepTiming("cce, 9 runs", "cce", PAPER_CAPS[0], 128, 0.5e-4, 0.0, 0.0, runs=9)
+    whole = StepTiming("the whole grid", "grid", 0, 128, 0.4e-4, 0.0, 0.0, runs=46)
+    grid = grid_estimate(alone, 10, groups=[group], whole=whole)
+    steps, evals = grid["steps_per_epoch"], grid["evaluations_per_epoch"]
+    by_method = {r["method"]: r["seconds"] for r in grid["per_run"]}
+    # Every run-step at the grid's measured run-step; evaluation and clustering as alone.
+    assert by_method["cce"] == pytest.approx(10 * (steps * 0.4e-4 + evals * 2.0) + 3 * 5.0)
+    assert by_method["hash"] == pytest.approx(10 * (steps * 0.4e-4 + evals * 1.0))
+    assert grid["whole_grid_run_step_s"] == 0.4e-4
+
+
 def test_the_cli_passes_precision_to_the_dlrm_bench(monkeypatch):
     from typer.testing import CliRunner
 
@@ -107,20 +121,29 @@ def test_the_cli_passes_precision_to_the_dlrm_bench(monkeypatch):
 
     seen = {}
 
-    def fake(*args, precision="fp32", variants=True, large_batch=16384, **kwargs):
-        seen.update(precision=precision, variants=variants, large_batch=large_batch)
+    def fake(*args, precision="fp32", variants=True, large_batch=16384, group_sizes=None,
+             stack=True, **kwargs):
+        seen.update(precision=precision, variants=variants, large_batch=large_batch,
+                    group_sizes=group_sizes, stack=stack)
         return bench_dlrm.DlrmBenchReport("cpu", "cpu", "torch", "rev", 10, precision)
 
     monkeypatch.setattr(bench_dlrm, "run_dlrm_bench", fake)
     result = CliRunner().invoke(app, ["bench", "--model", "dlrm", "--precision", "tf32",
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert seen == {"precision": "tf32", "variants": True, "large_batch": 16384}
-    # --grid-only: what the grid estimate needs, without the variants and large batches.
+    assert seen == {"precision": "tf32", "variants": True, "large_batch": 16384,
+                    "group_sizes": None, "stack": True}
+    # --grid-only: what the grid estimate needs, without the variants and large batches, and
+    # with every method timed the whole grid's group instead of each method's groups.
     result = CliRunner().invoke(app, ["bench", "--model", "dlrm", "--grid-only", "--device",
-                                      "cpu"])
+                                      "cpu", "--no-stack"])
     assert result.exit_code == 0, result.output
-    assert seen == {"precision": "fp32", "variants": False, "large_batch": 0}
+    assert seen == {"precision": "fp32", "variants": False, "large_batch": 0,
+                    "group_sizes": (), "stack": False}
+    result = CliRunner().invoke(app, ["bench", "--model", "dlrm", "--grid-only", "-m", "cce",
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert seen["group_sizes"] is None  # cce's own groups
 
 
 def test_a_pq_run_of_a_lockstep_group_steps_compressed():
