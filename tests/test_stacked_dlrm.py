@@ -11,26 +11,20 @@ import torch
 import torch.nn.functional as F
 
 from cce_bench.config import RunConfig
-from cce_bench.datasets import load_criteo
 from cce_bench.engine import fuse_sparse_updates, train, train_many
 from cce_bench.models import build_model
 from cce_bench.models.stacked_dlrm import StackedDLRM
 from cce_bench.stacking import plan_stacks, stack_key
 from tests.conftest import requires_cuda
-
-TINY_CRITEO = "criteo-synthetic-6000-cap300"
-
-
-@pytest.fixture(scope="module")
-def tiny_criteo():
-    return load_criteo(TINY_CRITEO)
+from tests.models.test_dlrm import dlrm_run as base_run
+from tests.models.test_dlrm import tiny_criteo  # noqa: F401 - the fixture
+from tests.test_stacked import assert_same_records
 
 
 def dlrm_run(method: str, budget: int, **fields) -> RunConfig:
-    settings = dict(model="dlrm", dim=8, n_chunks=4, epochs=2, batch_size=64, lr=0.1,
-                    weight_decay=0.0, optimizer="sgd", bottom_mlp="13-32-8", top_mlp="32-1",
-                    early_stop=0, eval_every=30, cluster_every=30, cluster_until=0.5)
-    return RunConfig(TINY_CRITEO, method, budget, **(settings | fields))
+    """test_dlrm's runs, evaluated and clustered every 30 steps through the first half."""
+    return base_run(method, budget, **({"eval_every": 30, "cluster_every": 30,
+                                        "cluster_until": 0.5} | fields))
 
 
 def grid(method: str, **fields) -> list[RunConfig]:
@@ -40,22 +34,18 @@ def grid(method: str, **fields) -> list[RunConfig]:
 
 
 def assert_same_dlrm_records(stacked, alone, rel=1e-5, abs=1e-6):
-    """As test_stacked's, with AUC to within one swapped pair of the ~600 evaluation rows
-    (about 2e-5): a float rounding can swap two near-equal scores."""
-    assert stacked.status == alone.status
-    assert (stacked.params, stacked.table_params, stacked.buffer_bytes) == \
-        (alone.params, alone.table_params, alone.buffer_bytes)
-    assert [(r.epoch, r.step) for r in stacked.epochs] == [(r.epoch, r.step) for r in alone.epochs]
+    """test_stacked's check, the test split's points too, and AUC to within one swapped pair
+    of the ~600 evaluation rows (about 2e-5): a float rounding can swap two near-equal scores."""
+    assert_same_records(stacked, alone, rel, abs, auc_abs=max(abs, 1e-4))
     for a, b in zip(stacked.epochs, alone.epochs):
-        assert (a.train_bce, a.val_bce, a.test_bce) == pytest.approx(
-            (b.train_bce, b.val_bce, b.test_bce), rel=rel, abs=abs)
-        assert (a.val_auc, a.test_auc) == pytest.approx((b.val_auc, b.test_auc), abs=max(abs, 1e-4))
+        assert a.test_bce == pytest.approx(b.test_bce, rel=rel, abs=abs)
+        assert a.test_auc == pytest.approx(b.test_auc, rel=rel, abs=max(abs, 1e-4))
 
 
 @pytest.mark.parametrize("method", ["full", "hash", "ce", "cce", "dhe", "pq", "tt"])
 def test_stacked_dlrm_training_equals_one_by_one(method, tiny_criteo):
-    # 2 epochs of 47 steps, evaluated and clustered every 30 steps through the first half:
-    # cce clusters at 30, pq compresses at its last round.
+    # 2 epochs, evaluated and clustered every 30 steps through the first half: cce clusters,
+    # pq compresses at its last round.
     runs = grid(method, **({"epochs": 1} if method == "tt" else {}))  # tt: slow on a CPU
     assert len(plan_stacks(runs)) == 1  # one stack, caps and seeds together
     for run, result in zip(runs, train_many(runs, tiny_criteo, "cpu")):
