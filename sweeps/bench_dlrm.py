@@ -29,6 +29,7 @@ the MLPs' and DHE's tables' own; k-means stays exact); the large-batch rows keep
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -211,7 +212,7 @@ def time_group(method: str, caps: list[int], runs: int, train: TabularSplit,
 
 def time_grid_group(train: TabularSplit, device: torch.device, steps: int,
                     vocabs: list[int] = KAGGLE_VOCABS, precision: str = "fp32",
-                    stack: bool = True) -> StepTiming:
+                    stack: bool = True, progress=lambda text: None) -> StepTiming:
     """Seconds per run-step of the paper's whole Kaggle grid (PAPER_METHODS at every cap, the
     full table once: 46 runs) stepped from one CUDA graph, as `cce-bench sweep
     paper/criteo-kaggle` groups it on a GPU (stacked: one stack per method, all in one group
@@ -224,10 +225,13 @@ def time_grid_group(train: TabularSplit, device: torch.device, steps: int,
     with training_context(precision, device):
         epochs = []
         for configs in by_method:
+            start = time.perf_counter()
             if stack and len(configs) > 1:
                 epochs.append(_stacked_group(configs, train, device, vocabs))
             else:
                 epochs += [_group_member(run, train, device, vocabs) for run in configs]
+            progress(f"the whole grid: {configs[0].method}'s {len(configs)} runs built in "
+                     f"{time.perf_counter() - start:.0f} s")
         graph = capture_steps(epochs)
         group_s = _seconds_per_step(graph.replay, steps, device)
     runs = sum(len(c) for c in by_method)
@@ -417,7 +421,7 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
         if {t.method for t in report.methods} >= set(PAPER_METHODS):
             progress("the whole grid in one group")
             report.whole_grid = time_grid_group(train, dev, max(20, steps // 4), vocabs,
-                                                precision, stack)
+                                                precision, stack, progress)
             progress(describe(report.whole_grid))
     report.grid = grid_estimate(report.methods, groups=report.groups, whole=report.whole_grid)
     return report

@@ -157,3 +157,18 @@ def test_a_pq_run_of_a_lockstep_group_steps_compressed():
     before = [p.detach().clone() for p in epoch.model.parameters()]
     epoch.step()
     assert any(not torch.equal(a, p) for a, p in zip(before, epoch.model.parameters()))
+
+
+def test_a_stacked_group_steps_every_run_compressed_where_pq():
+    import torch
+
+    from cce_bench.models.stacked_dlrm import StackedDLRM
+    from cce_bench.sweeps.bench_dlrm import _stacked_group, dlrm_run
+
+    train = kaggle_shaped(600, torch.device("cpu"), SMALL)
+    runs = [dlrm_run("pq", cap, seed=k) for k, cap in enumerate(PAPER_CAPS[:3])]
+    stack = _stacked_group(runs, train, torch.device("cpu"), SMALL)
+    assert all(model.hashed.compressed for model in stack.models)
+    assert isinstance(stack.model, StackedDLRM) and stack.model.size == 3
+    stack.step()
+    assert (stack.loss_sum > 0).all()  # every run took its step
