@@ -8,7 +8,8 @@ dataset, method and dim; else same dataset.
 From the cost model (GMF runs no earlier result covers): the run's steps, steps per epoch x
 epochs, times the microseconds one run-step (one optimizer step of one run, its share of
 evaluation and clustering included) took on average over a whole measured sweep on a device of
-that kind (RUN_STEP_US says which sweep). Steps per epoch come from the dataset's training rows:
+that kind (RUN_STEP_US says which sweep; a precision with a measured rate of its own, e.g.
+DLRM at tf32, takes that one). Steps per epoch come from the dataset's training rows:
 the cache's count once it is built, the interactions of a synthetic set, or a download's source
 rows (MovieLens: its ratings, more than the rows it trains on) until then.
 
@@ -43,6 +44,11 @@ RUN_STEP_US = {
         "cuda": (117.0, ("DLRM: the paper's Kaggle grid as `cce-bench bench --model dlrm` "
                          "estimates it on an H200, 4.6 GPU-hours for 141M run-steps in lockstep "
                          "groups, evaluation and clustering included (BENCHMARKS.md)")),
+        # A rate of its own for runs at --precision tf32 ("kind:precision").
+        "cuda:tf32": (73.9, ("DLRM at TF32: the paper's Kaggle grid estimated by the bench's "
+                             "grid_estimate from each method's largest measured group on an "
+                             "H200, 2.9 GPU-hours for 141M run-steps (BENCHMARKS.md, "
+                             "session 7)")),
     },
 }
 
@@ -92,12 +98,15 @@ def _from_history(run: RunConfig, tables: list[dict], out: Estimate) -> bool:
 
 def _from_model(run: RunConfig, device_kind: str | None, out: Estimate) -> None:
     rates = RUN_STEP_US.get(run.model, {})
-    if device_kind not in rates:
+    kind = f"{device_kind}:{run.precision}"
+    if kind not in rates:
+        kind = device_kind
+    if kind not in rates:
         return
     rows, exact = train_rows(run.dataset)
     if rows is None:
         return
-    us, where = rates[device_kind]
+    us, where = rates[kind]
     steps = -(-rows // run.batch_size) * run.epochs
     out.seconds += steps * us / 1e6
     out.modelled_seconds += steps * us / 1e6

@@ -34,6 +34,14 @@ def test_the_cost_model_is_steps_times_the_measured_rate(tmp_path):
     assert guess.run_steps == 2 * -(-rows // 128)
     assert guess.seconds == pytest.approx(guess.run_steps * RUN_STEP_US["dlrm"]["cuda"][0] / 1e6)
     assert estimate([dlrm], [tmp_path], "cpu").covered == 0  # no CPU rate for DLRM
+    # A precision with a rate of its own takes it; one without, the device's.
+    tf32 = RunConfig(**{**dlrm.to_dict(), "precision": "tf32"})
+    guess = estimate([tf32], [tmp_path], "cuda")
+    assert guess.seconds == pytest.approx(guess.run_steps * RUN_STEP_US["dlrm"]["cuda:tf32"][0]
+                                          / 1e6)
+    bf16 = RunConfig(**{**dlrm.to_dict(), "precision": "bf16"})
+    assert estimate([bf16], [tmp_path], "cuda").seconds == pytest.approx(
+        guess.run_steps * RUN_STEP_US["dlrm"]["cuda"][0] / 1e6)
 
 
 def test_one_line_per_sweep_then_the_total_and_the_models_source(tmp_path):
