@@ -13,6 +13,7 @@ with a task in hand. Everything here is picklable, for worker processes and Ray.
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 from dataclasses import dataclass
@@ -135,9 +136,10 @@ def train_group(runs: list[RunConfig], data: InteractionData | CriteoData, sweep
                 observer: RunObserver, ddp: int = 0, stack: bool = True) -> list[list[dict]]:
     """Train a group of runs on one device in lockstep; one list of rows per run, in order.
 
-    Runs whose budget is too small are recorded as such before training; if the rest cannot
-    train together (out of memory, an error in one run), they are trained one by one instead,
-    so each gets its own status."""
+    Runs whose budget is too small are recorded as such before training. If the rest do not
+    fit in the device's memory together, each half of them trains together instead, and so on
+    down to one run (a 46-run Criteo grid that fits an H200 may not fit a smaller GPU); after
+    any other error they are trained one by one, so each gets its own status."""
     if len(runs) == 1 or ddp:
         rows = []
         for run in runs:
@@ -153,14 +155,32 @@ def train_group(runs: list[RunConfig], data: InteractionData | CriteoData, sweep
         except BudgetTooSmall as err:
             rows[i] = run_rows(run, sweep, None, started, "too_small", err.in_both_units(run.dim))
     trainable = [i for i in range(len(runs)) if i not in rows]
-    try:
-        results = train_many([runs[i] for i in trainable], data, device,
-                             on_epoch=observer.epoch_done, stack=stack,
-                             on_cluster=observer.clustering) if trainable else []
-        rows |= {i: run_rows(runs[i], sweep, r, started) for i, r in zip(trainable, results)}
-    except Exception:  # noqa: BLE001 - one bad run must not fail the others
-        rows |= {i: train_one(runs[i], data, sweep, device, observer) for i in trainable}
+    together = _train_together([runs[i] for i in trainable], data, sweep, device, observer,
+                               stack, started)
+    rows |= dict(zip(trainable, together))
     return [rows[i] for i in range(len(runs))]
+
+
+def _train_together(runs: list[RunConfig], data: InteractionData | CriteoData, sweep: str,
+                    device: str, observer: RunObserver, stack: bool,
+                    started: str) -> list[list[dict]]:
+    """train_group's lockstep part: the runs together, else in halves (out of memory), else
+    one by one (any other error)."""
+    if len(runs) <= 1:
+        return [train_one(run, data, sweep, device, observer) for run in runs]
+    try:
+        results = train_many(runs, data, device, on_epoch=observer.epoch_done, stack=stack,
+                             on_cluster=observer.clustering)
+        return [run_rows(run, sweep, result, started) for run, result in zip(runs, results)]
+    except torch.cuda.OutOfMemoryError:
+        gc.collect()  # the failed group's stacks and graph hold reference cycles
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        half = (len(runs) + 1) // 2
+        return (_train_together(runs[:half], data, sweep, device, observer, stack, started)
+                + _train_together(runs[half:], data, sweep, device, observer, stack, started))
+    except Exception:  # noqa: BLE001 - one bad run must not fail the others
+        return [train_one(run, data, sweep, device, observer) for run in runs]
 
 
 def train_one(run: RunConfig, data: InteractionData | CriteoData, sweep: str, device: str,

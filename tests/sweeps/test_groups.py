@@ -65,3 +65,29 @@ def test_a_task_can_train_its_group_unstacked():
     alone = train_group(runs, data, "t", "cpu", Quiet(), stack=False)
     for a, b in zip(stacked, alone):
         assert [r["val_bce"] for r in a] == pytest.approx([r["val_bce"] for r in b], rel=1e-5)
+
+
+def test_a_group_out_of_memory_trains_in_halves_with_the_rows_of_its_runs_alone(monkeypatch):
+    import torch
+
+    from cce_bench.sweeps import work
+
+    data = load_dataset(TINY_DATASET)
+    runs = [RunConfig(TINY_DATASET, "hash", b * 32, seed=s, epochs=2, batch_size=500)
+            for b in (8, 16) for s in (0, 1, 2)]
+    real, sizes = work.train_many, []
+
+    def small_device(group, *args, **kwargs):  # a device that holds two runs at a time
+        sizes.append(len(group))
+        if len(group) > 2:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(group, *args, **kwargs)
+
+    monkeypatch.setattr(work, "train_many", small_device)
+    rows = train_group(runs, data, "t", "cpu", Quiet())
+    assert sizes == [6, 3, 2, 3, 2]  # halves until they fit; a lone run trains with train()
+    for run, mine in zip(runs, rows):
+        alone = train_one(run, data, "t", "cpu", Quiet())
+        assert [r["status"] for r in mine] == ["ok"] * len(alone)
+        assert [r["val_bce"] for r in mine] == pytest.approx([r["val_bce"] for r in alone],
+                                                             rel=1e-5)
