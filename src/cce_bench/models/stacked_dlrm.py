@@ -14,6 +14,12 @@ flat leaf tensor, and every member's Parameter re-pointed at its slice (models/s
 flatten_into), so the members stay the owners of their values and an optimizer over the
 members' parameters steps them.
 
+Inside a captured CUDA graph each member's lookup runs on a stream of its own, so the runs'
+small table kernels overlap as an unstacked group's branches do; read one after another they
+made 9 stacked hash runs 2.1x slower than 9 branches. With the branches, 9 runs at TF32 on an
+H200 tie the unstacked group for hash and dhe, ran 1.65x faster for cce, and hold less memory
+(BENCHMARKS.md, session 7).
+
 Row r of the inputs (dense (R, B, F_d), categorical (R, B, F)) is run r's batch; the output is
 (R, B) logits, row r exactly what member r computes for its batch up to the order of float sums.
 """
