@@ -52,6 +52,14 @@ def test_stacked_dlrm_training_equals_one_by_one(method, tiny_criteo):
         assert_same_dlrm_records(result, train(run, tiny_criteo, "cpu", stepper="static"))
 
 
+def test_stacks_and_a_lone_run_in_one_group_train_as_alone(tiny_criteo):
+    # As a sweep groups the paper's grid: a stack per method and the full table on its own.
+    runs = grid("ce", epochs=1) + [dlrm_run("full", 0, epochs=1)] + grid("pq", epochs=1)
+    assert [len(g) for g in plan_stacks(runs)] == [4, 1, 4]
+    for run, result in zip(runs, train_many(runs, tiny_criteo, "cpu")):
+        assert_same_dlrm_records(result, train(run, tiny_criteo, "cpu", stepper="static"))
+
+
 def test_stacked_bf16_runs_equal_themselves_alone(tiny_criteo):
     runs = grid("hash", precision="bf16", epochs=1)
     for run, result in zip(runs, train_many(runs, tiny_criteo, "cpu")):
@@ -128,7 +136,8 @@ def test_stacked_dlrm_in_a_cuda_graph_equals_runs_alone(method, tiny_criteo, det
     # sums are the sorted, reproducible ones (which also turns the fused table updates off):
     # with atomic sums k-means turns a reordered last bit into another assignment (measured on
     # an H200: cce's stack and its runs alone apart by more than 1e-3, as for GMF's stacks).
-    runs = grid(method)
+    # A lone full-table run and a second stack share the graph, as in the paper grid's group.
+    runs = grid(method) + [dlrm_run("full", 0)] + grid("hash")
     for run, result in zip(runs, train_many(runs, tiny_criteo, "cuda")):
         assert_same_dlrm_records(result, train(run, tiny_criteo, "cuda"), rel=1e-3, abs=1e-4)
 
