@@ -8,11 +8,15 @@ its dataset's shape and timed for a few steps, one evaluation and one clustering
                     + its evaluations x one evaluation + its clustering rounds x one round
                     + a post-training method's compression (pq: once) + build and capture
 
+A group whose runs compress (pq) is timed twice: the step before compressing (when a stack
+trains one run of each seed's budgets, stacking.find_twins) for the epochs up to the
+compression, and the step after it for the rest.
+
 A step is one replay of the group's CUDA graph (on a CPU one step of each of its stacks and
 runs); the evaluation is timed after one untimed call, the clustering round cold. Every epoch
-is counted (early stopping makes real runs shorter), pq's epochs after compressing at the cost
-of its uncompressed step, and MovieLens's training rows are its ratings less two per user for
-validation (the sweep also drops some ratings), so the estimate leans high. Groups are packed
+is counted (early stopping makes real runs shorter), and MovieLens's training rows are its
+ratings less two per user for validation (the sweep also drops some ratings), so the estimate
+leans high. Groups are packed
 as the sweep packs them, too_small runs included. Start-up of the process and loading the
 dataset are not counted; a group that runs out of memory is listed as not timed.
 """
@@ -49,6 +53,7 @@ class GroupTiming:
     eval_s: float  # one evaluation of every run
     cluster_s: float  # one clustering round of every run that clusters
     compress_s: float  # a post-training method's one compression (pq), once a run
+    compressed_step_s: float  # one step of the whole group after it compressed (else step_s)
     setup_s: float  # build, data order and graph capture
     seconds: float  # the group's estimated wall time
 
@@ -161,11 +166,25 @@ def _time_group(runs: list[RunConfig], data: InteractionData, device: torch.devi
                 state.cluster(round_)
     sync()
     compress_s = time.perf_counter() - t if compressing else 0.0
-    seconds = (per_epoch * epochs * step_s + epochs * eval_s + rounds * cluster_s + compress_s
-               + setup_s)
+    compressed_step_s, before = step_s, epochs
+    if compressing:  # the group's step once it compressed (every run stepped again)
+        for state in states:
+            state.epochs.prepare(state.shuffle)  # a new epoch: the cursor back at its start
+        steppers = list(dict.fromkeys(s.epochs.stepper for s in states))
+        graph = capture_steps(steppers) if device.type == "cuda" else None
+        advance = graph.replay if graph is not None else lambda: [e.step() for e in steppers]
+        advance()
+        sync()
+        t = time.perf_counter()
+        for _ in range(timed):
+            advance()
+        sync()
+        compressed_step_s, before = (time.perf_counter() - t) / timed, rounds
+    seconds = (per_epoch * (before * step_s + (epochs - before) * compressed_step_s)
+               + epochs * eval_s + rounds * cluster_s + compress_s + setup_s)
     methods = dict(Counter(r.method for r in runs))
     return GroupTiming(methods, len(runs), sum(per_epoch * r.epochs for r in runs), step_s,
-                       eval_s, cluster_s, compress_s, setup_s, seconds)
+                       eval_s, cluster_s, compress_s, compressed_step_s, setup_s, seconds)
 
 
 def time_spec(name: str, device: str | torch.device = "auto", group_size: int | None = None,
@@ -221,8 +240,10 @@ def _time_into(timing: SpecTiming, label: str, runs: list[RunConfig], data: Inte
     timing.groups.append(g)
     timing.run_steps += g.run_steps
     timing.seconds += g.seconds
+    after = (f" ({1e6 * g.compressed_step_s / g.runs:.1f} once compressed)"
+             if g.compressed_step_s != g.step_s else "")
     progress(f"{label} ({', '.join(g.methods)}, {g.runs} runs): "
-             f"{1e6 * g.step_s / g.runs:.1f} us per run-step, est. {g.seconds / 60:.1f} min "
+             f"{1e6 * g.step_s / g.runs:.1f} us per run-step{after}, est. {g.seconds / 60:.1f} min "
              f"(measured in {time.perf_counter() - t:.0f} s: setup {g.setup_s:.1f} s, "
              f"a clustering round {g.cluster_s:.1f} s, compression {g.compress_s:.1f} s)")
 

@@ -370,3 +370,51 @@ def test_a_stack_mates_non_finite_tables_do_not_stop_a_runs_faiss_round(tiny):
     for ours, theirs in zip(states[1].model.state_dict().values(),
                             alone[1].state_dict().values()):
         assert torch.allclose(ours.double(), theirs.double(), atol=1e-6)
+
+
+def test_pq_runs_of_one_seed_train_once_until_they_compress(tiny, monkeypatch):
+    # Before compressing, pq is a full table whatever its budget: the budgets of one seed take
+    # the same steps, so a stack trains one of them and the others fork from it when they
+    # compress (3 epochs: compression after epoch 2).
+    from cce_bench.stacking import StackedEpoch
+
+    runs = [RunConfig(TINY_DATASET, "pq", b * 32, seed=s, epochs=3, batch_size=500, lr=1e-2,
+                      early_stop=0) for s in (0, 1) for b in (8, 16, 32)]
+    built, sync = [], StackedEpoch._sync
+
+    def recording(self):
+        sync(self)
+        if not built or built[-1] != self.built_for:
+            built.append(list(self.built_for))
+
+    monkeypatch.setattr(StackedEpoch, "_sync", recording)
+    stacked = train_many(runs, tiny, "cpu")
+    assert built == [[0, 3], [0, 1, 2, 3, 4, 5]]  # the seeds' first budgets, then all six
+    for run, result in zip(runs, stacked):
+        alone = train(run, tiny, "cpu", stepper="static")
+        assert_same_records(result, alone)
+        assert (result.table_params, result.params) == (alone.table_params, alone.params)
+
+
+def test_only_a_post_training_methods_equal_runs_are_twins(tiny):
+    from cce_bench.models import build_model
+    from cce_bench.stacking import find_twins
+
+    def models(runs):
+        out = []
+        for run in runs:
+            torch.manual_seed(run.seed)
+            out.append(build_model(run, tiny))
+        return out
+
+    pq = [RunConfig(TINY_DATASET, "pq", b * 32, seed=s, epochs=3) for s in (0, 1)
+          for b in (8, 16)]
+    assert find_twins(pq, models(pq)) == {1: 0, 3: 2}  # budgets of one seed
+    other_lr = [pq[0], RunConfig(TINY_DATASET, "pq", 16 * 32, seed=0, epochs=3, lr=0.5)]
+    assert find_twins(other_lr, models(other_lr)) == {}
+    hashed = [RunConfig(TINY_DATASET, "hash", b * 32, epochs=3) for b in (8, 16)]
+    assert find_twins(hashed, models(hashed)) == {}  # its tables differ from the start
+    trained = models(pq[:2])
+    with torch.no_grad():
+        next(trained[1].parameters()).add_(1.0)  # equal configurations, unequal models
+    assert find_twins(pq[:2], trained) == {}

@@ -31,7 +31,8 @@ from .embeddings.sparse_update import enable_sparse_sgd
 from .errors import ConfigError
 from .models import build_model, model_size
 from .models.dlrm import dense_precision
-from .stacking import StackedEpoch, StackMember, plan_stacks
+from .stacking import (StackedEpoch, StackMember, awaiting_compression, find_twins,
+                       plan_stacks)
 from .steps import PlainEpoch, Split, StaticEpoch, capture_steps, reset_optimizer_state
 from .streaming import HostSplit, StreamingEpoch, fits_on_device
 
@@ -270,7 +271,7 @@ def run_states(runs: list[RunConfig], data: Data, splits: list, device: torch.de
         models = [state.model for state in members]
         optimizer = make_optimizer(nn.ModuleList(models), runs[group[0]], device)
         epochs = StackedEpoch(models, optimizer, splits[0], runs[group[0]].batch_size,
-                              runs[group[0]].shuffle)
+                              runs[group[0]].shuffle, find_twins([runs[i] for i in group], models))
         for i, state, member in zip(group, members, epochs.members):
             state.optimizer, state.epochs = optimizer, member
             states[i] = state
@@ -445,11 +446,6 @@ def has_clustering(model: nn.Module) -> bool:
     members do: DLRM's batched hash tables do not, CCE's do)."""
     return any(hasattr(m, "cluster") and hasattr(getattr(m, "members", [m])[0], "cluster")
                for m in model.modules() if m is not model)
-
-
-def awaiting_compression(model: nn.Module) -> bool:
-    """Whether a post-training method has yet to compress (the run must not stop before)."""
-    return any(getattr(m, "post_training", False) and not m.compressed for m in model.modules())
 
 
 def _should_stop(tolerance: float, bce: float, auc: float, best_bce: float, best_auc: float) -> bool:

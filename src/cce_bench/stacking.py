@@ -27,6 +27,12 @@ What keeps each run's numbers its own:
   each run's round then finishes on its own model from its own centroids, which are the ones
   it gets alone (each job draws from its own seeded generator); a member that replaced a
   tensor (pq's compression) makes the stack rebuild;
+- runs of a post-training method (pq) that differ only in budget train identically until
+  they compress (a full table, whatever the budget): the stack trains the first of them and
+  steps none of the others, its "twins" (`find_twins`). Each twin still draws its own order
+  every epoch, counts its own rounds, and scores and sums the loss of its leader. At its
+  compressing round it takes its leader's parameters, buffers and optimizer state
+  (`StackedEpoch._fork`) and from then on trains as any other run;
 - evaluation reads every run's scores from one stacked forward over the split, with each
   row's BCE and AUC (metrics.bce_rows, auc_rows) and one host read for all runs, the first
   time one of them asks at a step; a run's scores depend on its own model only.
@@ -92,9 +98,12 @@ class StackedEpoch:
     `cursor` of it, so a CUDA graph of one step replays the whole epoch."""
 
     def __init__(self, models: list[nn.Module], optimizer: torch.optim.Optimizer, split: Split,
-                 batch_size: int, shuffle: str = "rows"):
+                 batch_size: int, shuffle: str = "rows", twins: dict[int, int] | None = None):
+        """twins: run -> an earlier run of the stack whose training it repeats exactly until
+        it compresses (`find_twins`); it is not stepped until then (see `_fork`)."""
         self.models, self.optimizer, self.split = models, optimizer, split
         self.batch_size, self.shuffle = batch_size, shuffle
+        self.twins = dict(twins or {})
         device = split.labels.device
         n = len(split)
         self.steps = math.ceil(n / batch_size)
@@ -104,10 +113,17 @@ class StackedEpoch:
         self.members = [StackMember(self, r) for r in range(len(models))]
         self.active = list(range(len(models)))  # runs still training
         self.built_for: list[int] = []  # the runs the stacked model holds, in its row order
-        # int32 rows: a permutation per run is the stack's one per-run copy of the epoch.
+        # int32 rows: a permutation per trained run is the stack's one per-run copy of the
+        # epoch; rows[run] is its row of order (a twin has none until it forks).
         index = torch.int32 if padded < 2**31 else torch.int64
-        self.order = torch.zeros(len(models), self.steps, batch_size, dtype=index, device=device)
-        self.loss_sum = torch.zeros(len(models), device=device)  # (R,) one per row
+        trained = [r for r in range(len(models)) if r not in self.twins]
+        self.order = torch.zeros(len(trained), self.steps, batch_size, dtype=index,
+                                 device=device)
+        self.rows = {r: i for i, r in enumerate(trained)}
+        self.forked_from: dict[int, int] = {}  # a twin that forked -> its leader, until rebuilt
+        self.loss_sum = torch.zeros(len(models), device=device)  # (R,) one per run
+        # loss_sum[targets] += (the model rows' losses)[sources]: a twin sums its leader's.
+        self.targets = self.sources = torch.zeros(0, dtype=torch.int64, device=device)
         self.cursor = torch.zeros(1, dtype=torch.int64, device=device)
         self._model: StackedGMF | None = None
         self.dirty = True
@@ -127,27 +143,33 @@ class StackedEpoch:
 
     def _sync(self) -> None:
         self.dirty = False
-        if self._model is not None and self.built_for == self.active and self._model.intact():
+        trained = [r for r in self.active if r not in self.twins]
+        if self._model is not None and self.built_for == trained and self._model.intact():
             self._model.refresh()  # members changed in place (cluster()): derived caches
             return
-        if self._model is not None:  # keep the rows of the runs still training
-            keep = torch.tensor([self.built_for.index(r) for r in self.active],
-                                device=self.order.device)
-            self.order, self.loss_sum = self.order[keep], self.loss_sum[keep]
-        self._model = stacked_model([self.models[r] for r in self.active])
-        self.built_for = list(self.active)
-
-    def row(self, run: int) -> int:
-        """The row of a run in order and loss_sum (they follow the model's rows)."""
-        return self.built_for.index(run) if self.built_for else run
+        # The rows of the runs still training; a twin that forked takes its leader's row (the
+        # same permutation: its generator has drawn what its leader's has).
+        keep = [self.rows[self.forked_from.get(r, r)] for r in trained]
+        if keep != list(range(len(self.rows))):
+            self.order = self.order[torch.tensor(keep, device=self.order.device)]
+        self.rows, self.forked_from = {r: i for i, r in enumerate(trained)}, {}
+        self._model = stacked_model([self.models[r] for r in trained])
+        self.built_for = trained
+        pairs = [(r, i) for i, r in enumerate(trained)]
+        pairs += [(t, trained.index(leader)) for t, leader in self.twins.items()
+                  if leader in trained]
+        device = self.loss_sum.device
+        self.targets = torch.tensor([t for t, _ in pairs], dtype=torch.int64, device=device)
+        self.sources = torch.tensor([i for _, i in pairs], dtype=torch.int64, device=device)
 
     def prepare(self, run: int, generator: torch.Generator) -> None:
         """Run `run`'s epoch: its own permutation, as StaticEpoch.prepare draws it."""
         n = len(self.split)
-        row = self.row(run)
-        self.order[row].view(-1)[:n] = EpochOrder(n, generator, self.shuffle).all().to(
-            self.order.device)
-        self.loss_sum[row].zero_()
+        self.model  # noqa: B018 - a run that forked gets its row first
+        order = EpochOrder(n, generator, self.shuffle).all()  # a twin draws it too, unused
+        if run in self.rows:
+            self.order[self.rows[run]].view(-1)[:n] = order.to(self.order.device)
+        self.loss_sum[run].zero_()
         self.cursor.zero_()
         self.models[run].train()
 
@@ -155,6 +177,7 @@ class StackedEpoch:
         """The run stopped: from the next step on it is not stepped (nor its state moved)."""
         if run in self.active:
             self.active.remove(run)
+            self.twins.pop(run, None)
             self.dirty = True
 
     def evaluate(self, run: int, split: Split, step: int) -> tuple[float, float]:
@@ -167,7 +190,8 @@ class StackedEpoch:
             values = torch.stack([metrics.bce_rows(logits, split.labels).double(),
                                   metrics.auc_rows(logits, split.labels)], 1).tolist()
             self.scores[id(split)] = dict(zip(self.built_for, values))
-        bce, auc = self.scores[id(split)][run]
+        # A twin scores its leader's numbers, also at the step it forks (scored before).
+        bce, auc = self.scores[id(split)][self.twins.get(run, self.forked_from.get(run, run))]
         return bce, auc
 
     @torch.no_grad()
@@ -182,6 +206,12 @@ class StackedEpoch:
         rounds when it asks; a run that does not ask (it diverged at this step, and alone
         would not cluster) keeps its tables as they were. A run's k-means sees its own points
         and generator either way, so its centroids are the ones it gets alone."""
+        # A twin forks at its compressing round, before it or its leader compresses: at the
+        # call of whichever of the two comes first (a run's round counter moves at its call).
+        mine = [run] if run in self.twins else [t for t, lead in self.twins.items() if lead == run]
+        for twin in mine:
+            if compresses_next(self.models[twin]):
+                self._fork(twin)
         if step != self.clustered_step:
             self.rounds, self.clustered_step = self._prepare_rounds(), step
         prepared = self.rounds.pop(run, {})
@@ -191,6 +221,24 @@ class StackedEpoch:
                 reset_optimizer_state(self.optimizer, round_.finish(centroids))
             else:
                 reset_optimizer_state(self.optimizer, table.cluster())
+        self.dirty = True
+
+    @torch.no_grad()
+    def _fork(self, twin: int) -> None:
+        """The twin takes its leader's state (parameters, buffers, optimizer state) and trains
+        on its own from here: what it would hold had it trained alone."""
+        leader = self.twins.pop(twin)
+        if not compresses_next(self.models[leader]):
+            raise RuntimeError(f"run {twin} of a stack forks from run {leader}, which has "
+                               "already compressed")
+        self.models[twin].load_state_dict(self.models[leader].state_dict())
+        for mine, theirs in zip(self.models[twin].parameters(),
+                                self.models[leader].parameters()):
+            if theirs in self.optimizer.state:
+                self.optimizer.state[mine] = {
+                    k: v.clone() if isinstance(v, torch.Tensor) else v
+                    for k, v in self.optimizer.state[theirs].items()}
+        self.forked_from[twin] = leader
         self.dirty = True
 
     def _prepare_rounds(self) -> dict[int, dict[nn.Module, tuple]]:
@@ -228,7 +276,7 @@ class StackedEpoch:
         loss = (losses * weight).sum(1) / count  # (R,) each run's StaticEpoch loss
         model.backward(loss.sum())
         self.optimizer.step()
-        self.loss_sum += loss.detach() * count
+        self.loss_sum.index_add_(0, self.targets, (loss.detach() * count)[self.sources])
         self.cursor += 1
 
     def step(self) -> None:
@@ -243,6 +291,7 @@ class StackedEpoch:
         state = [t for s in self.optimizer.state.values() for t in s.values()
                  if isinstance(t, torch.Tensor)]
         return [*self.model.parameters(), *self.model.buffers(), self.order, self.loss_sum,
+                self.targets, self.sources,
                 *state]
 
     def moved(self) -> bool:
@@ -271,7 +320,7 @@ class StackMember(_Epoch):
         raise RuntimeError("a stacked run is stepped through its stack (train_many does)")
 
     def loss_total(self) -> torch.Tensor:
-        return self.stack.loss_sum[self.stack.row(self.run)]
+        return self.stack.loss_sum[self.run]
 
     def invalidate(self) -> None:
         """The run's model changed outside a step (cluster()): check the stack's aliases."""
@@ -289,6 +338,41 @@ class StackMember(_Epoch):
     def cluster(self, step: int) -> None:
         """The run's clustering round, its k-means batched with its stack mates'."""
         self.stack.cluster(self.run, step)
+
+
+def compresses_next(model: nn.Module) -> bool:
+    """Whether the model's next clustering round compresses one of its tables (pq's last)."""
+    return any(getattr(m, "post_training", False) and m.compresses_next()
+               for m in model.modules())
+
+
+def find_twins(runs: list[RunConfig], models: list[nn.Module]) -> dict[int, int]:
+    """Runs of a stack that repeat an earlier one's training exactly until they compress:
+    GMF runs of a post-training method (pq) that differ from it only in budget, whose models
+    start equal. Before compressing, pq is a full table whatever its budget, so the runs see the
+    same batches (same seed), take the same steps and score the same; run -> that earlier run."""
+    twins, first = {}, {}
+    for i, (run, model) in enumerate(zip(runs, models)):
+        if run.model != "gmf" or not awaiting_compression(model):
+            continue
+        key = json.dumps({k: v for k, v in run.to_dict().items() if k != "budget"},
+                         sort_keys=True, default=str)
+        if key not in first:
+            first[key] = i
+        elif _same_state(model, models[first[key]]):
+            twins[i] = first[key]
+    return twins
+
+
+def _same_state(a: nn.Module, b: nn.Module) -> bool:
+    mine, theirs = a.state_dict(), b.state_dict()
+    return mine.keys() == theirs.keys() and all(
+        mine[k].shape == theirs[k].shape and torch.equal(mine[k], theirs[k]) for k in mine)
+
+
+def awaiting_compression(model: nn.Module) -> bool:
+    """Whether a post-training method has yet to compress (the run must not stop before)."""
+    return any(getattr(m, "post_training", False) and not m.compressed for m in model.modules())
 
 
 def _repeat(batch: torch.Tensor, rows: int) -> torch.Tensor:

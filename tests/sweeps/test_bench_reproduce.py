@@ -56,11 +56,16 @@ def test_time_spec_covers_every_trained_run_once_and_counts_every_epoch(spec_fil
     assert sum(g.runs for g in timing.groups) == len(runs)
     steps_per_epoch = math.ceil(2400 / 500)
     assert timing.run_steps == len(runs) * steps_per_epoch * 2
-    assert timing.seconds >= sum(g.step_s * steps_per_epoch * 2 for g in timing.groups) > 0
+    assert timing.seconds >= sum(min(g.step_s, g.compressed_step_s) * steps_per_epoch * 2
+                                 for g in timing.groups) > 0
     assert all(g.cluster_s > 0 for g in timing.groups if list(g.methods) == ["cce"])
     # pq compresses once, at its last round: that is timed, its other rounds cost nothing.
     pq = [g for g in timing.groups if list(g.methods) == ["pq"]]
     assert pq and all(g.compress_s > 0 and g.cluster_s == 0 for g in pq)
+    # ... and its step is timed again once compressed (before, a stack trains one budget of
+    # each seed: stacking.find_twins).
+    assert all(g.compressed_step_s > 0 and g.compressed_step_s != g.step_s for g in pq)
+    assert all(g.compressed_step_s == g.step_s for g in timing.groups if "pq" not in g.methods)
     assert set(timing.by_method()) == {"full", "hash", "cce", "pq"}
     assert sum(timing.by_method().values()) == pytest.approx(timing.seconds)
     assert not timing.untimed
@@ -71,7 +76,7 @@ def test_time_spec_covers_every_trained_run_once_and_counts_every_epoch(spec_fil
 def test_a_mixed_group_is_split_between_its_methods_by_their_runs():
     from cce_bench.sweeps.bench_reproduce import GroupTiming, SpecTiming
 
-    group = GroupTiming({"cce": 3, "pq": 1}, 4, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 40.0)
+    group = GroupTiming({"cce": 3, "pq": 1}, 4, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 40.0)
     timing = SpecTiming("s", "d", 0, 4, 0, 0, 40.0, 0.0, [group])
     assert timing.by_method() == {"cce": 30.0, "pq": 10.0}
 

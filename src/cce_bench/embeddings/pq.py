@@ -81,6 +81,10 @@ class ProductQuantizedEmbedding(CompressedEmbedding):
                 "compress_round": self.compress_round, "compressed": self.compressed}
 
     @torch.no_grad()
+    def compresses_next(self) -> bool:
+        """Whether the next cluster() call compresses."""
+        return not self.compressed and int(self.rounds) + 1 >= self.compress_round
+
     def cluster(self) -> list[nn.Parameter]:
         """Count the call; on call number compress_round, compress (steps (a)-(c) above).
 
