@@ -173,14 +173,15 @@ def _train_together(runs: list[RunConfig], data: InteractionData | CriteoData, s
                              on_cluster=observer.clustering)
         return [run_rows(run, sweep, result, started) for run, result in zip(runs, results)]
     except torch.cuda.OutOfMemoryError:
-        gc.collect()  # the failed group's stacks and graph hold reference cycles
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        half = (len(runs) + 1) // 2
-        return (_train_together(runs[:half], data, sweep, device, observer, stack, started)
-                + _train_together(runs[half:], data, sweep, device, observer, stack, started))
+        pass  # retried below: inside this block the traceback still holds the group's memory
     except Exception:  # noqa: BLE001 - one bad run must not fail the others
         return [train_one(run, data, sweep, device, observer) for run in runs]
+    gc.collect()  # the failed group's stacks and graph hold reference cycles
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = (len(runs) + 1) // 2
+    return (_train_together(runs[:half], data, sweep, device, observer, stack, started)
+            + _train_together(runs[half:], data, sweep, device, observer, stack, started))
 
 
 def train_one(run: RunConfig, data: InteractionData | CriteoData, sweep: str, device: str,

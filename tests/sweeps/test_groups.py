@@ -68,6 +68,8 @@ def test_a_task_can_train_its_group_unstacked():
 
 
 def test_a_group_out_of_memory_trains_in_halves_with_the_rows_of_its_runs_alone(monkeypatch):
+    import weakref
+
     import torch
 
     from cce_bench.sweeps import work
@@ -75,11 +77,18 @@ def test_a_group_out_of_memory_trains_in_halves_with_the_rows_of_its_runs_alone(
     data = load_dataset(TINY_DATASET)
     runs = [RunConfig(TINY_DATASET, "hash", b * 32, seed=s, epochs=2, batch_size=500)
             for b in (8, 16) for s in (0, 1, 2)]
-    real, sizes = work.train_many, []
+    real, sizes, failed = work.train_many, [], []
+
+    class Held:  # what a failed group holds on the device, kept alive by its frames
+        pass
 
     def small_device(group, *args, **kwargs):  # a device that holds two runs at a time
         sizes.append(len(group))
+        # The failed groups' memory is freed before the halves train (their tracebacks gone).
+        assert all(ref() is None for ref in failed)
+        held = Held()
         if len(group) > 2:
+            failed.append(weakref.ref(held))
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
         return real(group, *args, **kwargs)
 
