@@ -166,8 +166,10 @@ def _time_group(runs: list[RunConfig], data: InteractionData, device: torch.devi
                 state.cluster(round_)
     sync()
     compress_s = time.perf_counter() - t if compressing else 0.0
-    compressed_step_s, before = step_s, epochs
+    total = per_epoch * epochs
+    compressed_step_s, before = step_s, total
     if compressing:  # the group's step once it compressed (every run stepped again)
+        t = time.perf_counter()
         for state in states:
             state.epochs.prepare(state.shuffle)  # a new epoch: the cursor back at its start
         steppers = list(dict.fromkeys(s.epochs.stepper for s in states))
@@ -175,16 +177,36 @@ def _time_group(runs: list[RunConfig], data: InteractionData, device: torch.devi
         advance = graph.replay if graph is not None else lambda: [e.step() for e in steppers]
         advance()
         sync()
+        setup_s += time.perf_counter() - t
         t = time.perf_counter()
         for _ in range(timed):
             advance()
         sync()
-        compressed_step_s, before = (time.perf_counter() - t) / timed, rounds
-    seconds = (per_epoch * (before * step_s + (epochs - before) * compressed_step_s)
+        compressed_step_s = (time.perf_counter() - t) / timed
+        before = max(compression_step(s.run, per_epoch) for s in compressing)
+        for state in states:
+            state.step += 1  # a new step: the stacks evaluate again, every run now trained
+        t = time.perf_counter()
+        evaluate()
+        sync()
+        eval_s = max(eval_s, time.perf_counter() - t)  # the dearer of the two, every time
+    seconds = (before * step_s + (total - before) * compressed_step_s
                + epochs * eval_s + rounds * cluster_s + compress_s + setup_s)
     methods = dict(Counter(r.method for r in runs))
     return GroupTiming(methods, len(runs), sum(per_epoch * r.epochs for r in runs), step_s,
                        eval_s, cluster_s, compress_s, compressed_step_s, setup_s, seconds)
+
+
+def compression_step(run: RunConfig, steps_per_epoch: int) -> int:
+    """The step after which a post-training method compresses: its schedule's last
+    clustering point (the end of an epoch, or a step of --cluster-every)."""
+    total = steps_per_epoch * run.epochs
+    if run.cluster_every:
+        points = [s for s in range(run.cluster_every, total + 1, run.cluster_every)
+                  if run.clusters_at_step(s, total)]
+    else:
+        points = [e * steps_per_epoch for e in range(1, run.epochs + 1) if run.clusters_after(e)]
+    return max(points, default=total)
 
 
 def time_spec(name: str, device: str | torch.device = "auto", group_size: int | None = None,

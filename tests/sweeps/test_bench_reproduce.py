@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cce_bench.cli import app
+from cce_bench.config import RunConfig
 from cce_bench.errors import ConfigError
 from cce_bench.sweeps.bench import trainable
 from cce_bench.sweeps.bench_reproduce import gmf_specs, shaped_like, time_spec
@@ -126,3 +127,15 @@ def test_precision_sets_every_timed_run(spec_file, monkeypatch):
     monkeypatch.setattr(bench_reproduce, "_time_group", spy)
     timing = time_spec(str(spec_file), "cpu", steps=2, methods=["hash"], precision="tf32")
     assert set(seen) == {"tf32"} and timing.precision == "tf32"
+
+
+def test_pq_compresses_after_its_schedules_last_clustering_point():
+    from cce_bench.sweeps.bench_reproduce import compression_step
+
+    # Epoch schedule: clustering after epochs 1..7 of 10 (cluster_until 0.75), 100 steps each.
+    by_epoch = RunConfig("syn-60-2400", "pq", 256, epochs=10, cluster_until=0.75)
+    assert compression_step(by_epoch, 100) == 700
+    # Step schedule: every 30 steps through the first half of 2 x 47 steps.
+    by_step = RunConfig("syn-60-2400", "pq", 256, epochs=2, cluster_every=30,
+                        cluster_until=0.5)
+    assert compression_step(by_step, 47) == 30
