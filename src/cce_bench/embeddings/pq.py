@@ -80,11 +80,11 @@ class ProductQuantizedEmbedding(CompressedEmbedding):
         return {"rows": self.rows, "n_chunks": self.n_chunks,
                 "compress_round": self.compress_round, "compressed": self.compressed}
 
-    @torch.no_grad()
     def compresses_next(self) -> bool:
         """Whether the next cluster() call compresses."""
         return not self.compressed and int(self.rounds) + 1 >= self.compress_round
 
+    @torch.no_grad()
     def cluster(self) -> list[nn.Parameter]:
         """Count the call; on call number compress_round, compress (steps (a)-(c) above).
 
