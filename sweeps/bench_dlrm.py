@@ -246,13 +246,8 @@ def time_grid_group(train: TabularSplit, device: torch.device, steps: int,
 
 def _stacked_group(configs: list[RunConfig], train: TabularSplit, device: torch.device,
                    vocabs: list[int]) -> StackedEpoch:
-    """The runs as one stack (stacking.py), each built as _group_member builds it."""
-    models = []
-    for run in configs:
-        model, optimizer = _built(run, device, vocabs, run.seed)
-        if run.method == "pq":
-            _time_cluster(model, optimizer, device, run)
-        models.append(model)
+    """The runs as one stack (stacking.py), each built by _group_model."""
+    models = [_group_model(run, device, vocabs)[0] for run in configs]
     optimizer = make_optimizer(nn.ModuleList(models), configs[0], device)
     stack = StackedEpoch(models, optimizer, train, configs[0].batch_size, configs[0].shuffle)
     for run, member in zip(configs, stack.members):
@@ -262,14 +257,20 @@ def _stacked_group(configs: list[RunConfig], train: TabularSplit, device: torch.
 
 def _group_member(run: RunConfig, train: TabularSplit, device: torch.device,
                   vocabs: list[int]):
-    """One run of a lockstep group, built and prepared to step; pq compressed first, the state
-    of most of its steps (as time_steps times it)."""
-    model, optimizer = _built(run, device, vocabs, run.seed)
-    if run.method == "pq":
-        _time_cluster(model, optimizer, device, run)
+    """One run of a lockstep group, built (_group_model) and prepared to step."""
+    model, optimizer = _group_model(run, device, vocabs)
     epoch = make_stepper("static", model, optimizer, train, run.batch_size, device)
     epoch.prepare(torch.Generator(device=device).manual_seed(run.seed))
     return epoch
+
+
+def _group_model(run: RunConfig, device: torch.device, vocabs: list[int]):
+    """(model, optimizer) of a group's run, its init from its seed; pq compressed first, the
+    state of most of its steps (as time_steps times it)."""
+    model, optimizer = _built(run, device, vocabs, run.seed)
+    if run.method == "pq":
+        _time_cluster(model, optimizer, device, run)
+    return model, optimizer
 
 
 def _time_cluster(model, optimizer, device, run) -> float:

@@ -123,22 +123,11 @@ def _time_group(runs: list[RunConfig], data: InteractionData, device: torch.devi
     splits = device_splits(data, device)
     states = run_states(runs, data, splits, device,
                         "static" if device.type == "cuda" else "auto", True)
-    for state in states:
-        state.epochs.prepare(state.shuffle)
-    steppers = list(dict.fromkeys(s.epochs.stepper for s in states))
     per_epoch = states[0].epochs.steps
     timed = max(1, min(steps, per_epoch - 4))
-    graph = capture_steps(steppers) if device.type == "cuda" else None
-    advance = graph.replay if graph is not None else lambda: [e.step() for e in steppers]
-    for _ in range(min(3, per_epoch - timed)):
-        advance()
-    sync()
-    setup_s = time.perf_counter() - start
-    t = time.perf_counter()
-    for _ in range(timed):
-        advance()
-    sync()
-    step_s = (time.perf_counter() - t) / timed
+    build_s = time.perf_counter() - start
+    capture_s, step_s = _time_steps(states, device, min(3, per_epoch - timed), timed, sync)
+    setup_s = build_s + capture_s
     evaluate = lambda: [state.evaluate_split(state.val_split) for state in states]  # noqa: E731
     evaluate()  # untimed: the first call compiles and allocates for the split's shapes
     for state in states:
@@ -169,20 +158,8 @@ def _time_group(runs: list[RunConfig], data: InteractionData, device: torch.devi
     total = per_epoch * epochs
     compressed_step_s, before = step_s, total
     if compressing:  # the group's step once it compressed (every run stepped again)
-        t = time.perf_counter()
-        for state in states:
-            state.epochs.prepare(state.shuffle)  # a new epoch: the cursor back at its start
-        steppers = list(dict.fromkeys(s.epochs.stepper for s in states))
-        graph = capture_steps(steppers) if device.type == "cuda" else None
-        advance = graph.replay if graph is not None else lambda: [e.step() for e in steppers]
-        advance()
-        sync()
-        setup_s += time.perf_counter() - t
-        t = time.perf_counter()
-        for _ in range(timed):
-            advance()
-        sync()
-        compressed_step_s = (time.perf_counter() - t) / timed
+        capture_s, compressed_step_s = _time_steps(states, device, 1, timed, sync)
+        setup_s += capture_s
         before = max(compression_step(s.run, per_epoch) for s in compressing)
         for state in states:
             state.step += 1  # a new step: the stacks evaluate again, every run now trained
@@ -195,6 +172,27 @@ def _time_group(runs: list[RunConfig], data: InteractionData, device: torch.devi
     methods = dict(Counter(r.method for r in runs))
     return GroupTiming(methods, len(runs), sum(per_epoch * r.epochs for r in runs), step_s,
                        eval_s, cluster_s, compress_s, compressed_step_s, setup_s, seconds)
+
+
+def _time_steps(states: list, device: torch.device, warmups: int, timed: int,
+                sync) -> tuple[float, float]:
+    """A new epoch for every run (the cursor at its start), the group's step captured (GPU)
+    and warmed up, then timed: (seconds of that set-up, seconds a step)."""
+    start = time.perf_counter()
+    for state in states:
+        state.epochs.prepare(state.shuffle)
+    steppers = list(dict.fromkeys(s.epochs.stepper for s in states))
+    graph = capture_steps(steppers) if device.type == "cuda" else None
+    advance = graph.replay if graph is not None else lambda: [e.step() for e in steppers]
+    for _ in range(warmups):
+        advance()
+    sync()
+    setup_s = time.perf_counter() - start
+    t = time.perf_counter()
+    for _ in range(timed):
+        advance()
+    sync()
+    return setup_s, (time.perf_counter() - t) / timed
 
 
 def compression_step(run: RunConfig, steps_per_epoch: int) -> int:

@@ -73,8 +73,13 @@ def stack_key(run: RunConfig) -> tuple | None:
         free = {"seed"} | ({"budget"} if stack.budgets_may_differ else set())
     else:
         return None
+    return (run.method, _config_key(run, free))
+
+
+def _config_key(run: RunConfig, free: set[str]) -> str:
+    """The run's configuration but the `free` fields, as a comparable string."""
     fields = {k: v for k, v in run.to_dict().items() if k not in free}
-    return (run.method, json.dumps(fields, sort_keys=True, default=str))
+    return json.dumps(fields, sort_keys=True, default=str)
 
 
 def plan_stacks(runs: list[RunConfig], max_size: int | None = None) -> list[list[int]]:
@@ -355,8 +360,7 @@ def find_twins(runs: list[RunConfig], models: list[nn.Module]) -> dict[int, int]
     for i, (run, model) in enumerate(zip(runs, models)):
         if run.model != "gmf" or not awaiting_compression(model):
             continue
-        key = json.dumps({k: v for k, v in run.to_dict().items() if k != "budget"},
-                         sort_keys=True, default=str)
+        key = _config_key(run, {"budget"})
         if key not in first:
             first[key] = i
         elif _same_state(model, models[first[key]]):
