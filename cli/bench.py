@@ -69,6 +69,10 @@ def bench(
     spec: Annotated[Optional[list[str]], typer.Option(
         "--spec", help="--reproduce: the spec to time (repeatable), a shipped name or a .toml "
         "path. Default: every shipped GMF spec.")] = None,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="dlrm: keep the timings the --json report already holds (of the same "
+        "device, torch, revision, rows, steps and precision) and measure only the rest; the "
+        "report is rewritten after every timing, so a cut-short benchmark resumes.")] = False,
     stack: Annotated[bool, typer.Option(
         "--stack/--no-stack", help="--paper-sweep: train runs of one method and shapes as one "
         "stacked model (one step for all of them); --no-stack: each run its own step, as "
@@ -83,6 +87,9 @@ def bench(
     """
     if spec and not reproduce:
         raise ConfigError("--spec is for --reproduce; add --reproduce to time a spec")
+    if resume and (model != "dlrm" or not json_out):
+        raise ConfigError("--resume is for --model dlrm with --json (the report to resume); "
+                          "add them or leave out --resume")
     if grid_only and model != "dlrm":
         raise ConfigError("--grid-only is for --model dlrm; add --model dlrm")
     if precision and not (reproduce or model == "dlrm"):
@@ -95,7 +102,7 @@ def bench(
         return
     if model == "dlrm":
         _bench_dlrm(method, budget, device, steps, rows, precision or "fp32", json_out,
-                    grid_only, stack)
+                    grid_only, stack, resume)
         return
     from cce_bench.sweeps.bench import run_bench
 
@@ -163,7 +170,8 @@ def _progress_printer(status):
 
 def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, steps: int,
                 rows: int | None, precision: str, json_out: Path | None,
-                grid_only: bool = False, stack: bool = True) -> None:
+                grid_only: bool = False, stack: bool = True, resume: bool = False) -> None:
+    from cce_bench.results import write_atomically
     from cce_bench.sweeps.bench_dlrm import KAGGLE_TRAIN, PAPER_METHODS, run_dlrm_bench
 
     for name in methods or []:
@@ -173,9 +181,16 @@ def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, 
         whole = grid_only and (methods is None or set(methods) >= set(PAPER_METHODS))
         only_grid = (dict(variants=False, large_batch=0, group_sizes=() if whole else None)
                      if grid_only else {})
+
+        def checkpoint(report):  # a cut-short benchmark keeps what it measured
+            if json_out:
+                write_atomically(json_out, json.dumps(report.to_dict(), indent=2))
+
         report = run_dlrm_bench(device, rows or KAGGLE_TRAIN, steps, methods, caps,
                                 precision=precision, stack=stack,
-                                progress=_progress_printer(status), **only_grid)
+                                progress=_progress_printer(status),
+                                resume_from=json_out if resume else None,
+                                checkpoint=checkpoint, **only_grid)
     title = (f"DLRM, Kaggle-shaped ({report.train_rows:,} train rows) on {report.device_name}, "
              f"torch {report.torch_version}")
     for heading, timings in (("full table, one change at a time", report.variants),
@@ -197,8 +212,6 @@ def _bench_dlrm(methods: list[str] | None, caps: list[int] | None, device: str, 
                          " ms a run-step)" if grid.get("whole_grid_run_step_s") else
                          _speedups(grid.get("lockstep_speedups"))), highlight=False)
     if json_out:
-        from cce_bench.results import write_atomically
-        write_atomically(json_out, json.dumps(report.to_dict(), indent=2))
         console.print(f"wrote {json_out}")
 
 

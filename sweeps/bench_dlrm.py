@@ -16,10 +16,15 @@ one; the step captured in a CUDA graph (the engine's default).
 Large batches time the full table and CCE in each precision of DLRM's dense part (fp32, tf32,
 bf16; tables stay fp32). Lockstep groups time several runs of one method (the paper's caps in
 turn) stepped from one CUDA graph, as a sweep's worker trains them, stacked (one StackedDLRM a
-method) unless stack=False. When every method of the grid is timed, the whole grid (46 runs)
-is also timed as one group, as `cce-bench sweep paper/criteo-kaggle` trains it on one GPU, and
-the grid estimate takes its run-step; otherwise it divides each method's step time by the
-method's lockstep speed-up.
+method) unless stack=False. When every method of the grid is asked for, the whole grid (46
+runs) is also timed as one group, first, as `cce-bench sweep paper/criteo-kaggle` trains it on
+one GPU, and the grid estimate takes its run-step; otherwise it divides each method's step time
+by the method's lockstep speed-up.
+
+A report written as it goes (`checkpoint`) can be resumed (`resume_from`): a timing the earlier
+report holds for the same configuration is kept, not measured again, so a benchmark longer than
+one session of a lent GPU finishes over several. Only a report of the same device, torch, source
+revision, rows, steps and precision resumes (load_report refuses the others).
 
 `precision` (fp32 by default, as the paper and DLRM's script train) sets the precision of every
 timed method, group and so the grid estimate (tf32: every fp32 matrix product on tensor cores,
@@ -28,9 +33,11 @@ the MLPs' and DHE's tables' own; k-means stays exact); the large-batch rows keep
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -123,9 +130,35 @@ class DlrmBenchReport:
     whole_grid: StepTiming | None = None  # every run of the grid in one group
     grid: dict = field(default_factory=dict)
     skipped: list[str] = field(default_factory=list)
+    steps: int = 0  # timed steps per configuration
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, raw: dict) -> DlrmBenchReport:
+        timings = {key: [StepTiming(**t) for t in raw.get(key, [])]
+                   for key in ("variants", "methods", "large_batch", "groups")}
+        whole = raw.get("whole_grid")
+        return cls(**{**raw, **timings, "whole_grid": whole and StepTiming(**whole)})
+
+
+def load_report(path: Path, like: DlrmBenchReport) -> DlrmBenchReport | None:
+    """The report at `path` to resume, if there is one; a report measured under other
+    conditions than `like` (device, torch, revision, rows, steps, precision) is refused."""
+    if not path.exists():
+        return None
+    try:
+        prior = DlrmBenchReport.from_dict(json.loads(path.read_text()))
+    except (ValueError, TypeError, KeyError) as err:
+        raise ConfigError(f"{path} is not a DLRM benchmark report ({err}); leave out --resume "
+                          "or pass another --json") from None
+    for name in ("device_name", "torch_version", "git_rev", "train_rows", "steps", "precision"):
+        if getattr(prior, name) != getattr(like, name):
+            raise ConfigError(f"{path} was measured with {name} {getattr(prior, name)!r}, this "
+                              f"run has {getattr(like, name)!r}; leave out --resume to measure "
+                              "afresh, or pass another --json")
+    return prior
 
 
 def dlrm_run(method: str, cap: int, batch_size: int = 128, precision: str = "fp32",
@@ -204,8 +237,7 @@ def time_group(method: str, caps: list[int], runs: int, train: TabularSplit,
     first = epochs[0].models[0] if stack else epochs[0].model
     params = sum(p for p, _ in first.table_sizes())
     del epochs, graph
-    how = "stacked" if stack else "in one graph"
-    return StepTiming(f"{method}, {runs} runs {how}", method, configs[0].budget, 128,
+    return StepTiming(group_label(method, runs, stack), method, configs[0].budget, 128,
                       step_s, math.ceil(KAGGLE_TRAIN / 128) * step_s, 128 / step_s,
                       table_params=params, precision=precision, runs=runs)
 
@@ -238,10 +270,18 @@ def time_grid_group(train: TabularSplit, device: torch.device, steps: int,
     peak = torch.cuda.max_memory_allocated(device)
     del epochs, graph
     step_s = group_s / runs
-    how = "stacked by method" if stack else "each its own branch"
-    return StepTiming(f"the whole grid, {runs} runs {how}", "grid", 0, 128, step_s,
+    return StepTiming(grid_label(runs, stack), "grid", 0, 128, step_s,
                       math.ceil(KAGGLE_TRAIN / 128) * step_s, 128 / step_s,
                       peak_mem_bytes=peak, precision=precision, runs=runs)
+
+
+def group_label(method: str, runs: int, stack: bool) -> str:
+    return f"{method}, {runs} runs {'stacked' if stack else 'in one graph'}"
+
+
+def grid_label(runs: int, stack: bool) -> str:
+    how = "stacked by method" if stack else "each its own branch"
+    return f"the whole grid, {runs} runs {how}"
 
 
 def _stacked_group(configs: list[RunConfig], train: TabularSplit, device: torch.device,
@@ -368,15 +408,36 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
                    group_sizes: tuple[int, ...] | None = None, stack: bool = True,
                    vocabs: list[int] = KAGGLE_VOCABS, precision: str = "fp32",
                    group_methods: tuple[str, ...] = ("hash", "ce", "cce", "dhe", "pq"),
-                   progress=lambda text: None) -> DlrmBenchReport:
-    """Every timing of the module docstring; vocabs other than Kaggle's only for tests."""
+                   progress=lambda text: None, resume_from: Path | None = None,
+                   checkpoint=lambda report: None) -> DlrmBenchReport:
+    """Every timing of the module docstring; vocabs other than Kaggle's only for tests.
+    `resume_from`: an earlier report of this benchmark (load_report), whose timings are kept;
+    `checkpoint(report)` is called after each timing."""
     dev = resolve_device(device)
     name = torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu"
     report = DlrmBenchReport(str(dev), name, torch.__version__, git_revision(), train_rows,
-                             precision)
+                             precision, steps=steps)
+    kept = ((resume_from and load_report(resume_from, report))
+            or DlrmBenchReport("", "", "", "", 0))
+
+    def once(into: list[StepTiming], earlier: list[StepTiming], label: str, cap: int,
+             batch: int, own: str, measure) -> None:
+        """Append the earlier report's timing of this configuration, or measure it."""
+        done = next((t for t in earlier if (t.label, t.cap, t.batch_size, t.precision)
+                     == (label, cap, batch, own)), None)
+        progress(f"{label} cap={cap:,}" + (" (kept from the resumed report)" if done else ""))
+        into.append(done or measure())
+        progress(describe(into[-1]))
+        checkpoint(report)
+
     progress(f"drawing {train_rows:,} Kaggle-shaped rows")
     train = kaggle_shaped(train_rows, dev, vocabs)
     held_out = kaggle_shaped(min(KAGGLE_EVAL // 2, train_rows), dev, vocabs, seed=1)
+    wanted = list(methods or PAPER_METHODS)
+    if dev.type == "cuda" and set(wanted) >= set(PAPER_METHODS):
+        # First, as the number the grid estimate rests on (a cut-short run keeps it).
+        _time_whole_grid(report, kept, train, dev, steps, vocabs, precision, stack, progress)
+        checkpoint(report)
     full = dlrm_run("full", 0)
     if variants:
         few = max(10, steps // 10)  # the slow variants need fewer steps for a stable mean
@@ -386,28 +447,23 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
                 ("+ SGD fused into the lookup", dict(stepper="plain", batch_tables=False), few),
                 ("+ tables of one kind as one", dict(stepper="plain"), steps),
                 ("+ CUDA graph (the engine)", dict(stepper="auto"), steps)]:
-            progress(f"full table: {label}")
-            report.variants.append(time_steps(full, train, dev, n, label, vocabs=vocabs,
-                                              **kwargs))
-            progress(describe(report.variants[-1]))
-    for method in methods or PAPER_METHODS:
+            once(report.variants, kept.variants, label, 0, 128, "fp32",
+                 lambda: time_steps(full, train, dev, n, label, vocabs=vocabs, **kwargs))
+    for method in wanted:
         for cap in [0] if method == "full" else (caps or TIMED_CAPS):
-            progress(f"{method} cap={cap:,}")
             try:
                 run = dlrm_run(method, cap, precision=precision)
-                report.methods.append(time_steps(run, train, dev, steps,
-                                                 evaluate_on=held_out, cluster=method == "cce",
-                                                 vocabs=vocabs))
-                progress(describe(report.methods[-1]))
+                once(report.methods, kept.methods, method, run.budget, 128, precision,
+                     lambda: time_steps(run, train, dev, steps, evaluate_on=held_out,
+                                        cluster=method == "cce", vocabs=vocabs))
             except BudgetTooSmall as err:
                 report.skipped.append(str(err))
     if large_batch:
         for method, own in LARGE_BATCH:  # each row its own precision
-            progress(f"{method} at batch {large_batch:,}, {own}")
             run = dlrm_run(method, 0 if method == "full" else 16_000, large_batch, own)
-            report.large_batch.append(time_steps(run, train, dev, max(20, steps // 20),
-                                                 f"{method}, {own}", vocabs=vocabs))
-            progress(describe(report.large_batch[-1]))
+            once(report.large_batch, kept.large_batch, f"{method}, {own}", run.budget,
+                 large_batch, own, lambda: time_steps(run, train, dev, max(20, steps // 20),
+                                                      f"{method}, {own}", vocabs=vocabs))
     if dev.type == "cuda":  # lockstep groups share a CUDA graph
         timed = {t.method for t in report.methods}
         # Stacked, a method's group is its 9 caps at one seed (the paper grid's runs of it).
@@ -415,22 +471,33 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
                  else group_sizes)
         for method in [m for m in group_methods if m in timed]:
             for runs in sizes:
-                progress(f"{method}: {runs} runs {'stacked' if stack else 'in one graph'}")
-                report.groups.append(time_group(method, PAPER_CAPS, runs, train, dev,
-                                                max(20, steps // 4), vocabs, precision, stack))
-                progress(describe(report.groups[-1]))
-        if {t.method for t in report.methods} >= set(PAPER_METHODS):
-            progress("the whole grid in one group")
-            torch.cuda.reset_peak_memory_stats(dev)
-            try:
-                report.whole_grid = time_grid_group(train, dev, max(20, steps // 4), vocabs,
-                                                    precision, stack, progress)
-                progress(describe(report.whole_grid))
-            except torch.cuda.OutOfMemoryError:  # keep every earlier timing
-                report.skipped.append("the whole grid in one group: out of GPU memory; the "
-                                      "estimate uses the methods' own groups where they were "
-                                      "timed, else runs one at a time")
-                torch.cuda.empty_cache()
+                once(report.groups, kept.groups, group_label(method, runs, stack),
+                     dlrm_run(method, PAPER_CAPS[0]).budget, 128, precision,
+                     lambda: time_group(method, PAPER_CAPS, runs, train, dev,
+                                        max(20, steps // 4), vocabs, precision, stack))
     report.grid = grid_estimate(report.methods, groups=report.groups, whole=report.whole_grid)
+    checkpoint(report)
     return report
 
+
+def _time_whole_grid(report: DlrmBenchReport, kept: DlrmBenchReport, train: TabularSplit,
+                     dev: torch.device, steps: int, vocabs: list[int], precision: str,
+                     stack: bool, progress) -> None:
+    """report.whole_grid: kept from the resumed report, else measured (an out-of-memory
+    leaves it None and says so: the estimate then uses the methods' own groups)."""
+    runs = 1 + (len(PAPER_METHODS) - 1) * len(PAPER_CAPS)
+    if kept.whole_grid and kept.whole_grid.label == grid_label(runs, stack):
+        report.whole_grid = kept.whole_grid
+        progress(describe(report.whole_grid) + " (kept from the resumed report)")
+        return
+    progress("the whole grid in one group")
+    torch.cuda.reset_peak_memory_stats(dev)
+    try:
+        report.whole_grid = time_grid_group(train, dev, max(20, steps // 4), vocabs,
+                                            precision, stack, progress)
+        progress(describe(report.whole_grid))
+    except torch.cuda.OutOfMemoryError:  # keep every later timing
+        report.skipped.append("the whole grid in one group: out of GPU memory; the estimate "
+                              "uses the methods' own groups where they were timed, else runs "
+                              "one at a time")
+        torch.cuda.empty_cache()

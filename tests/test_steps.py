@@ -99,13 +99,15 @@ def test_batches_gathered_through_the_permutation_match_copied_batches(tiny, dev
     same batches, so the same numbers, with and without the copy."""
     from cce_bench.steps import StaticEpoch
 
-    run = tiny_run("cce")
+    # On CUDA the lookups' backward adds with atomics, in no fixed order, and k-means turns
+    # those last-bit differences into other assignments (cce's curves then part by ~2% AUC):
+    # there a method that does not cluster, as the gathering is what is tested.
+    run = tiny_run("cce" if device == "cpu" else "hash")
     stepper = "static" if device == "cpu" else "graph"
     copied = curves(run, tiny, device, stepper)
     monkeypatch.setattr(StaticEpoch, "copy_limit_bytes", 0)
     gathered = curves(run, tiny, device, stepper)
-    # On CUDA the lookups' backward adds with atomics, in no fixed order: the graph test's
-    # tolerance.
+    # On CUDA, the graph test's tolerance (the atomics' order).
     tolerance = dict(rel=1e-5, abs=1e-6) if device == "cpu" else dict(rel=1e-3, abs=1e-4)
     for a, b in zip(copied, gathered):
         assert a == pytest.approx(b, **tolerance)

@@ -54,6 +54,43 @@ def test_precision_sets_the_methods_and_grid_and_large_batches_keep_their_own():
     assert [t.precision for t in report.large_batch] == ["fp32", "tf32", "bf16", "fp32", "bf16"]
 
 
+def test_a_cut_short_benchmark_resumes_from_its_report(tmp_path, monkeypatch):
+    import json
+
+    from cce_bench.errors import ConfigError
+    from cce_bench.results import write_atomically
+    from cce_bench.sweeps import bench_dlrm
+
+    path = tmp_path / "bench.json"
+
+    def write(report):
+        write_atomically(path, json.dumps(report.to_dict()))
+
+    options = dict(train_rows=2000, steps=2, methods=["hash"], caps=[1600, 8000],
+                   variants=False, large_batch=0, vocabs=SMALL)
+    first = run_dlrm_bench("cpu", checkpoint=write, **options)
+    written = json.loads(path.read_text())
+    assert [t["cap"] for t in written["methods"]] == [1600, 8000] and written["steps"] == 2
+    # Cut short after the first cap: the resumed run measures only the second.
+    written["methods"] = written["methods"][:1]
+    written["grid"] = {}
+    path.write_text(json.dumps(written))
+    measured = []
+    real = bench_dlrm.time_steps
+    monkeypatch.setattr(bench_dlrm, "time_steps",
+                        lambda run, *a, **k: measured.append(run.budget) or real(run, *a, **k))
+    resumed = run_dlrm_bench("cpu", checkpoint=write, resume_from=path, **options)
+    assert measured == [8000]
+    assert resumed.methods[0] == first.methods[0]  # kept as measured, not re-timed
+    assert resumed.grid["runs"] == 9
+    # A report of other conditions (here: steps) is refused, not mixed in.
+    with pytest.raises(ConfigError, match="steps 2.*has 3"):
+        run_dlrm_bench("cpu", resume_from=path, **{**options, "steps": 3})
+    path.write_text("{not json")
+    with pytest.raises(ConfigError, match="not a DLRM benchmark report"):
+        run_dlrm_bench("cpu", resume_from=path, **options)
+
+
 def test_grid_estimate_adds_step_evaluation_and_clustering_time():
     timings = [StepTiming("cce", "cce", PAPER_CAPS[0], 128, 1e-4, 0.0, 0.0, 2.0, 5.0),
                StepTiming("cce", "cce", PAPER_CAPS[-1], 128, 3e-4, 0.0, 0.0, 4.0, 7.0)]
@@ -144,6 +181,8 @@ def test_the_cli_passes_precision_to_the_dlrm_bench(monkeypatch):
                                       "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert seen["group_sizes"] is None  # cce's own groups
+    result = CliRunner().invoke(app, ["bench", "--model", "dlrm", "--resume", "--device", "cpu"])
+    assert result.exit_code != 0 and "--resume is for --model dlrm with --json" in result.output
 
 
 def test_a_pq_run_of_a_lockstep_group_steps_compressed():
