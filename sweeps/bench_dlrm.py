@@ -150,7 +150,7 @@ def load_report(path: Path, like: DlrmBenchReport) -> DlrmBenchReport | None:
         return None
     try:
         prior = DlrmBenchReport.from_dict(json.loads(path.read_text()))
-    except (ValueError, TypeError, KeyError) as err:
+    except (OSError, ValueError, TypeError, KeyError) as err:
         raise ConfigError(f"{path} is not a DLRM benchmark report ({err}); leave out --resume "
                           "or pass another --json") from None
     for name in ("device_name", "torch_version", "git_rev", "train_rows", "steps", "precision"):

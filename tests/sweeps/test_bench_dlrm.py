@@ -89,6 +89,8 @@ def test_a_cut_short_benchmark_resumes_from_its_report(tmp_path, monkeypatch):
     path.write_text("{not json")
     with pytest.raises(ConfigError, match="not a DLRM benchmark report"):
         run_dlrm_bench("cpu", resume_from=path, **options)
+    with pytest.raises(ConfigError, match="not a DLRM benchmark report"):
+        run_dlrm_bench("cpu", resume_from=tmp_path, **options)  # a folder
 
 
 def test_grid_estimate_adds_step_evaluation_and_clustering_time():
