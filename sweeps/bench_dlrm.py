@@ -423,8 +423,7 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
     def once(into: list[StepTiming], earlier: list[StepTiming], label: str, cap: int,
              batch: int, own: str, measure) -> None:
         """Append the earlier report's timing of this configuration, or measure it."""
-        done = next((t for t in earlier if (t.label, t.cap, t.batch_size, t.precision)
-                     == (label, cap, batch, own)), None)
+        done = _kept_timing(earlier, label, cap, batch, own)
         progress(f"{label} cap={cap:,}" + (" (kept from the resumed report)" if done else ""))
         into.append(done or measure())
         progress(describe(into[-1]))
@@ -480,15 +479,24 @@ def run_dlrm_bench(device: str = "auto", train_rows: int = KAGGLE_TRAIN, steps: 
     return report
 
 
+def _kept_timing(earlier: list[StepTiming], label: str, cap: int, batch: int,
+                 precision: str) -> StepTiming | None:
+    """The resumed report's timing of this configuration, if it holds one."""
+    return next((t for t in earlier if (t.label, t.cap, t.batch_size, t.precision)
+                 == (label, cap, batch, precision)), None)
+
+
 def _time_whole_grid(report: DlrmBenchReport, kept: DlrmBenchReport, train: TabularSplit,
                      dev: torch.device, steps: int, vocabs: list[int], precision: str,
                      stack: bool, progress) -> None:
     """report.whole_grid: kept from the resumed report, else measured (an out-of-memory
     leaves it None and says so: the estimate then uses the methods' own groups)."""
     runs = 1 + (len(PAPER_METHODS) - 1) * len(PAPER_CAPS)
-    if kept.whole_grid and kept.whole_grid.label == grid_label(runs, stack):
-        report.whole_grid = kept.whole_grid
-        progress(describe(report.whole_grid) + " (kept from the resumed report)")
+    done = _kept_timing([kept.whole_grid] if kept.whole_grid else [], grid_label(runs, stack),
+                        0, 128, precision)
+    if done:
+        report.whole_grid = done
+        progress(describe(done) + " (kept from the resumed report)")
         return
     progress("the whole grid in one group")
     torch.cuda.reset_peak_memory_stats(dev)
