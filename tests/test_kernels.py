@@ -135,6 +135,67 @@ for g, n, k, width in [(1, 70, 5, 5), (3, 33, 130, 136), (2, 1, 1, 8)]:
     h = hashing.hash_mod_prime(ids, coefficients.unsqueeze(1)) % 1_000_000
     assert torch.equal(out[..., :k], (2 * h.double() / 999_999 - 1).float())
     assert not out[..., k:].any()
+# hnet's pair read and ROBE's windows against torch's hashes and positions; a key at the
+# top of the range exercises the mixer's wrapping products, a window at a slot near the end wraps.
+from cce_bench.embeddings.hnet import pair_keys
+for r, n, dim, signed in [(1, 70, 32, False), (3, 33, 5, True), (2, 1, 1, False)]:
+    ids = torch.randint(0, 2**40, (r, n), generator=gen)
+    ids[0, 0] = 2**63 // dim - 1
+    coef = torch.stack([hashing.draw_coefficients(1, gen)[0] for _ in range(r)])
+    sc = torch.stack([hashing.draw_coefficients(1, gen)[0] for _ in range(r)]) if signed else None
+    sizes = torch.randint(dim, 1000, (r,), generator=gen)
+    base = torch.cumsum(sizes, 0) - sizes
+    weights = torch.randn(int(sizes.sum()), generator=gen)
+    keys = pair_keys(ids, dim)
+    at = hashing.hash_mod_prime(keys, coef.view(-1, 1, 1, 1, 4))[..., 0] % sizes.view(-1, 1, 1) + base.view(-1, 1, 1)
+    sign = (1 - 2 * (hashing.hash_mod_prime(keys, sc.view(-1, 1, 1, 1, 4))[..., 0] & 1)).float() if signed else 1.0
+    out = torch.full((r, n, dim), 7.0)
+    triton_rows.read_pairs(weights, ids, coef, sc, sizes, base, out, hashing.PRIME)
+    assert torch.equal(out, weights[at] * sign), (r, n, dim)
+    grad = torch.randn(r, n, dim, generator=gen)
+    target = torch.zeros_like(weights)
+    triton_rows.add_pairs(target, ids, coef, sc, sizes, base, grad, hashing.PRIME)
+    torch.testing.assert_close(target, torch.zeros_like(weights).index_add_(0, at.reshape(-1), (grad * sign).reshape(-1)))
+from cce_bench.embeddings.robe import circular_positions
+for r, n, c, w in [(1, 50, 4, 8), (3, 17, 3, 5), (2, 1, 1, 1)]:
+    lengths = torch.randint(w, 60, (r,), generator=gen)
+    slots = torch.stack([torch.randint(0, int(l), (n, c), generator=gen) for l in lengths])
+    slots[0, 0, 0] = lengths[0] - 1  # a window that wraps
+    base = torch.randint(0, 100, (r, c), generator=gen)
+    array = torch.randn(300, generator=gen)
+    at = circular_positions(slots, w, lengths.view(-1, 1, 1, 1)) + base.view(r, 1, c, 1)
+    out = torch.full((r, n, c, w), 7.0)
+    triton_rows.read_windows(array, slots.to(torch.int32), lengths, base, out)
+    assert torch.equal(out, array[at])
+    grad = torch.randn(r, n, c, w, generator=gen)
+    target = torch.zeros(300)
+    triton_rows.add_windows(target, slots, lengths, base, grad)
+    torch.testing.assert_close(target, torch.zeros(300).index_add_(0, at.reshape(-1), grad.reshape(-1)))
+# hnet's, ROBE's and cce_robe's reads through the programs (alone and stacked), values and
+# gradients, against the torch path.
+from cce_bench.embeddings import make_embedding
+from cce_bench.models.stacked import stack_tables
+from cce_bench import kernels as _k
+def through(program, module, ids):
+    _k._triton_takes = lambda tensor: program
+    module.zero_grad()
+    out = module(ids)
+    (out * torch.arange(out.numel()).view(out.shape).sin()).sum().backward()
+    return out.detach(), [p.grad.clone() for p in module.parameters()]
+for method, opts in (("hnet", {}), ("hnet", {"signed": True}), ("robe", {}), ("cce_robe", {})):
+    members = [make_embedding(300, budget, 8, method, 4, seed=s, **opts)
+               for s, budget in enumerate((64, 200, 96))]
+    ids = torch.randint(0, 300, (3, 40), generator=gen)
+    _k._triton_takes = lambda tensor: True  # a stack built for the programs keeps no hash cache
+    stack = stack_tables(members)
+    assert getattr(stack, "slot_table", None) is None
+    for module, batch in ((members[1], ids[1]), (stack, ids)):
+        fast, fast_grads = through(True, module, batch)
+        slow, slow_grads = through(False, module, batch)
+        assert torch.equal(fast, slow), method
+        for a, b in zip(fast_grads, slow_grads):
+            torch.testing.assert_close(a, b)
+assert not _k._failed, _k._failed
 # The wrappers' Triton path (taken on CUDA only), run here through the interpreter.
 from cce_bench import kernels
 kernels._triton_takes = lambda tensor: True
@@ -233,3 +294,34 @@ def test_a_wide_dhe_on_cuda_gives_its_cpu_values():
     ids = torch.randint(0, 3000, (512,))
     expected = emb(ids)
     torch.testing.assert_close(emb.cuda()(ids.cuda()).cpu(), expected, rtol=1e-4, atol=1e-5)
+
+
+@requires_cuda
+@pytest.mark.gpu
+@pytest.mark.parametrize("method,opts", [("hnet", {}), ("hnet", {"signed": True}), ("robe", {}),
+                                         ("cce_robe", {})])
+def test_flat_reads_on_cuda_give_the_torch_values_and_gradients(monkeypatch, method, opts):
+    # hnet's hashed pairs and ROBE's windows, read and added by one program each (the key's
+    # mixer in uint64 on the GPU), against the positions torch computes; alone and stacked.
+    from cce_bench import make_embedding
+    from cce_bench.models.stacked import stack_tables
+
+    members = [make_embedding(50_000, budget, 32, method, 4, seed=s, **opts).cuda()
+               for s, budget in enumerate((1024, 40_000, 3200))]
+    ids = torch.randint(0, 50_000, (3, 4096), generator=torch.Generator().manual_seed(3)).cuda()
+    stack = stack_tables(members)  # built for the programs: no hash cache
+
+    def through(module, batch, program):
+        monkeypatch.setattr(kernels, "takes_flat", lambda array, kernel: program)
+        module.zero_grad()
+        out = module(batch)
+        (out * torch.linspace(-1, 1, out.numel(), device="cuda").view(out.shape)).sum().backward()
+        return out.detach(), [p.grad.clone() for p in module.parameters()]
+
+    for module, batch in ((members[1], ids[1]), (stack, ids)):
+        fast, fast_grads = through(module, batch, True)
+        slow, slow_grads = through(module, batch, False)
+        assert torch.equal(fast, slow)
+        for a, b in zip(fast_grads, slow_grads):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not kernels._failed

@@ -35,7 +35,7 @@ from ..errors import BudgetTooSmall
 from .base import normal_init
 from .cce import CCEmbedding
 from .registry import register
-from .robe import circular_positions, read_flat
+from .robe import circular_positions, read_windows
 
 
 @register("cce_robe")
@@ -50,13 +50,12 @@ class CCERobeEmbedding(CCEmbedding):
         self.table0 = normal_init((c, self.size), std, self.generator)
         self.table1 = normal_init((c, self.size), std, self.generator)
 
-    def _positions(self, slots: torch.Tensor) -> torch.Tensor:
-        """Flat positions in a (c, L) array of the windows at slots (N, c): (N, c, w)."""
-        base = torch.arange(self.n_chunks, device=slots.device).unsqueeze(-1) * self.size  # (c, 1)
-        return circular_positions(slots, self.width, self.size) + base
-
     def _read(self, table: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
-        return read_flat(table.reshape(-1), self._positions(slots)).reshape(len(slots), self.dim)
+        base = torch.arange(self.n_chunks, device=slots.device).view(1, -1) * self.size  # (1, c)
+        windows = read_windows(table.reshape(-1), slots.unsqueeze(0),
+                               slots.new_full((1,), self.size, dtype=torch.int64), base,
+                               self.width)
+        return windows.reshape(len(slots), self.dim)
 
     def _scatter_add(self, target: torch.Tensor, slots: torch.Tensor, values: torch.Tensor) -> None:
         c = self.n_chunks

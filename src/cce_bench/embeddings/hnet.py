@@ -35,11 +35,12 @@ from __future__ import annotations
 
 import torch
 
+from .. import kernels
 from ..errors import BudgetTooSmall
 from .base import CompressedEmbedding, normal_init
 from .hashing import draw_coefficients, hash_mod_prime
 from .registry import register
-from .robe import read_flat
+from .robe import ProgramRead, read_flat
 
 
 def pair_keys(ids: torch.Tensor, dim: int) -> torch.Tensor:
@@ -51,6 +52,32 @@ def pair_keys(ids: torch.Tensor, dim: int) -> torch.Tensor:
 def pair_hash(ids: torch.Tensor, dim: int, coefficients: torch.Tensor) -> torch.Tensor:
     """u(i * dim + k) for ids (N,), k < dim and one function (4,): (N, dim) in [0, p)."""
     return hash_mod_prime(pair_keys(ids, dim), coefficients.unsqueeze(0))[..., 0]
+
+
+def read_hashed(weights: torch.Tensor, ids: torch.Tensor, coefficients: torch.Tensor,
+                sign_coefficients: torch.Tensor | None, sizes: torch.Tensor, base: torch.Tensor,
+                dim: int) -> torch.Tensor:
+    """Member r's e(i)[k] = xi_r(i, k) * w[base[r] + h_r(i, k)] for ids (R, N), with the
+    functions coefficients (R, 4) (and sign_coefficients, signed) into [0, sizes[r]) -> (R, N,
+    dim). On CUDA one program hashes and reads (kernels.read_pairs); elsewhere torch computes
+    every key's hash into memory and index_select reads it."""
+    def positions():
+        keys = pair_keys(ids, dim)  # (R, N, dim)
+        h = hash_mod_prime(keys, coefficients.view(-1, 1, 1, 1, 4))[..., 0]
+        at = h % sizes.view(-1, 1, 1) + base.view(-1, 1, 1)
+        if sign_coefficients is None:
+            return at, None
+        return at, 1 - 2 * (hash_mod_prime(keys, sign_coefficients.view(-1, 1, 1, 1, 4))[..., 0] & 1)
+
+    if not kernels.takes_flat(weights, "read_pairs"):
+        at, signs = positions()
+        out = read_flat(weights, at)
+        return out if signs is None else out * signs.to(out.dtype)
+    return ProgramRead.apply(
+        weights, lambda w: kernels.read_pairs(w, ids, coefficients, sign_coefficients, sizes,
+                                              base, dim),
+        lambda target, grad: kernels.add_pairs(target, ids, coefficients, sign_coefficients,
+                                               sizes, base, grad), positions)
 
 
 @register("hnet")
@@ -77,6 +104,11 @@ class HashedNetEmbedding(CompressedEmbedding):
         return 1 - 2 * (pair_hash(ids, self.dim, self.sign_coefficients) & 1)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
+        if kernels.takes_flat(self.weights, "read_pairs"):  # one member: sizes (1,), base (1,)
+            sign = self.sign_coefficients.view(1, 4) if self.signed else None
+            return read_hashed(self.weights, ids.view(1, -1), self.index_coefficients.view(1, 4),
+                               sign, ids.new_full((1,), self.size, dtype=torch.int64),
+                               ids.new_zeros(1, dtype=torch.int64), self.dim)[0]
         out = read_flat(self.weights, self.slots(ids))  # (N, dim)
         if self.signed:
             out = out * self.signs(ids).to(out.dtype)

@@ -27,6 +27,13 @@ are the same operations, correctly rounded. (Torch on CUDA divides by a Python n
 product with its reciprocal, which at the default hash range of 10^6 gives the same float32 for
 every hash value; at some larger ranges a rare value differs in its last bit.)
 
+`read_pairs` and `read_windows` read hnet's and ROBE's flat arrays in one program each, the
+positions computed in registers: hnet's pair hash (hashing.py's mixer and linear step, the same
+integers as torch's) and ROBE's circular windows, where torch writes every position to memory
+over a dozen int64 element-wise kernels and reads them back for index_select. Their backwards,
+`add_pairs` and `add_windows`, recompute the positions and add atomically, as index_add_ does
+on CUDA.
+
 `gather_rows` and `scatter_add_rows` fall back to torch's index_select and index_add_ on the
 CPU, where triton is missing or its first launch failed, for rows of at least WIDE_ROW_BYTES (a
 block per row suits them) and for layouts the kernels do not take. Unlike index_select, the
@@ -159,3 +166,63 @@ def dhe_encoding(ids: torch.Tensor, coefficients: torch.Tensor, m: int,
     out = torch.empty(*ids.shape, width, dtype=torch.float32, device=ids.device)
     taken = _launch("dhe_uniform", mixed_pieces(ids), coefficients.contiguous(), m, PRIME, out)
     return out if taken else None
+
+
+def takes_flat(array: torch.Tensor, kernel: str) -> bool:
+    """Whether a flat-read program runs on array: float32 and contiguous on the current CUDA
+    device, outside deterministic mode (its atomic sums are unordered), and not given up."""
+    return (array.dtype == torch.float32 and array.dim() == 1 and array.is_contiguous()
+            and not torch.are_deterministic_algorithms_enabled() and kernel not in _failed
+            and _triton_takes(array))
+
+
+def read_pairs(weights: torch.Tensor, ids: torch.Tensor, coefficients: torch.Tensor,
+               sign_coefficients: torch.Tensor | None, sizes: torch.Tensor, base: torch.Tensor,
+               dim: int) -> torch.Tensor | None:
+    """hnet's read: out[r, i, k] = weights[base[r] + h_r(ids[r, i] * dim + k) mod sizes[r]]
+    (times a sign when sign_coefficients) for ids (R, N), coefficients (R, 4) int64, sizes and
+    base (R,) int64 -> (R, N, dim); None where the program does not run (not differentiable:
+    hnet.py's read wraps it)."""
+    if not takes_flat(weights, "read_pairs"):
+        return None
+    from ..embeddings.hashing import PRIME
+
+    out = torch.empty(*ids.shape, dim, dtype=weights.dtype, device=weights.device)
+    taken = _launch("read_pairs", weights, ids.contiguous(), coefficients.contiguous(),
+                    sign_coefficients, sizes, base, out, PRIME)
+    return out if taken else None
+
+
+def add_pairs(target: torch.Tensor, ids: torch.Tensor, coefficients: torch.Tensor,
+              sign_coefficients: torch.Tensor | None, sizes: torch.Tensor, base: torch.Tensor,
+              grad: torch.Tensor) -> bool:
+    """read_pairs' backward: target[position] += sign * grad (R, N, dim) in place; False where
+    the program does not run."""
+    if not takes_flat(target, "add_pairs"):
+        return False
+    from ..embeddings.hashing import PRIME
+
+    return _launch("add_pairs", target, ids.contiguous(), coefficients.contiguous(),
+                   sign_coefficients, sizes, base, grad.contiguous(), PRIME)
+
+
+def read_windows(array: torch.Tensor, slots: torch.Tensor, lengths: torch.Tensor,
+                 base: torch.Tensor, width: int) -> torch.Tensor | None:
+    """ROBE's read: out[r, i, j, t] = array[base[r, j] + (slots[r, i, j] + t) mod lengths[r]]
+    for slots (R, N, c) in [0, lengths[r]), t < width <= lengths[r], lengths (R,) and base
+    (R, c) int64 -> (R, N, c, width); None where the program does not run."""
+    if not takes_flat(array, "read_windows"):
+        return None
+    out = torch.empty(*slots.shape, width, dtype=array.dtype, device=array.device)
+    taken = _launch("read_windows", array, slots.contiguous(), lengths, base.contiguous(), out)
+    return out if taken else None
+
+
+def add_windows(target: torch.Tensor, slots: torch.Tensor, lengths: torch.Tensor,
+                base: torch.Tensor, grad: torch.Tensor) -> bool:
+    """read_windows' backward: every window's positions += grad (R, N, c, width) in place;
+    False where the program does not run."""
+    if not takes_flat(target, "add_windows"):
+        return False
+    return _launch("add_windows", target, slots.contiguous(), lengths, base.contiguous(),
+                   grad.contiguous())

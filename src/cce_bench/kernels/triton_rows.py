@@ -1,6 +1,7 @@
 """The Triton programs behind kernels/: gather_rows and scatter_add_rows (each program moves a
 block of BLOCK rows of WIDTH columns, width padded to a power of two and masked),
-nearest_centroids and dhe_encoding."""
+nearest_centroids, dhe_encoding, and the flat reads of hnet and ROBE (read_pairs,
+read_windows) with their scatter-adds."""
 
 from __future__ import annotations
 
@@ -172,3 +173,136 @@ def dhe_uniform(pieces: torch.Tensor, coefficients: torch.Tensor, m: int, prime:
         grid = (triton.cdiv(n, ENCODE_BLOCK_N), triton.cdiv(k_out, ENCODE_BLOCK_K), g)
         _dhe_uniform[grid](pieces, coefficients, out, n, k, k_out, m, PRIME=prime,
                            BLOCK_N=ENCODE_BLOCK_N, BLOCK_K=ENCODE_BLOCK_K)
+
+
+# Ids (hnet) or windows (robe) one flat-read program handles, times their width: 4,096 values,
+# as PROGRAM_ELEMENTS for rows.
+FLAT_PROGRAM_ELEMENTS = 4096
+
+
+@triton.jit
+def _universal(z, c, PRIME: tl.constexpr):
+    """hashing.py's linear step on mixed keys z (uint64) with the function at c (a1, a2, a3, b):
+    a value in [0, p). Products below 2^53, their sum below 2^55: int64 never overflows."""
+    z2 = ((z >> 43) & 0x1FFFFF).to(tl.int64)
+    z1 = ((z >> 22) & 0x1FFFFF).to(tl.int64)
+    z0 = (z & 0x3FFFFF).to(tl.int64)
+    return (tl.load(c + 3) + tl.load(c) * z2 + tl.load(c + 1) * z1 + tl.load(c + 2) * z0) % PRIME
+
+
+@triton.jit
+def _pair_block(ids, coefficients, sign_coefficients, sizes, base, n, dim, PRIME: tl.constexpr,
+                SIGNED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
+    """hnet's positions of member program_id(1)'s ids in the stacked weights, each coordinate's
+    sign (1.0 unsigned), the (id, coordinate) offsets in the (R, N, dim) output and the mask.
+    The key i * dim + k goes through splitmix64's finalizer in uint64, whose products wrap
+    modulo 2^64 as hashing.mix's int64 ones do, and whose shifts are logical."""
+    member = tl.program_id(1).to(tl.int64)
+    row = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col = tl.arange(0, BLOCK_D)
+    mask = (row < n)[:, None] & (col < dim)[None, :]
+    i = tl.load(ids + member * n + row, mask=row < n, other=0).to(tl.int64)
+    z = (i[:, None] * dim + col[None, :]).to(tl.uint64, bitcast=True)
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+    z = z ^ (z >> 31)
+    position = (_universal(z, coefficients + member * 4, PRIME) % tl.load(sizes + member)
+                + tl.load(base + member))
+    if SIGNED:
+        sign = 1.0 - 2.0 * (_universal(z, sign_coefficients + member * 4, PRIME) & 1).to(tl.float32)
+    else:
+        sign = tl.full((BLOCK_N, BLOCK_D), 1.0, tl.float32)
+    return position, sign, (member * n + row)[:, None] * dim + col[None, :], mask
+
+
+@triton.jit
+def _read_pairs(weights, ids, coefficients, sign_coefficients, sizes, base, out, n, dim,
+                PRIME: tl.constexpr, SIGNED: tl.constexpr, BLOCK_N: tl.constexpr,
+                BLOCK_D: tl.constexpr):
+    position, sign, at, mask = _pair_block(ids, coefficients, sign_coefficients, sizes, base, n,
+                                           dim, PRIME, SIGNED, BLOCK_N, BLOCK_D)
+    tl.store(out + at, tl.load(weights + position, mask=mask, other=0.0) * sign, mask=mask)
+
+
+@triton.jit
+def _add_pairs(target, ids, coefficients, sign_coefficients, sizes, base, grad, n, dim,
+               PRIME: tl.constexpr, SIGNED: tl.constexpr, BLOCK_N: tl.constexpr,
+               BLOCK_D: tl.constexpr):
+    position, sign, at, mask = _pair_block(ids, coefficients, sign_coefficients, sizes, base, n,
+                                           dim, PRIME, SIGNED, BLOCK_N, BLOCK_D)
+    tl.atomic_add(target + position, tl.load(grad + at, mask=mask) * sign, mask=mask,
+                  sem="relaxed")
+
+
+def _pairs(kernel, flat, ids, coefficients, sign_coefficients, sizes, base, values, prime):
+    r, n = ids.shape
+    dim = values.shape[2]
+    width = triton.next_power_of_2(dim)
+    block = max(16, FLAT_PROGRAM_ELEMENTS // width)
+    if r and n:
+        signed = sign_coefficients is not None
+        kernel[(triton.cdiv(n, block), r)](
+            flat, ids, coefficients, sign_coefficients if signed else coefficients, sizes, base,
+            values, n, dim, PRIME=prime, SIGNED=signed, BLOCK_N=block, BLOCK_D=width)
+
+
+def read_pairs(weights, ids, coefficients, sign_coefficients, sizes, base, out, prime):
+    """out (R, N, dim) := hnet's weights at member r's hashed (id, coordinate) positions."""
+    _pairs(_read_pairs, weights, ids, coefficients, sign_coefficients, sizes, base, out, prime)
+
+
+def add_pairs(target, ids, coefficients, sign_coefficients, sizes, base, grad, prime):
+    """target[position of (r, id, k)] += sign * grad[r, id, k]: read_pairs' backward."""
+    _pairs(_add_pairs, target, ids, coefficients, sign_coefficients, sizes, base, grad, prime)
+
+
+@triton.jit
+def _window_block(slots, lengths, base, n, chunks, width, BLOCK_N: tl.constexpr,
+                  BLOCK_W: tl.constexpr):
+    """ROBE's positions of member program_id(1)'s windows (N * c of them, chunk j's at slot s:
+    base[r, j] + (s + t) mod L_r for t < width, s < L_r and width <= L_r), their offsets in the
+    (R, N, c, width) output and the mask."""
+    member = tl.program_id(1).to(tl.int64)
+    window = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    inside = window < n * chunks
+    slot = tl.load(slots + member * n * chunks + window, mask=inside, other=0).to(tl.int64)
+    start = tl.load(base + member * chunks + window % chunks, mask=inside, other=0)
+    length = tl.load(lengths + member)
+    t = tl.arange(0, BLOCK_W)
+    position = slot[:, None] + t[None, :]
+    position = tl.where(position >= length, position - length, position) + start[:, None]
+    at = (member * n * chunks + window)[:, None] * width + t[None, :]
+    return position, at, inside[:, None] & (t[None, :] < width)
+
+
+@triton.jit
+def _read_windows(array, slots, lengths, base, out, n, chunks, width, BLOCK_N: tl.constexpr,
+                  BLOCK_W: tl.constexpr):
+    position, at, mask = _window_block(slots, lengths, base, n, chunks, width, BLOCK_N, BLOCK_W)
+    tl.store(out + at, tl.load(array + position, mask=mask, other=0.0), mask=mask)
+
+
+@triton.jit
+def _add_windows(target, slots, lengths, base, grad, n, chunks, width, BLOCK_N: tl.constexpr,
+                 BLOCK_W: tl.constexpr):
+    position, at, mask = _window_block(slots, lengths, base, n, chunks, width, BLOCK_N, BLOCK_W)
+    tl.atomic_add(target + position, tl.load(grad + at, mask=mask), mask=mask, sem="relaxed")
+
+
+def _windows(kernel, flat, slots, lengths, base, values):
+    r, n, chunks, width = values.shape
+    padded = triton.next_power_of_2(width)
+    block = max(16, FLAT_PROGRAM_ELEMENTS // padded)
+    if r and n and chunks:
+        kernel[(triton.cdiv(n * chunks, block), r)](flat, slots, lengths, base, values, n, chunks,
+                                                    width, BLOCK_N=block, BLOCK_W=padded)
+
+
+def read_windows(array, slots, lengths, base, out):
+    """out (R, N, c, w) := ROBE's windows of the flat array at slots (R, N, c)."""
+    _windows(_read_windows, array, slots, lengths, base, out)
+
+
+def add_windows(target, slots, lengths, base, grad):
+    """target[every position of every window] += grad (R, N, c, w): read_windows' backward."""
+    _windows(_add_windows, target, slots, lengths, base, grad)

@@ -26,12 +26,13 @@ from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
 from ..embeddings.hashing import hash_mod_prime
 from ..embeddings.hemb import HashEmbeddings
-from ..embeddings.hnet import HashedNetEmbedding, pair_keys
+from ..embeddings.hnet import HashedNetEmbedding, pair_keys, read_hashed
 from ..embeddings.ldim import LowDimensionalEmbedding
 from ..embeddings.pq import ProductQuantizedEmbedding
 from ..embeddings.qr import QREmbedding
-from ..embeddings.robe import RobeEmbedding, circular_positions, read_flat
+from ..embeddings.robe import RobeEmbedding, read_flat, read_windows
 from ..embeddings.tt import TensorTrainEmbedding, materialise
+from .. import kernels
 from ..kernels import take_rows
 from .stacked import Stack, stacks
 
@@ -136,19 +137,20 @@ class CCERobeStack(Stack):
     def __init__(self, members: list[nn.Module]):
         super().__init__(members)
         starts0, starts1 = _stored_and_hashed(self, members)
-        lengths = self._ints([m.size for m in members]).view(-1, 1, 1, 1)
-        chunk = torch.arange(self.chunks, device=self.device).view(1, 1, -1, 1)
+        lengths = self._ints([m.size for m in members])
+        chunk = torch.arange(self.chunks, device=self.device).view(1, -1)
         self.register_buffer("lengths", lengths, persistent=False)
-        self.register_buffer("base0", starts0.view(-1, 1, 1, 1) + chunk * lengths,
+        # Where chunk j of member r starts in each flat table: (R, c).
+        self.register_buffer("base0", starts0.view(-1, 1) + chunk * lengths.view(-1, 1),
                              persistent=False)
-        self.register_buffer("base1", starts1.view(-1, 1, 1, 1) + chunk * lengths,
+        self.register_buffer("base1", starts1.view(-1, 1) + chunk * lengths.view(-1, 1),
                              persistent=False)
         self._id_base(self.vocab)
 
     def _read(self, flat: torch.Tensor, base: torch.Tensor, slots: torch.Tensor) -> torch.Tensor:
         r, n, _ = slots.shape
-        positions = circular_positions(slots, self.width, self.lengths) + base  # (R, N, c, w)
-        return read_flat(flat, positions).reshape(r, n, self.dim)
+        windows = read_windows(flat, slots, self.lengths, base, self.width)  # (R, N, c, w)
+        return windows.reshape(r, n, self.dim)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         slots0 = take_rows(self.index.view(-1, self.chunks), ids + self.id_base)
@@ -177,14 +179,15 @@ class RobeStack(Stack):
         self.width = members[0].width
         starts = self._flat("array", "array")
         self.hash = self._hash("hash", "hash")
-        self.register_buffer("lengths", self._ints([m.size for m in members]).view(-1, 1, 1, 1),
-                             persistent=False)
-        self.register_buffer("base", starts.view(-1, 1, 1, 1), persistent=False)
+        self.register_buffer("lengths", self._ints([m.size for m in members]), persistent=False)
+        # Every chunk of member r reads its one array: (R, c), each row the member's start.
+        self.register_buffer("base", starts.view(-1, 1).expand(-1, members[0].n_chunks)
+                             .contiguous(), persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         r, n = ids.shape
-        positions = circular_positions(self.hash(ids), self.width, self.lengths) + self.base
-        return read_flat(self.array, positions).reshape(r, n, self.dim)
+        windows = read_windows(self.array, self.hash(ids), self.lengths, self.base, self.width)
+        return windows.reshape(r, n, self.dim)
 
 
 @stacks(HashedNetEmbedding)
@@ -200,10 +203,12 @@ class HashedNetStack(Stack):
         self.register_buffer("sizes", self._ints([m.size for m in members]).view(-1, 1, 1),
                              persistent=False)
         self.register_buffer("base", starts.view(-1, 1, 1), persistent=False)
-        # Every id's slots (and signs), as StackedHash caches its values: (R, vocab, dim).
+        # Every id's slots (and signs), as StackedHash caches its values: (R, vocab, dim),
+        # where no program computes them in the step (kernels.read_pairs, on CUDA).
         self.register_buffer("slot_table", None, persistent=False)
         self.register_buffer("sign_table", None, persistent=False)
-        if self.cached(self.dim * (2 if self.signed else 1)):
+        if (self.cached(self.dim * (2 if self.signed else 1))
+                and not kernels.takes_flat(self.weights, "read_pairs")):
             self._id_base(self.vocab)
             self.slot_table, self.sign_table = self._slots_and_signs(self.all_ids())
 
@@ -229,14 +234,14 @@ class HashedNetStack(Stack):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.slot_table is None:
-            slots, signs = self._slots_and_signs(ids)
-        else:
-            rows = ids + self.id_base
-            slots = take_rows(self.slot_table.view(-1, self.dim), rows)
-            signs = take_rows(self.sign_table.view(-1, self.dim), rows) if self.signed else None
+            return read_hashed(self.weights, ids, self.index_coefficients,
+                               self.sign_coefficients if self.signed else None,
+                               self.sizes.view(-1), self.base.view(-1), self.dim)
+        rows = ids + self.id_base
+        slots = take_rows(self.slot_table.view(-1, self.dim), rows)
         out = read_flat(self.weights, slots + self.base)
         if self.signed:
-            out = out * signs.to(out.dtype)
+            out = out * take_rows(self.sign_table.view(-1, self.dim), rows).to(out.dtype)
         return out
 
 
