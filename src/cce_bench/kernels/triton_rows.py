@@ -306,3 +306,41 @@ def read_windows(array, slots, lengths, base, out):
 def add_windows(target, slots, lengths, base, grad):
     """target[every position of every window] += grad (R, N, c, w): read_windows' backward."""
     _windows(_add_windows, target, slots, lengths, base, grad)
+
+
+# Values one AdamW program updates (fp32: 16 KB of each of the four streams it reads).
+ADAMW_BLOCK = 4096
+
+
+@triton.jit
+def _adamw(param, grad, exp_avg, exp_avg_sq, step, n, lr, beta1, beta2, log2_beta1, log2_beta2,
+           eps, weight_decay, BLOCK: tl.constexpr):
+    """One AdamW update of n values, torch's fused AdamW's arithmetic in fp32 (decoupled weight
+    decay, then the moments, then the bias-corrected step), at step count *step + 1 (the caller
+    adds the 1 after every tensor's update). beta^t is exp2(t log2 beta)."""
+    i = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < n
+    t = tl.load(step) + 1.0
+    p = tl.load(param + i, mask=mask)
+    g = tl.load(grad + i, mask=mask)
+    m = tl.load(exp_avg + i, mask=mask)
+    v = tl.load(exp_avg_sq + i, mask=mask)
+    p = p - lr * weight_decay * p
+    m = beta1 * m + (1.0 - beta1) * g
+    v = beta2 * v + (1.0 - beta2) * g * g
+    step_size = lr / (1.0 - tl.exp2(t * log2_beta1))
+    denom = tl.sqrt(v) / tl.sqrt(1.0 - tl.exp2(t * log2_beta2)) + eps
+    tl.store(param + i, p - step_size * m / denom, mask=mask)
+    tl.store(exp_avg + i, m, mask=mask)
+    tl.store(exp_avg_sq + i, v, mask=mask)
+
+
+def adamw(param, grad, exp_avg, exp_avg_sq, step, lr, beta1, beta2, eps, weight_decay):
+    """In place on contiguous fp32 tensors of one shape; step: the (1,) fp32 count before."""
+    import math
+
+    n = param.numel()
+    if n:
+        _adamw[(triton.cdiv(n, ADAMW_BLOCK),)](
+            param, grad, exp_avg, exp_avg_sq, step, n, lr, beta1, beta2, math.log2(beta1),
+            math.log2(beta2), eps, weight_decay, BLOCK=ADAMW_BLOCK, num_warps=8)
