@@ -226,18 +226,3 @@ def add_windows(target: torch.Tensor, slots: torch.Tensor, lengths: torch.Tensor
         return False
     return _launch("add_windows", target, slots.contiguous(), lengths, base.contiguous(),
                    grad.contiguous())
-
-
-def adamw_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
-           exp_avg_sq: torch.Tensor, step: torch.Tensor, lr: float, beta1: float, beta2: float,
-           eps: float, weight_decay: float) -> bool:
-    """One AdamW update in place (optim.AdamW), at step count step + 1, by one Triton program;
-    False where it does not run (fp32 contiguous tensors of one shape on the current CUDA
-    device; step a one-value fp32 tensor there)."""
-    tensors = (param, grad, exp_avg, exp_avg_sq)
-    if not (all(t.dtype == torch.float32 and t.is_contiguous() and t.device == param.device
-                and t.shape == param.shape for t in tensors)
-            and step.dtype == torch.float32 and step.numel() == 1 and step.device == param.device
-            and "adamw" not in _failed and _triton_takes(param)):
-        return False
-    return _launch("adamw", *tensors, step, lr, beta1, beta2, eps, weight_decay)
