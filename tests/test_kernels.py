@@ -182,7 +182,7 @@ def through(program, module, ids):
     out = module(ids)
     (out * torch.arange(out.numel()).view(out.shape).sin()).sum().backward()
     return out.detach(), [p.grad.clone() for p in module.parameters()]
-for method, opts in (("hnet", {}), ("hnet", {"signed": True}), ("robe", {}), ("cce_robe", {})):
+for method, opts in (("hnet", {}), ("robe", {}), ("cce_robe", {})):
     members = [make_embedding(300, budget, 8, method, 4, seed=s, **opts)
                for s, budget in enumerate((64, 200, 96))]
     ids = torch.randint(0, 300, (3, 40), generator=gen)
@@ -298,8 +298,7 @@ def test_a_wide_dhe_on_cuda_gives_its_cpu_values():
 
 @requires_cuda
 @pytest.mark.gpu
-@pytest.mark.parametrize("method,opts", [("hnet", {}), ("hnet", {"signed": True}), ("robe", {}),
-                                         ("cce_robe", {})])
+@pytest.mark.parametrize("method,opts", [("hnet", {}), ("robe", {}), ("cce_robe", {})])
 def test_flat_reads_on_cuda_give_the_torch_values_and_gradients(monkeypatch, method, opts):
     # hnet's hashed pairs and ROBE's windows, read and added by one program each (the key's
     # mixer in uint64 on the GPU), against the positions torch computes; alone and stacked.

@@ -69,7 +69,9 @@ def read_hashed(weights: torch.Tensor, ids: torch.Tensor, coefficients: torch.Te
             return at, None
         return at, 1 - 2 * (hash_mod_prime(keys, sign_coefficients.view(-1, 1, 1, 1, 4))[..., 0] & 1)
 
-    if not kernels.takes_flat(weights, "read_pairs"):
+    # The signed read is left to torch on CUDA: its program matched torch in Triton's
+    # interpreter but not on an H200 (not yet found why); the authors' hnet is unsigned.
+    if sign_coefficients is not None or not kernels.takes_flat(weights, "read_pairs"):
         at, signs = positions()
         out = read_flat(weights, at)
         return out if signs is None else out * signs.to(out.dtype)
@@ -104,10 +106,9 @@ class HashedNetEmbedding(CompressedEmbedding):
         return 1 - 2 * (pair_hash(ids, self.dim, self.sign_coefficients) & 1)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        if kernels.takes_flat(self.weights, "read_pairs"):  # one member: sizes (1,), base (1,)
-            sign = self.sign_coefficients.view(1, 4) if self.signed else None
+        if not self.signed and kernels.takes_flat(self.weights, "read_pairs"):  # one member
             return read_hashed(self.weights, ids.view(1, -1), self.index_coefficients.view(1, 4),
-                               sign, ids.new_full((1,), self.size, dtype=torch.int64),
+                               None, ids.new_full((1,), self.size, dtype=torch.int64),
                                ids.new_zeros(1, dtype=torch.int64), self.dim)[0]
         out = read_flat(self.weights, self.slots(ids))  # (N, dim)
         if self.signed:

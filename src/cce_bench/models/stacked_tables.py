@@ -208,7 +208,7 @@ class HashedNetStack(Stack):
         self.register_buffer("slot_table", None, persistent=False)
         self.register_buffer("sign_table", None, persistent=False)
         if (self.cached(self.dim * (2 if self.signed else 1))
-                and not kernels.takes_flat(self.weights, "read_pairs")):
+                and (self.signed or not kernels.takes_flat(self.weights, "read_pairs"))):
             self._id_base(self.vocab)
             self.slot_table, self.sign_table = self._slots_and_signs(self.all_ids())
 
