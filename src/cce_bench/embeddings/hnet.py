@@ -54,6 +54,18 @@ def pair_hash(ids: torch.Tensor, dim: int, coefficients: torch.Tensor) -> torch.
     return hash_mod_prime(pair_keys(ids, dim), coefficients.unsqueeze(0))[..., 0]
 
 
+def member_slots(ids: torch.Tensor, dim: int, coefficients: torch.Tensor,
+                 sign_coefficients: torch.Tensor | None,
+                 sizes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Member r's h_r(i, k) in [0, sizes[r]) for ids (R, N) by coefficients (R, 4): (R, N, dim)
+    int64, and the signs xi_r(i, k) (+-1) when sign_coefficients, in torch."""
+    keys = pair_keys(ids, dim)  # (R, N, dim)
+    slots = hash_mod_prime(keys, coefficients.view(-1, 1, 1, 1, 4))[..., 0] % sizes.view(-1, 1, 1)
+    if sign_coefficients is None:
+        return slots, None
+    return slots, 1 - 2 * (hash_mod_prime(keys, sign_coefficients.view(-1, 1, 1, 1, 4))[..., 0] & 1)
+
+
 def read_hashed(weights: torch.Tensor, ids: torch.Tensor, coefficients: torch.Tensor,
                 sign_coefficients: torch.Tensor | None, sizes: torch.Tensor, base: torch.Tensor,
                 dim: int) -> torch.Tensor:
@@ -62,12 +74,8 @@ def read_hashed(weights: torch.Tensor, ids: torch.Tensor, coefficients: torch.Te
     dim). On CUDA one program hashes and reads (kernels.read_pairs); elsewhere torch computes
     every key's hash into memory and index_select reads it."""
     def positions():
-        keys = pair_keys(ids, dim)  # (R, N, dim)
-        h = hash_mod_prime(keys, coefficients.view(-1, 1, 1, 1, 4))[..., 0]
-        at = h % sizes.view(-1, 1, 1) + base.view(-1, 1, 1)
-        if sign_coefficients is None:
-            return at, None
-        return at, 1 - 2 * (hash_mod_prime(keys, sign_coefficients.view(-1, 1, 1, 1, 4))[..., 0] & 1)
+        slots, signs = member_slots(ids, dim, coefficients, sign_coefficients, sizes)
+        return slots + base.view(-1, 1, 1), signs
 
     # The signed read is left to torch on CUDA: its program matched torch in Triton's
     # interpreter but not on an H200 (not yet found why); the authors' hnet is unsigned.

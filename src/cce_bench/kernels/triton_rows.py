@@ -175,11 +175,6 @@ def dhe_uniform(pieces: torch.Tensor, coefficients: torch.Tensor, m: int, prime:
                            BLOCK_N=ENCODE_BLOCK_N, BLOCK_K=ENCODE_BLOCK_K)
 
 
-# Ids (hnet) or windows (robe) one flat-read program handles, times their width: 4,096 values,
-# as PROGRAM_ELEMENTS for rows.
-FLAT_PROGRAM_ELEMENTS = 4096
-
-
 @triton.jit
 def _universal(z, c, PRIME: tl.constexpr):
     """hashing.py's linear step on mixed keys z (uint64) with the function at c (a1, a2, a3, b):
@@ -237,11 +232,10 @@ def _add_pairs(target, ids, coefficients, sign_coefficients, sizes, base, grad, 
 def _pairs(kernel, flat, ids, coefficients, sign_coefficients, sizes, base, values, prime):
     r, n = ids.shape
     dim = values.shape[2]
-    width = triton.next_power_of_2(dim)
-    block = max(16, FLAT_PROGRAM_ELEMENTS // width)
+    (programs,), block, width = _shape(n, dim)  # ids as rows of dim values
     if r and n:
         signed = sign_coefficients is not None
-        kernel[(triton.cdiv(n, block), r)](
+        kernel[(programs, r)](
             flat, ids, coefficients, sign_coefficients if signed else coefficients, sizes, base,
             values, n, dim, PRIME=prime, SIGNED=signed, BLOCK_N=block, BLOCK_D=width)
 
@@ -291,11 +285,10 @@ def _add_windows(target, slots, lengths, base, grad, n, chunks, width, BLOCK_N: 
 
 def _windows(kernel, flat, slots, lengths, base, values):
     r, n, chunks, width = values.shape
-    padded = triton.next_power_of_2(width)
-    block = max(16, FLAT_PROGRAM_ELEMENTS // padded)
+    (programs,), block, padded = _shape(n * chunks, width)  # windows as rows of width values
     if r and n and chunks:
-        kernel[(triton.cdiv(n * chunks, block), r)](flat, slots, lengths, base, values, n, chunks,
-                                                    width, BLOCK_N=block, BLOCK_W=padded)
+        kernel[(programs, r)](flat, slots, lengths, base, values, n, chunks, width,
+                              BLOCK_N=block, BLOCK_W=padded)
 
 
 def read_windows(array, slots, lengths, base, out):

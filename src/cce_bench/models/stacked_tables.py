@@ -24,9 +24,8 @@ from ..embeddings.ce import CompositionalEmbedding
 from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, run_mlp
 from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
-from ..embeddings.hashing import hash_mod_prime
 from ..embeddings.hemb import HashEmbeddings
-from ..embeddings.hnet import HashedNetEmbedding, pair_keys, read_hashed
+from ..embeddings.hnet import HashedNetEmbedding, member_slots, read_hashed
 from ..embeddings.ldim import LowDimensionalEmbedding
 from ..embeddings.pq import ProductQuantizedEmbedding
 from ..embeddings.qr import QREmbedding
@@ -212,17 +211,12 @@ class HashedNetStack(Stack):
             self._id_base(self.vocab)
             self.slot_table, self.sign_table = self._slots_and_signs(self.all_ids())
 
-    def _pair_hash(self, keys: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-        """hnet's pair_hash with member r's function on row r: keys (R, N, dim)."""
-        return hash_mod_prime(keys, coefficients.view(-1, 1, 1, 1, 4))[..., 0]
-
     def _slots_and_signs(self, ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Member slots (R, N, dim) in its weights, and signs (+-1) when signed."""
-        keys = pair_keys(ids, self.dim)  # (R, N, dim)
-        slots = (self._pair_hash(keys, self.index_coefficients) % self.sizes).to(torch.int32)
-        if not self.signed:
-            return slots, None
-        return slots, (1 - 2 * (self._pair_hash(keys, self.sign_coefficients) & 1)).to(torch.int32)
+        """Member slots (R, N, dim) in its weights, and signs (+-1) when signed: int32."""
+        slots, signs = member_slots(ids, self.dim, self.index_coefficients,
+                                    self.sign_coefficients if self.signed else None,
+                                    self.sizes.view(-1))
+        return slots.to(torch.int32), None if signs is None else signs.to(torch.int32)
 
     @torch.no_grad()
     def refresh(self) -> None:
