@@ -33,6 +33,7 @@ from .models import build_model, model_size
 from .models.dlrm import dense_precision
 from .stacking import (StackedEpoch, StackMember, awaiting_compression, find_twins,
                        plan_stacks)
+from .optim import AdamW
 from .steps import PlainEpoch, Split, StaticEpoch, capture_steps, reset_optimizer_state
 from .streaming import HostSplit, StreamingEpoch, fits_on_device
 
@@ -110,12 +111,14 @@ def fuse_sparse_updates(model: nn.Module, run: RunConfig) -> None:
 def make_optimizer(model: nn.Module, run: RunConfig, device: torch.device) -> torch.optim.Optimizer:
     # On CUDA the fused kernels update every tensor in one launch; AdamW's capturable flag keeps
     # its step counter on the device so the update can live inside a CUDA graph (SGD has none).
+    # optim.AdamW is that AdamW, updating a stack's flat tables with one program each.
     cuda = device.type == "cuda"
     if run.optimizer == "sgd":
         return torch.optim.SGD(model.parameters(), lr=run.lr, weight_decay=run.weight_decay,
                                fused=cuda or None)
-    return torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=run.weight_decay,
-                             fused=cuda or None, capturable=cuda)
+    if cuda:
+        return AdamW(model.parameters(), lr=run.lr, weight_decay=run.weight_decay)
+    return torch.optim.AdamW(model.parameters(), lr=run.lr, weight_decay=run.weight_decay)
 
 
 def make_stepper(stepper: str, model: nn.Module, optimizer: torch.optim.Optimizer,

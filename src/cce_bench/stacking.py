@@ -52,7 +52,7 @@ from .config import RunConfig
 from .embeddings.kmeans import kmeans_many, resolve_backend
 from .embeddings.registry import get_method
 from .models.dlrm import DLRM
-from .models.stacked import StackedGMF, stack_class
+from .models.stacked import StackedGMF, flat_slices, stack_class
 from .models.stacked_dlrm import StackedDLRM
 from .order import EpochOrder
 from .steps import Split, _Epoch, reset_optimizer_state
@@ -160,6 +160,8 @@ class StackedEpoch:
         self.rows, self.forked_from = {r: i for i, r in enumerate(trained)}, {}
         self._model = stacked_model([self.models[r] for r in trained])
         self.built_for = trained
+        if hasattr(self.optimizer, "use_flat"):  # optim.AdamW: one update a flat tensor
+            self.optimizer.use_flat(flat_slices(self._model))
         pairs = [(r, i) for i, r in enumerate(trained)]
         pairs += [(t, trained.index(leader)) for t, leader in self.twins.items()
                   if leader in trained]

@@ -226,3 +226,38 @@ def add_windows(target: torch.Tensor, slots: torch.Tensor, lengths: torch.Tensor
         return False
     return _launch("add_windows", target, slots.contiguous(), lengths, base.contiguous(),
                    grad.contiguous())
+
+
+# Values one AdamW program updates: 16 KB of each of the four fp32 streams it reads.
+ADAMW_BLOCK = 4096
+
+
+def adamw_blocks(sizes: list[int], device: torch.device) -> torch.Tensor:
+    """The blocks of a flat tensor of members of these sizes (in order, back to back) that
+    `adamw_` updates: (n, 3) int64 rows (member, first value, end), at most ADAMW_BLOCK values
+    each and none across two members, so a block reads one member's step count."""
+    rows = []
+    start = 0
+    for member, size in enumerate(sizes):
+        for first in range(start, start + size, ADAMW_BLOCK):
+            rows.append((member, first, min(first + ADAMW_BLOCK, start + size)))
+        start += size
+    return torch.tensor(rows, dtype=torch.int64).view(-1, 3).to(device)
+
+
+def adamw_(param: torch.Tensor, grad: torch.Tensor, exp_avg: torch.Tensor,
+           exp_avg_sq: torch.Tensor, steps: torch.Tensor, blocks: torch.Tensor, lr: float,
+           beta1: float, beta2: float, eps: float, weight_decay: float) -> bool:
+    """One AdamW update in place of a flat tensor of members (optim.AdamW): member r's values
+    at its step count steps[r] + 1 (the caller then adds the 1), by one Triton program; False
+    where it does not run (fp32 contiguous 1-d tensors of one size on the current CUDA device,
+    steps an fp32 tensor there)."""
+    tensors = (param, grad, exp_avg, exp_avg_sq)
+    if not (all(t.dtype == torch.float32 and t.dim() == 1 and t.is_contiguous()
+                and t.device == param.device and t.shape == param.shape for t in tensors)
+            and steps.dtype == torch.float32 and steps.device == param.device
+            and blocks.device == param.device and "adamw_blocks" not in _failed
+            and _triton_takes(param)):
+        return False
+    return _launch("adamw_blocks", *tensors, steps, blocks, ADAMW_BLOCK, lr, beta1, beta2, eps,
+                   weight_decay)

@@ -1,7 +1,7 @@
 """The Triton programs behind kernels/: gather_rows and scatter_add_rows (each program moves a
 block of BLOCK rows of WIDTH columns, width padded to a power of two and masked),
 nearest_centroids, dhe_encoding, and the flat reads of hnet and ROBE (read_pairs,
-read_windows) with their scatter-adds."""
+read_windows) with their scatter-adds, and AdamW over a stack's flat tensors (optim.py)."""
 
 from __future__ import annotations
 
@@ -299,3 +299,42 @@ def read_windows(array, slots, lengths, base, out):
 def add_windows(target, slots, lengths, base, grad):
     """target[every position of every window] += grad (R, N, c, w): read_windows' backward."""
     _windows(_add_windows, target, slots, lengths, base, grad)
+
+
+@triton.jit
+def _adamw_blocks(param, grad, exp_avg, exp_avg_sq, steps, blocks, lr, beta1, beta2,
+                  log2_beta1, log2_beta2, eps, weight_decay, BLOCK: tl.constexpr):
+    """AdamW on one block of a flat tensor of members: blocks[b] = (member, first, end), the
+    member's step count steps[member] before this step. torch's fused AdamW's order of
+    operations, in fp32: decoupled weight decay, the moments, the bias-corrected step
+    (beta^t as exp2(t log2 beta))."""
+    b = tl.program_id(0).to(tl.int64) * 3
+    member, first, end = tl.load(blocks + b), tl.load(blocks + b + 1), tl.load(blocks + b + 2)
+    i = first + tl.arange(0, BLOCK)
+    mask = i < end
+    t = tl.load(steps + member) + 1.0
+    p = tl.load(param + i, mask=mask)
+    g = tl.load(grad + i, mask=mask)
+    m = tl.load(exp_avg + i, mask=mask)
+    v = tl.load(exp_avg_sq + i, mask=mask)
+    p = p - lr * weight_decay * p
+    m = beta1 * m + (1.0 - beta1) * g
+    v = beta2 * v + (1.0 - beta2) * g * g
+    step_size = lr / (1.0 - tl.exp2(t * log2_beta1))
+    denom = tl.sqrt(v) / tl.sqrt(1.0 - tl.exp2(t * log2_beta2)) + eps
+    tl.store(param + i, p - step_size * m / denom, mask=mask)
+    tl.store(exp_avg + i, m, mask=mask)
+    tl.store(exp_avg_sq + i, v, mask=mask)
+
+
+def adamw_blocks(param, grad, exp_avg, exp_avg_sq, steps, blocks, block, lr, beta1, beta2, eps,
+                 weight_decay):
+    """In place on flat contiguous fp32 tensors; blocks (n, 3) int64 of at most `block` values
+    each (kernels.adamw_blocks)."""
+    import math
+
+    if len(blocks):
+        _adamw_blocks[(len(blocks),)](
+            param, grad, exp_avg, exp_avg_sq, steps, blocks, lr, beta1, beta2,
+            math.log2(beta1), math.log2(beta2), eps, weight_decay, BLOCK=block,
+            num_warps=8)

@@ -212,6 +212,12 @@ class StackedHash(nn.Module):
             self.table.copy_(self._hash(ids.expand(self.table.shape[0], -1)))
 
 
+def flat_slices(model: nn.Module) -> list[tuple[nn.Parameter, list[nn.Parameter], list[int]]]:
+    """Every Stack's flat parameters in a stacked model: (flat, the members' parameters, their
+    starts), for an optimizer that updates a flat tensor at once (optim.AdamW)."""
+    return [s for module in model.modules() if isinstance(module, Stack) for s in module.slices]
+
+
 def stack_tables(members: list[nn.Module]) -> Stack:
     cls = stack_class(type(members[0]))
     if cls is None:
