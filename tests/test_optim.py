@@ -15,6 +15,30 @@ from tests.conftest import requires_cuda
 # Triton's interpreter: budgets that differ (members of different sizes, blocks that end inside
 # a member), CCE's clustering (its optimizer-state resets) and early stopping (the stack is
 # rebuilt with fewer members, its flat state laid out again).
+# The program alone in the interpreter: members of every size, each at its own step count.
+DIRECT = """
+import torch
+from cce_bench import kernels
+
+kernels._triton_takes = lambda tensor: True
+sizes = [5000, 1, 1000, 0, 30, 4096, 8193, 0, 3]
+gen = torch.Generator().manual_seed(0)
+n = sum(sizes)
+p, g, m = (torch.randn(n, generator=gen) for _ in range(3))
+v = torch.rand(n, generator=gen)
+steps = torch.arange(len(sizes), dtype=torch.float32) * 3  # 0, 3, 6, ...
+t = torch.repeat_interleave(steps.double() + 1, torch.tensor(sizes))
+lr, b1, b2, eps, wd = 1e-2, 0.9, 0.99, 1e-8, 0.1
+want_m = b1 * m.double() + (1 - b1) * g.double()
+want_v = b2 * v.double() + (1 - b2) * g.double() ** 2
+denom = want_v.sqrt() / (1 - b2 ** t).sqrt() + eps
+want_p = p.double() * (1 - lr * wd) - lr / (1 - b1 ** t) * want_m / denom
+layout = kernels.adamw_layout(sizes, torch.device("cpu"))
+assert kernels.adamw_(p, g, m, v, steps, layout, lr, b1, b2, eps, wd), kernels._failed
+for got, want in ((p, want_p), (m, want_m), (v, want_v)):
+    torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
+"""
+
 COMPARE = """
 import sys
 import pytest
@@ -28,7 +52,7 @@ from tests.test_stacked import assert_same_records, stack_runs
 kernels._triton_takes = lambda tensor: True  # every program in the interpreter
 launches = []
 real = kernels._launch
-kernels._launch = lambda name, *a: (launches.append(name) if name == "adamw_blocks" else None) \\
+kernels._launch = lambda name, *a: (launches.append(name) if name == "adamw_members" else None) \\
     or real(name, *a)
 engine.make_optimizer = lambda model, run, device: optim.AdamW(
     model.parameters(), lr=run.lr, weight_decay=run.weight_decay)
@@ -46,8 +70,16 @@ if method == "stops":
     assert len({len(r.epochs) for r in alone}) > 1
 for a, b in zip(stacked, alone):
     assert_same_records(a, b)
-assert "adamw_blocks" not in kernels._failed, kernels._failed
+assert "adamw_members" not in kernels._failed, kernels._failed
 """
+
+
+def test_the_program_steps_each_member_at_its_own_count():
+    pytest.importorskip("triton")
+    env = dict(os.environ, TRITON_INTERPRET="1")
+    done = subprocess.run([sys.executable, "-c", DIRECT], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
 
 
 @pytest.mark.parametrize("case", ["hash", "cce", "stops"])
@@ -59,17 +91,23 @@ def test_a_stacks_flat_adamw_trains_each_run_as_torch_s_adamw_alone(case):
     assert done.returncode == 0, done.stderr[-3000:]
 
 
-def test_the_blocks_cover_every_value_once_and_none_spans_two_members():
+def test_each_value_takes_its_own_members_step_count():
     from cce_bench import kernels
 
-    sizes = [5000, 1, 4096, 8193, 0, 3]
-    blocks = kernels.adamw_blocks(sizes, torch.device("cpu")).tolist()
-    covered = [v for _, first, end in blocks for v in range(first, end)]
-    assert covered == list(range(sum(sizes)))
-    starts = [sum(sizes[:r]) for r in range(len(sizes))]
-    for member, first, end in blocks:
-        assert starts[member] <= first < end <= starts[member] + sizes[member]
-        assert end - first <= kernels.ADAMW_BLOCK
+    # members shorter and longer than a block, empty ones, a block meeting four members
+    sizes = [5000, 1, 1000, 0, 30, 4096, 8193, 0, 3]
+    layout = kernels.adamw_layout(sizes, torch.device("cpu"))
+    starts, first = layout.starts.tolist(), layout.first.tolist()
+    truth = [r for r, size in enumerate(sizes) for _ in range(size)]
+    for i, member in enumerate(truth):  # as the program picks it
+        block_first = first[i // kernels.ADAMW_BLOCK]
+        picked = block_first
+        for j in range(1, layout.span):
+            if i >= starts[block_first + j]:
+                picked = min(block_first + j, len(sizes) - 1)
+        assert picked == member, i
+    assert layout.span == 4
+    assert kernels.adamw_layout([1] * 100, torch.device("cpu")) is None  # tiny: torch's op
 
 
 @requires_cuda

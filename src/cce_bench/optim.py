@@ -26,14 +26,14 @@ class FlatSlices:
 
     def __init__(self, flat: nn.Parameter, params: list[nn.Parameter], starts: list[int]):
         self.flat, self.params, self.starts = flat, params, starts
-        self.blocks = kernels.adamw_blocks([p.numel() for p in params], flat.device)
+        self.layout = kernels.adamw_layout([p.numel() for p in params], flat.device)
         self.exp_avg = self.exp_avg_sq = self.steps = None
 
     def gradient(self) -> torch.Tensor | None:
         """The flat gradient every member's .grad is its slice of (stacked.give_grads), as a
         1-d view; None where a member has none or the grads are laid out otherwise."""
         grads = [p.grad for p in self.params]
-        if any(g is None or not g.is_contiguous() for g in grads):
+        if self.layout is None or any(g is None or not g.is_contiguous() for g in grads):
             return None
         storage, offset = grads[0].untyped_storage(), grads[0].storage_offset() - self.starts[0]
         for g, start in zip(grads, self.starts):
@@ -105,7 +105,7 @@ class AdamW(torch.optim.AdamW):
             if not flat.laid_out(self.state):
                 flat.lay_out(self.state)
             if kernels.adamw_(flat.flat.data, grad, flat.exp_avg, flat.exp_avg_sq, flat.steps,
-                              flat.blocks, group["lr"], beta1, beta2, group["eps"],
+                              flat.layout, group["lr"], beta1, beta2, group["eps"],
                               group["weight_decay"]):
                 flat.steps.add_(1)
                 done.extend(flat.params)

@@ -302,17 +302,24 @@ def add_windows(target, slots, lengths, base, grad):
 
 
 @triton.jit
-def _adamw_blocks(param, grad, exp_avg, exp_avg_sq, steps, blocks, lr, beta1, beta2,
-                  log2_beta1, log2_beta2, eps, weight_decay, BLOCK: tl.constexpr):
-    """AdamW on one block of a flat tensor of members: blocks[b] = (member, first, end), the
-    member's step count steps[member] before this step. torch's fused AdamW's order of
-    operations, in fp32: decoupled weight decay, the moments, the bias-corrected step
-    (beta^t as exp2(t log2 beta))."""
-    b = tl.program_id(0).to(tl.int64) * 3
-    member, first, end = tl.load(blocks + b), tl.load(blocks + b + 1), tl.load(blocks + b + 2)
-    i = first + tl.arange(0, BLOCK)
-    mask = i < end
-    t = tl.load(steps + member) + 1.0
+def _adamw_members(param, grad, exp_avg, exp_avg_sq, steps, starts, first, n, members, lr,
+                   beta1, beta2, log2_beta1, log2_beta2, eps, weight_decay, BLOCK: tl.constexpr,
+                   SPAN: tl.constexpr):
+    """AdamW on BLOCK values of a flat tensor of members, each at its member's step count
+    steps[r] + 1: first[b] is the member of the block's first value, and the block meets at
+    most SPAN members, whose starts follow in `starts` (padded with n). torch's fused AdamW's
+    order of operations, in fp32: decoupled weight decay, the moments, the bias-corrected step
+    (beta^t as exp2(t log2 beta)). The blocks are aligned, so the loads are vectorised: a table
+    of unaligned per-member blocks ran at 1.5 TB/s on an H200, these at 4.1."""
+    block = tl.program_id(0)
+    i = block.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < n
+    member = tl.load(first + block)
+    t = tl.zeros([BLOCK], dtype=tl.float32) + tl.load(steps + member)
+    for j in tl.static_range(1, SPAN):
+        later = tl.minimum(member + j, members - 1)
+        t = tl.where(i >= tl.load(starts + member + j), tl.load(steps + later), t)
+    t += 1.0
     p = tl.load(param + i, mask=mask)
     g = tl.load(grad + i, mask=mask)
     m = tl.load(exp_avg + i, mask=mask)
@@ -327,14 +334,14 @@ def _adamw_blocks(param, grad, exp_avg, exp_avg_sq, steps, blocks, lr, beta1, be
     tl.store(exp_avg_sq + i, v, mask=mask)
 
 
-def adamw_blocks(param, grad, exp_avg, exp_avg_sq, steps, blocks, block, lr, beta1, beta2, eps,
-                 weight_decay):
-    """In place on flat contiguous fp32 tensors; blocks (n, 3) int64 of at most `block` values
-    each (kernels.adamw_blocks)."""
+def adamw_members(param, grad, exp_avg, exp_avg_sq, steps, starts, first, span, block, lr,
+                  beta1, beta2, eps, weight_decay):
+    """In place on flat contiguous fp32 tensors (kernels.adamw_, kernels.adamw_layout)."""
     import math
 
-    if len(blocks):
-        _adamw_blocks[(len(blocks),)](
-            param, grad, exp_avg, exp_avg_sq, steps, blocks, lr, beta1, beta2,
-            math.log2(beta1), math.log2(beta2), eps, weight_decay, BLOCK=block,
-            num_warps=8)
+    n = param.numel()
+    if n:
+        _adamw_members[(triton.cdiv(n, block),)](
+            param, grad, exp_avg, exp_avg_sq, steps, starts, first, n, len(steps), lr, beta1,
+            beta2, math.log2(beta1), math.log2(beta2), eps, weight_decay, BLOCK=block,
+            SPAN=span, num_warps=4)
