@@ -20,13 +20,22 @@ from torch import nn
 from . import kernels
 
 
+# A flat tensor goes through the program when it holds this many members or values.
+FLAT_MIN_MEMBERS, FLAT_MIN_VALUES = 4, 1 << 22
+
+
 class FlatSlices:
     """One flat parameter of a stack, its members' parameters and their starts in it, with
     the members' AdamW state as slices of flat tensors of the same layout."""
 
     def __init__(self, flat: nn.Parameter, params: list[nn.Parameter], starts: list[int]):
         self.flat, self.params, self.starts = flat, params, starts
-        self.layout = kernels.adamw_layout([p.numel() for p in params], flat.device)
+        # A few small tensors (a stack of seeds: dhe's layers, tt's cores) are better left to
+        # torch's one launch for many tensors: on the H200 the program a slice made such
+        # groups slower (dhe and robe 1,288 -> 1,383 us a step), where stacks of budgets gained.
+        few = len(params) < FLAT_MIN_MEMBERS and flat.numel() < FLAT_MIN_VALUES
+        self.layout = None if few else kernels.adamw_layout([p.numel() for p in params],
+                                                            flat.device)
         self.exp_avg = self.exp_avg_sq = self.steps = None
 
     def gradient(self) -> torch.Tensor | None:

@@ -260,6 +260,7 @@ def adamw_layout(sizes: list[int], device: torch.device) -> AdamWLayout | None:
     span = int((last - first).max()) + 1 if len(sizes) else 1
     if span > ADAMW_MAX_SPAN:
         return None
+    span = 1 << (span - 1).bit_length()  # a power of two: each span is a program to compile
     padded = torch.cat([starts, torch.full((span - 1,), total, dtype=torch.int64)])
     return AdamWLayout(padded.to(device), first.to(torch.int32).to(device), span)
 
