@@ -118,7 +118,7 @@ def test_flat_adamw_in_a_cuda_graph_matches_torch_s_fused_adamw():
     from cce_bench.optim import AdamW
 
     gen = torch.Generator().manual_seed(1)
-    shapes = [(100_003, 8), (4099,), (1,)]
+    shapes = [(100_003, 8), (4099,), (1,), (3, 7)]  # 4 members: optim.FLAT_MIN_MEMBERS
     owner = torch.nn.Module()
     ours = [torch.nn.Parameter(torch.randn(s, generator=gen).cuda()) for s in shapes]
     ref = [p.detach().clone().requires_grad_() for p in ours]

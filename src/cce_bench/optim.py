@@ -20,8 +20,8 @@ from torch import nn
 from . import kernels
 
 
-# A flat tensor goes through the program when it holds this many members or values.
-FLAT_MIN_MEMBERS, FLAT_MIN_VALUES = 4, 1 << 22
+# A flat tensor goes through the program when it holds at least this many members.
+FLAT_MIN_MEMBERS = 4
 
 
 class FlatSlices:
@@ -30,10 +30,10 @@ class FlatSlices:
 
     def __init__(self, flat: nn.Parameter, params: list[nn.Parameter], starts: list[int]):
         self.flat, self.params, self.starts = flat, params, starts
-        # A few small tensors (a stack of seeds: dhe's layers, tt's cores) are better left to
-        # torch's one launch for many tensors: on the H200 the program a slice made such
-        # groups slower (dhe and robe 1,288 -> 1,383 us a step), where stacks of budgets gained.
-        few = len(params) < FLAT_MIN_MEMBERS and flat.numel() < FLAT_MIN_VALUES
+        # A stack of seeds only (dhe's layers, tt's cores: three members a tensor) is left to
+        # torch's one launch for many tensors: on the H200 the program a flat tensor made such
+        # groups slower (dhe and tt 8,834 -> 9,148 us a step), where stacks of budgets gained.
+        few = len(params) < FLAT_MIN_MEMBERS
         self.layout = None if few else kernels.adamw_layout([p.numel() for p in params],
                                                             flat.device)
         self.exp_avg = self.exp_avg_sq = self.steps = None
