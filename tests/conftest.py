@@ -81,3 +81,18 @@ def deterministic():
     torch.use_deterministic_algorithms(True, warn_only=True)
     yield
     torch.use_deterministic_algorithms(False)
+
+
+def run_interpreted(script: str, *args: str, timeout: int = 300) -> None:
+    """Run a Python script in a subprocess with TRITON_INTERPRET=1 (Triton's programs run with
+    numpy: no GPU needed), from the project root; skip where triton is missing, fail with the
+    end of its stderr where it fails."""
+    import subprocess
+    import sys
+
+    pytest.importorskip("triton")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run([sys.executable, "-c", script, *args], env=env, capture_output=True,
+                          text=True, timeout=timeout, cwd=root)
+    assert done.returncode == 0, done.stderr[-3000:]

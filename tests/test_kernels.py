@@ -5,7 +5,7 @@ import torch
 
 from cce_bench import kernels
 from cce_bench.embeddings.base import lookup
-from tests.conftest import requires_cuda
+from tests.conftest import requires_cuda, run_interpreted
 
 
 def test_take_rows_reads_any_shape_of_ids_on_the_cpu():
@@ -221,15 +221,7 @@ torch.testing.assert_close(target, torch.zeros(40, 3).index_add_(0, rows, torch.
 def test_the_triton_programs_in_triton_s_interpreter():
     # The kernels' own logic on the CPU, where triton is installed (it comes with CUDA builds
     # of torch): TRITON_INTERPRET runs the programs with numpy, so no GPU is needed.
-    pytest.importorskip("triton")
-    import os
-    import subprocess
-    import sys
-
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    done = subprocess.run([sys.executable, "-c", INTERPRETED], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    run_interpreted(INTERPRETED)
 
 
 def test_a_triton_launch_that_fails_falls_back_to_torch_with_one_warning(monkeypatch):

@@ -2,19 +2,11 @@
 (through Triton's interpreter on the CPU, and on CUDA in the stacked GPU tests of
 test_stacked.py), against torch's AdamW on each run alone."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 
-from tests.conftest import requires_cuda
+from tests.conftest import requires_cuda, run_interpreted
 
-# Runs the stacked-against-alone comparison with optim.AdamW on the CPU and the program in
-# Triton's interpreter: budgets that differ (members of different sizes, blocks that end inside
-# a member), CCE's clustering (its optimizer-state resets) and early stopping (the stack is
-# rebuilt with fewer members, its flat state laid out again).
 # The program alone in the interpreter: members of every size, each at its own step count.
 DIRECT = """
 import torch
@@ -39,6 +31,10 @@ for got, want in ((p, want_p), (m, want_m), (v, want_v)):
     torch.testing.assert_close(got.double(), want, rtol=1e-5, atol=1e-6)
 """
 
+# Runs the stacked-against-alone comparison with optim.AdamW on the CPU and the program in
+# Triton's interpreter: budgets that differ (members of different sizes, blocks that end inside
+# a member), CCE's clustering (its optimizer-state resets) and early stopping (the stack is
+# rebuilt with fewer members, its flat state laid out again).
 COMPARE = """
 import sys
 import pytest
@@ -75,20 +71,12 @@ assert "adamw_members" not in kernels._failed, kernels._failed
 
 
 def test_the_program_steps_each_member_at_its_own_count():
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1")
-    done = subprocess.run([sys.executable, "-c", DIRECT], env=env, capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_interpreted(DIRECT)
 
 
 @pytest.mark.parametrize("case", ["hash", "cce", "stops"])
 def test_a_stacks_flat_adamw_trains_each_run_as_torch_s_adamw_alone(case):
-    pytest.importorskip("triton")
-    env = dict(os.environ, TRITON_INTERPRET="1")  # the program run with numpy: no GPU needed
-    done = subprocess.run([sys.executable, "-c", COMPARE, case], env=env, capture_output=True,
-                          text=True, timeout=600, cwd=os.path.dirname(os.path.dirname(__file__)))
-    assert done.returncode == 0, done.stderr[-3000:]
+    run_interpreted(COMPARE, case, timeout=600)
 
 
 def test_each_value_takes_its_own_members_step_count():

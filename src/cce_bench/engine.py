@@ -31,9 +31,9 @@ from .embeddings.sparse_update import enable_sparse_sgd
 from .errors import ConfigError
 from .models import build_model, model_size
 from .models.dlrm import dense_precision
+from .optim import AdamW
 from .stacking import (StackedEpoch, StackMember, awaiting_compression, find_twins,
                        plan_stacks)
-from .optim import AdamW
 from .steps import PlainEpoch, Split, StaticEpoch, capture_steps, reset_optimizer_state
 from .streaming import HostSplit, StreamingEpoch, fits_on_device
 

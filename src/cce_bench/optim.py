@@ -30,12 +30,7 @@ class FlatSlices:
 
     def __init__(self, flat: nn.Parameter, params: list[nn.Parameter], starts: list[int]):
         self.flat, self.params, self.starts = flat, params, starts
-        # A stack of seeds only (dhe's layers, tt's cores: three members a tensor) is left to
-        # torch's one launch for many tensors: on the H200 the program a flat tensor made such
-        # groups slower (dhe and tt 8,834 -> 9,148 us a step), where stacks of budgets gained.
-        few = len(params) < FLAT_MIN_MEMBERS
-        self.layout = None if few else kernels.adamw_layout([p.numel() for p in params],
-                                                            flat.device)
+        self.layout = kernels.adamw_layout([p.numel() for p in params], flat.device)
         self.exp_avg = self.exp_avg_sq = self.steps = None
 
     def gradient(self) -> torch.Tensor | None:
@@ -98,7 +93,10 @@ class AdamW(torch.optim.AdamW):
             for p in flat.params:
                 if p not in kept and p in self.state:
                     self.state[p] = {k: v.clone() for k, v in self.state[p].items()}
-        self.flats = [FlatSlices(*s) for s in slices]
+        # A stack of seeds only (dhe's layers, tt's cores: three members a tensor) is left to
+        # torch's one launch for many tensors: on the H200 the program a flat tensor made such
+        # groups slower (dhe and tt 8,834 -> 9,148 us a step), where stacks of budgets gained.
+        self.flats = [FlatSlices(*s) for s in slices if len(s[1]) >= FLAT_MIN_MEMBERS]
 
     @torch.no_grad()
     def step(self, closure=None):

@@ -229,7 +229,6 @@ def add_windows(target: torch.Tensor, slots: torch.Tensor, lengths: torch.Tensor
                    grad.contiguous())
 
 
-
 # Values one AdamW program updates (4 KB of each of the four fp32 streams it reads; on an H200
 # 1,024 with 4 warps ran at 4.1 TB/s, 4,096 with 8 at 3.8), and the most members one block may
 # meet (each one more comparison a value).
