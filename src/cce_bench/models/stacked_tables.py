@@ -24,7 +24,7 @@ from ..embeddings.ce import CompositionalEmbedding
 from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, run_mlp
 from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
-from ..embeddings.hemb import HashEmbeddings
+from ..embeddings.hemb import HashEmbeddings, mixed_rows
 from ..embeddings.hnet import HashedNetEmbedding, member_slots, read_hashed
 from ..embeddings.ldim import LowDimensionalEmbedding
 from ..embeddings.pq import ProductQuantizedEmbedding
@@ -255,10 +255,10 @@ class HashEmbeddingsStack(Stack):
         self.register_buffer("base_i", (starts_i // self.hashes).view(-1, 1), persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        vectors = _rows(self.components, self.dim, self.component_hash(ids) + self.base_c)
-        slots = self.importance_hash(ids)[..., 0] + self.base_i
-        weights = _rows(self.importance, self.hashes, slots)  # (R, N, c)
-        return (weights.unsqueeze(-1) * vectors).sum(-2)  # as the member's embed()
+        return mixed_rows(self.components.view(-1, self.dim),
+                          self.importance.view(-1, self.hashes),
+                          self.component_hash(ids) + self.base_c,
+                          self.importance_hash(ids)[..., 0] + self.base_i)  # (R, N, dim)
 
 
 @stacks(QREmbedding)
