@@ -171,7 +171,7 @@ for r, n, c, w in [(1, 50, 4, 8), (3, 17, 3, 5), (2, 1, 1, 1)]:
     target = torch.zeros(300)
     triton_rows.add_windows(target, slots, lengths, base, grad)
     torch.testing.assert_close(target, torch.zeros(300).index_add_(0, at.reshape(-1), grad.reshape(-1)))
-# hemb's weighted sum of rows against torch's, repeated rows and importance rows summed.
+# hemb's weighted sum of rows and bloom's plain one against torch's, repeated rows summed.
 for n, c, dim in [(70, 4, 32), (9, 3, 5), (1, 1, 1)]:
     components, importance = torch.randn(11, dim, generator=gen), torch.rand(6, c, generator=gen)
     slots, islots = torch.randint(0, 11, (n, c), generator=gen), torch.randint(0, 6, (n,), generator=gen)
@@ -186,8 +186,16 @@ for n, c, dim in [(70, 4, 32), (9, 3, 5), (1, 1, 1)]:
     (w_[islots].unsqueeze(-1) * c_[slots]).sum(1).backward(grad)
     torch.testing.assert_close(grad_c, c_.grad)
     torch.testing.assert_close(grad_w, w_.grad)
-# hnet's, ROBE's, cce_robe's and hemb's reads through the programs (alone and stacked), values
-# and gradients, against the torch path (hemb's sums in another order).
+    # unweighted (bloom): the plain sum, and its gradient to every row read
+    triton_rows.read_mixed(components, None, slots, None, out)
+    torch.testing.assert_close(out, components[slots].sum(1))
+    grad_c.zero_()
+    triton_rows.add_mixed(components, None, slots, None, grad, grad_c, None)
+    torch.testing.assert_close(grad_c, torch.zeros_like(components).index_add_(
+        0, slots.reshape(-1), grad.repeat_interleave(c, 0)))
+# hnet's, ROBE's, cce_robe's, hemb's and bloom's reads through the programs (alone and
+# stacked), values and gradients, against the torch path (the sums of rows in another order).
+SUMS = ("hemb", "bloom")
 from cce_bench.embeddings import make_embedding
 from cce_bench.models.stacked import stack_tables
 from cce_bench import kernels as _k
@@ -197,7 +205,7 @@ def through(program, module, ids):
     out = module(ids)
     (out * torch.arange(out.numel()).view(out.shape).sin()).sum().backward()
     return out.detach(), [p.grad.clone() for p in module.parameters()]
-for method, opts in (("hnet", {}), ("robe", {}), ("cce_robe", {}), ("hemb", {})):
+for method, opts in (("hnet", {}), ("robe", {}), ("cce_robe", {}), ("hemb", {}), ("bloom", {})):
     members = [make_embedding(300, budget, 8, method, 4, seed=s, **opts)
                for s, budget in enumerate((64, 200, 96))]
     ids = torch.randint(0, 300, (3, 40), generator=gen)
@@ -207,7 +215,7 @@ for method, opts in (("hnet", {}), ("robe", {}), ("cce_robe", {}), ("hemb", {}))
     for module, batch in ((members[1], ids[1]), (stack, ids)):
         fast, fast_grads = through(True, module, batch)
         slow, slow_grads = through(False, module, batch)
-        torch.testing.assert_close(fast, slow, rtol=0, atol=0 if method != "hemb" else 1e-6)
+        torch.testing.assert_close(fast, slow, rtol=0, atol=1e-6 if method in SUMS else 0)
         for a, b in zip(fast_grads, slow_grads):
             torch.testing.assert_close(a, b)
 assert not _k._failed, _k._failed
@@ -306,9 +314,9 @@ def test_a_wide_dhe_on_cuda_gives_its_cpu_values():
 @requires_cuda
 @pytest.mark.gpu
 @pytest.mark.parametrize("method,opts", [("hnet", {}), ("robe", {}), ("cce_robe", {}),
-                                         ("hemb", {})])
+                                         ("hemb", {}), ("bloom", {})])
 def test_flat_reads_on_cuda_give_the_torch_values_and_gradients(monkeypatch, method, opts):
-    # hnet's hashed pairs, ROBE's windows and hemb's weighted rows, read and added by one
+    # hnet's hashed pairs, ROBE's windows and hemb's and bloom's sums of rows, read and added by one
     # program each (the key's mixer in uint64 on the GPU), against torch's ops; alone and
     # stacked.
     from cce_bench import make_embedding
@@ -329,8 +337,9 @@ def test_flat_reads_on_cuda_give_the_torch_values_and_gradients(monkeypatch, met
     for module, batch in ((members[1], ids[1]), (stack, ids)):
         fast, fast_grads = through(module, batch, True)
         slow, slow_grads = through(module, batch, False)
-        # hemb's program sums an id's rows in registers, in another order than torch
-        torch.testing.assert_close(fast, slow, rtol=0, atol=0 if method != "hemb" else 1e-6)
+        # hemb's and bloom's program sums an id's rows in registers, in another order
+        exact = method not in ("hemb", "bloom")
+        torch.testing.assert_close(fast, slow, rtol=0, atol=0 if exact else 1e-6)
         for a, b in zip(fast_grads, slow_grads):
             torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     assert not kernels._failed

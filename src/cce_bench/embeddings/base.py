@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError, IdError
+from .. import kernels
 from ..kernels import gather_rows, scatter_add_rows
 from .sparse_update import SparseSGDLookup, sparse_sgd_target
 
@@ -173,3 +174,57 @@ class _ScatterAddLookup(torch.autograd.Function):
         (rows,) = ctx.saved_tensors
         grad_table = torch.zeros(ctx.table_shape, dtype=grad.dtype, device=grad.device)
         return scatter_add_rows(grad_table, rows, grad), None
+
+
+def summed_rows(table: torch.Tensor, slots: torch.Tensor, weights: torch.Tensor | None = None,
+                weight_rows: torch.Tensor | None = None) -> torch.Tensor:
+    """An id's c rows summed: e = sum_j weights[weight_rows, j] * table[slots[..., j]] for
+    table (B, dim), slots (*S, c), weights (K, c) and weight_rows (*S) -> (*S, dim); weights
+    None: the plain sum (bloom). On CUDA one program sums each id's rows in registers and its
+    backward adds the gradients atomically (kernels.read_mixed); torch's ops on the CPU, in
+    deterministic mode and for plain SGD's sparse updates (lookup)."""
+    tables = [t for t in (table, weights) if t is not None]
+    if (all(sparse_sgd_target(t) is None for t in tables) and kernels.takes_mixed(*tables)):
+        flat_rows = None if weight_rows is None else weight_rows.reshape(-1)
+        out = _SummedRows.apply(table, weights, slots.reshape(-1, slots.shape[-1]), flat_rows)
+        return out.view(*slots.shape[:-1], table.shape[1])
+    return _torch_sum(table, slots, weights, weight_rows)
+
+
+def _torch_sum(table: torch.Tensor, slots: torch.Tensor, weights: torch.Tensor | None,
+               weight_rows: torch.Tensor | None) -> torch.Tensor:
+    rows = lookup(table, slots.reshape(-1)).view(*slots.shape, table.shape[1])  # (*S, c, d)
+    if weights is None:
+        return rows.sum(-2)
+    # A weighted sum of c rows, written out. As an einsum it was a tiny matrix product per
+    # id: in the stacked paper grid's hemb step on the H200 those cuBLAS kernels took 1.35
+    # of 2.05 ms (BENCHMARKS.md); a product and a sum over c read the same bytes once.
+    w = lookup(weights, weight_rows.reshape(-1)).view(slots.shape)
+    return (w.unsqueeze(-1) * rows).sum(-2)
+
+
+class _SummedRows(torch.autograd.Function):
+    """kernels.read_mixed with its backward kernels.add_mixed; torch's ops where a program
+    fails to launch."""
+
+    @staticmethod
+    def forward(ctx, table: torch.Tensor, weights: torch.Tensor | None, slots: torch.Tensor,
+                weight_rows: torch.Tensor | None) -> torch.Tensor:
+        ctx.save_for_backward(table, weights, slots, weight_rows)
+        out = kernels.read_mixed(table, weights, slots, weight_rows)
+        return out if out is not None else _torch_sum(table, slots, weights, weight_rows)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        table, weights, slots, weight_rows = ctx.saved_tensors
+        grad_table = torch.zeros_like(table)
+        grad_weights = None if weights is None else torch.zeros_like(weights)
+        if not kernels.add_mixed(table, weights, slots, weight_rows, grad, grad_table,
+                                 grad_weights):
+            with torch.enable_grad():
+                leaves = [t.detach().requires_grad_() for t in (table, weights) if t is not None]
+                out = _torch_sum(leaves[0], slots, leaves[1] if len(leaves) > 1 else None,
+                                 weight_rows)
+                grads = torch.autograd.grad(out, leaves, grad)
+            grad_table, grad_weights = grads[0], grads[1] if len(grads) > 1 else None
+        return grad_table, grad_weights, None, None

@@ -20,7 +20,7 @@ import math
 import torch
 
 from ..errors import BudgetTooSmall, ConfigError
-from .base import CompressedEmbedding, lookup, normal_init
+from .base import CompressedEmbedding, normal_init, summed_rows
 from .hashing import UniversalHash
 from .registry import register
 
@@ -39,8 +39,7 @@ class BloomEmbedding(CompressedEmbedding):
         self.hash = UniversalHash(n_chunks, self.rows, self.generator)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        rows = lookup(self.table, self.hash(ids).reshape(-1))  # (N * c, d)
-        return rows.reshape(len(ids), self.n_hashes, self.dim).sum(1)
+        return summed_rows(self.table, self.hash(ids))
 
     def config(self) -> dict:
         return {"rows": self.rows, "n_hashes": self.n_hashes}

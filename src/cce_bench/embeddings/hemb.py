@@ -32,60 +32,10 @@ import math
 import torch
 from torch import nn
 
-from .. import kernels
 from ..errors import BudgetTooSmall, ConfigError
-from .base import CompressedEmbedding, lookup, normal_init
+from .base import CompressedEmbedding, normal_init, summed_rows
 from .hashing import UniversalHash
 from .registry import register
-from .sparse_update import sparse_sgd_target
-
-
-class _MixedRows(torch.autograd.Function):
-    """kernels.read_mixed with its backward kernels.add_mixed; torch's ops where a program
-    fails to launch."""
-
-    @staticmethod
-    def forward(ctx, components: torch.Tensor, importance: torch.Tensor, slots: torch.Tensor,
-                islots: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(components, importance, slots, islots)
-        out = kernels.read_mixed(components, importance, slots, islots)
-        return out if out is not None else _torch_mix(components, importance, slots, islots)
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        components, importance, slots, islots = ctx.saved_tensors
-        grad_c, grad_w = torch.zeros_like(components), torch.zeros_like(importance)
-        if not kernels.add_mixed(components, importance, slots, islots, grad, grad_c, grad_w):
-            with torch.enable_grad():
-                c, w = components.detach().requires_grad_(), importance.detach().requires_grad_()
-                grad_c, grad_w = torch.autograd.grad(_torch_mix(c, w, slots, islots), (c, w),
-                                                     grad)
-        return grad_c, grad_w, None, None
-
-
-def _torch_mix(components: torch.Tensor, importance: torch.Tensor, slots: torch.Tensor,
-               islots: torch.Tensor) -> torch.Tensor:
-    vectors = lookup(components, slots.reshape(-1)).view(*slots.shape, components.shape[1])
-    weights = lookup(importance, islots.reshape(-1)).view(slots.shape)  # (*S, c)
-    # A weighted sum of c rows, written out. As an einsum it was a tiny matrix product per
-    # id: in the stacked paper grid's hemb step on the H200 those cuBLAS kernels took 1.35
-    # of 2.05 ms (BENCHMARKS.md); a product and a sum over c read the same bytes once.
-    return (weights.unsqueeze(-1) * vectors).sum(-2)
-
-
-def mixed_rows(components: torch.Tensor, importance: torch.Tensor, slots: torch.Tensor,
-               islots: torch.Tensor) -> torch.Tensor:
-    """e = sum_j importance[islots, j] * components[slots[..., j]] for components (B, dim),
-    importance (K, c), slots (*S, c) and islots (*S) rows of the two -> (*S, dim). On CUDA one
-    program sums each id's rows in registers and its backward adds both gradients atomically
-    (kernels.read_mixed); torch's ops elsewhere, deterministically, and for plain SGD's sparse
-    updates."""
-    if (sparse_sgd_target(components) is None and sparse_sgd_target(importance) is None
-            and kernels.takes_mixed(components, importance)):
-        out = _MixedRows.apply(components, importance, slots.reshape(-1, slots.shape[-1]),
-                               islots.reshape(-1))
-        return out.view(*islots.shape, components.shape[1])
-    return _torch_mix(components, importance, slots, islots)
 
 
 def pool_sizes(num_params: int, dim: int, n_hashes: int) -> tuple[int, int]:
@@ -115,8 +65,8 @@ class HashEmbeddings(CompressedEmbedding):
         self.importance_hash = UniversalHash(1, self.weight_rows, self.generator)
 
     def embed(self, ids: torch.Tensor) -> torch.Tensor:
-        return mixed_rows(self.components, self.importance, self.component_hash(ids),
-                          self.importance_hash(ids)[:, 0])
+        return summed_rows(self.components, self.component_hash(ids), self.importance,
+                           self.importance_hash(ids)[:, 0])
 
     def config(self) -> dict:
         return {"buckets": self.buckets, "weight_rows": self.weight_rows,

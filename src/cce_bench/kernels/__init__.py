@@ -32,9 +32,9 @@ positions computed in registers: hnet's pair hash (hashing.py's mixer and linear
 integers as torch's) and ROBE's circular windows, where torch writes every position to memory
 over a dozen int64 element-wise kernels and reads them back for index_select. Their backwards,
 `add_pairs` and `add_windows`, recompute the positions and add atomically, as index_add_ does
-on CUDA. `read_mixed` sums hemb's c weighted component rows of an id in registers, where torch
-writes the (ids x c x dim) rows and their products to memory and reads them back; its backward
-`add_mixed` adds both tables' gradients atomically.
+on CUDA. `read_mixed` sums an id's c rows in registers, weighted (hemb's importance weights) or not
+(bloom), where torch writes the (ids x c x dim) rows and their products to memory and reads
+them back; its backward `add_mixed` adds the tables' gradients atomically.
 
 `gather_rows` and `scatter_add_rows` fall back to torch's index_select and index_add_ on the
 CPU, where triton is missing or its first launch failed, for rows of at least WIDE_ROW_BYTES (a
@@ -231,44 +231,48 @@ def add_windows(target: torch.Tensor, slots: torch.Tensor, lengths: torch.Tensor
                    grad.contiguous())
 
 
-def _takes_tables(*tables: torch.Tensor, kernel: str) -> bool:
-    """Whether a program that adds atomically runs on these 2-d tables: float32 and contiguous
-    on the current CUDA device, outside deterministic mode, and not given up."""
-    return all(t.dim() == 2 and takes_flat(t.view(-1), kernel) for t in tables)
+def _takes_tables(*tables: torch.Tensor | None, kernel: str) -> bool:
+    """Whether a program that adds atomically runs on these 2-d tables (None: absent):
+    float32 and contiguous on the current CUDA device, outside deterministic mode, and not
+    given up."""
+    return all(t.dim() == 2 and takes_flat(t.view(-1), kernel) for t in tables if t is not None)
 
 
-def takes_mixed(components: torch.Tensor, importance: torch.Tensor) -> bool:
-    """Whether read_mixed and add_mixed run on hemb's two tables (see _takes_tables)."""
-    return (_takes_tables(components, importance, kernel="read_mixed")
-            and "add_mixed" not in _failed)
+def takes_mixed(table: torch.Tensor, weights: torch.Tensor | None = None) -> bool:
+    """Whether read_mixed and add_mixed run on these tables (see _takes_tables)."""
+    return _takes_tables(table, weights, kernel="read_mixed") and "add_mixed" not in _failed
 
 
-def read_mixed(components: torch.Tensor, importance: torch.Tensor, slots: torch.Tensor,
-               islots: torch.Tensor) -> torch.Tensor | None:
-    """hemb's weighted sum: out[i] = sum_j importance[islots[i], j] * components[slots[i, j]]
-    for components (B, dim), importance (K, c), slots (N, c) and islots (N,) -> (N, dim), in one
-    program (torch writes the (N, c, dim) rows, their products and their sum); None where it
-    does not run. Not differentiable (hemb.mixed_rows wraps it)."""
-    if not (takes_mixed(components, importance) and slots.dim() == 2 and islots.shape == slots.shape[:1]
-            and importance.shape[1] == slots.shape[1]):
+def read_mixed(table: torch.Tensor, weights: torch.Tensor | None, slots: torch.Tensor,
+               weight_rows: torch.Tensor | None) -> torch.Tensor | None:
+    """A weighted sum of rows: out[i] = sum_j weights[weight_rows[i], j] * table[slots[i, j]]
+    for table (B, dim), weights (K, c), slots (N, c) and weight_rows (N,) -> (N, dim), in one
+    program; weights None: the plain sum (bloom). Torch writes the (N, c, dim) rows (and their
+    products) to memory and reads them back for the sum. None where the program does not run.
+    Not differentiable (embeddings.base.summed_rows wraps it)."""
+    weighted = weights is not None
+    if not (takes_mixed(table, weights) and slots.dim() == 2
+            and (not weighted or (weight_rows is not None and weight_rows.shape == slots.shape[:1]
+                                  and weights.shape[1] == slots.shape[1]))):
         return None
-    out = torch.empty(len(slots), components.shape[1], dtype=components.dtype,
-                      device=components.device)
-    taken = _launch("read_mixed", components, importance, slots.contiguous(),
-                    islots.contiguous(), out)
+    out = torch.empty(len(slots), table.shape[1], dtype=table.dtype, device=table.device)
+    taken = _launch("read_mixed", table, weights, slots.contiguous(),
+                    weight_rows.contiguous() if weighted else None, out)
     return out if taken else None
 
 
-def add_mixed(components: torch.Tensor, importance: torch.Tensor, slots: torch.Tensor,
-              islots: torch.Tensor, grad: torch.Tensor, grad_components: torch.Tensor,
-              grad_importance: torch.Tensor) -> bool:
-    """read_mixed's backward, added in place: grad_components[slots[i, j]] += importance
-    [islots[i], j] * grad[i] and grad_importance[islots[i], j] += grad[i] . components
-    [slots[i, j]]; False where the program does not run."""
-    if not _takes_tables(grad_components, grad_importance, kernel="add_mixed"):
+def add_mixed(table: torch.Tensor, weights: torch.Tensor | None, slots: torch.Tensor,
+              weight_rows: torch.Tensor | None, grad: torch.Tensor, grad_table: torch.Tensor,
+              grad_weights: torch.Tensor | None) -> bool:
+    """read_mixed's backward, added in place: grad_table[slots[i, j]] += weights[weight_rows
+    [i], j] * grad[i] and grad_weights[weight_rows[i], j] += grad[i] . table[slots[i, j]]
+    (weights None: grad_table[slots[i, j]] += grad[i]); False where the program does not
+    run."""
+    if not _takes_tables(grad_table, grad_weights, kernel="add_mixed"):
         return False
-    return _launch("add_mixed", components, importance, slots.contiguous(), islots.contiguous(),
-                   grad.contiguous(), grad_components, grad_importance)
+    return _launch("add_mixed", table, weights, slots.contiguous(),
+                   None if weight_rows is None else weight_rows.contiguous(), grad.contiguous(),
+                   grad_table, grad_weights)
 
 
 # Values one AdamW program updates (4 KB of each of the four fp32 streams it reads; on an H200

@@ -1,8 +1,8 @@
 """The Triton programs behind kernels/: gather_rows and scatter_add_rows (each program moves a
 block of BLOCK rows of WIDTH columns, width padded to a power of two and masked),
 nearest_centroids, dhe_encoding, and the flat reads of hnet and ROBE (read_pairs,
-read_windows) with their scatter-adds, hemb's weighted sum of rows (read_mixed) with its
-backward, and AdamW over a stack's flat tensors (optim.py)."""
+read_windows) with their scatter-adds, hemb's and bloom's sums of rows (read_mixed) with
+their backward, and AdamW over a stack's flat tensors (optim.py)."""
 
 from __future__ import annotations
 
@@ -303,20 +303,25 @@ def add_windows(target, slots, lengths, base, grad):
 
 
 @triton.jit
-def _mixed_block(islots, n, n_weights, dim, BLOCK_N: tl.constexpr, WIDTH: tl.constexpr):
-    """hemb's items of this program: their positions, importance rows (a row outside the
-    n_weights rows is masked), the columns and the mask of the (BLOCK_N, WIDTH) output tile."""
+def _mixed_block(islots, n, n_weights, dim, WEIGHTED: tl.constexpr, BLOCK_N: tl.constexpr,
+                 WIDTH: tl.constexpr):
+    """A weighted sum's items of this program: their positions, importance rows (0 unweighted;
+    a row outside the n_weights rows is masked), the columns and the mask of the
+    (BLOCK_N, WIDTH) output tile."""
     item = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     inside = item < n
-    weight_row = tl.load(islots + item, mask=inside, other=0).to(tl.int64)
-    inside = inside & (weight_row >= 0) & (weight_row < n_weights)
+    if WEIGHTED:
+        weight_row = tl.load(islots + item, mask=inside, other=0).to(tl.int64)
+        inside = inside & (weight_row >= 0) & (weight_row < n_weights)
+    else:
+        weight_row = tl.zeros((BLOCK_N,), tl.int64)
     column = tl.arange(0, WIDTH)
     return item, weight_row, inside, column, inside[:, None] & (column[None, :] < dim)
 
 
 @triton.jit
 def _mixed_row(components, slots, item, inside, column, n_rows, dim, j, C: tl.constexpr):
-    """Component j of each item: its row in components and the (BLOCK_N, WIDTH) values (a row
+    """Row j of each item: its row in components and the (BLOCK_N, WIDTH) values (a row
     outside the table reads as 0 and is added nowhere)."""
     row = tl.load(slots + item * C + j, mask=inside, other=0).to(tl.int64)
     mask = (inside & (row >= 0) & (row < n_rows))[:, None] & (column[None, :] < dim)
@@ -326,53 +331,65 @@ def _mixed_row(components, slots, item, inside, column, n_rows, dim, j, C: tl.co
 
 @triton.jit
 def _read_mixed(components, importance, slots, islots, out, n, n_rows, n_weights, dim,
-                C: tl.constexpr, BLOCK_N: tl.constexpr, WIDTH: tl.constexpr):
-    item, weight_row, inside, column, mask = _mixed_block(islots, n, n_weights, dim, BLOCK_N,
-                                                          WIDTH)
+                C: tl.constexpr, WEIGHTED: tl.constexpr, BLOCK_N: tl.constexpr,
+                WIDTH: tl.constexpr):
+    item, weight_row, inside, column, mask = _mixed_block(islots, n, n_weights, dim, WEIGHTED,
+                                                          BLOCK_N, WIDTH)
     total = tl.zeros((BLOCK_N, WIDTH), tl.float32)
     for j in tl.static_range(C):
-        w = tl.load(importance + weight_row * C + j, mask=inside, other=0.0)
         _, _, values = _mixed_row(components, slots, item, inside, column, n_rows, dim, j, C)
-        total += w[:, None] * values
+        if WEIGHTED:
+            w = tl.load(importance + weight_row * C + j, mask=inside, other=0.0)
+            total += w[:, None] * values
+        else:
+            total += values
     written = (item < n)[:, None] & (column[None, :] < dim)
     tl.store(out + item[:, None] * dim + column[None, :], total, mask=written)
 
 
 @triton.jit
 def _add_mixed(components, importance, slots, islots, grad, grad_components, grad_importance,
-               n, n_rows, n_weights, dim, C: tl.constexpr, BLOCK_N: tl.constexpr,
-               WIDTH: tl.constexpr):
-    item, weight_row, inside, column, mask = _mixed_block(islots, n, n_weights, dim, BLOCK_N,
-                                                          WIDTH)
+               n, n_rows, n_weights, dim, C: tl.constexpr, WEIGHTED: tl.constexpr,
+               BLOCK_N: tl.constexpr, WIDTH: tl.constexpr):
+    item, weight_row, inside, column, mask = _mixed_block(islots, n, n_weights, dim, WEIGHTED,
+                                                          BLOCK_N, WIDTH)
     g = tl.load(grad + item[:, None] * dim + column[None, :], mask=mask, other=0.0)
     for j in tl.static_range(C):
-        w = tl.load(importance + weight_row * C + j, mask=inside, other=0.0)
         row, row_mask, values = _mixed_row(components, slots, item, inside, column, n_rows,
                                            dim, j, C)
-        tl.atomic_add(grad_components + row[:, None] * dim + column[None, :], w[:, None] * g,
-                      mask=row_mask, sem="relaxed")
-        tl.atomic_add(grad_importance + weight_row * C + j, tl.sum(g * values, axis=1),
-                      mask=inside, sem="relaxed")
+        if WEIGHTED:
+            w = tl.load(importance + weight_row * C + j, mask=inside, other=0.0)
+            tl.atomic_add(grad_components + row[:, None] * dim + column[None, :],
+                          w[:, None] * g, mask=row_mask, sem="relaxed")
+            tl.atomic_add(grad_importance + weight_row * C + j, tl.sum(g * values, axis=1),
+                          mask=inside, sem="relaxed")
+        else:
+            tl.atomic_add(grad_components + row[:, None] * dim + column[None, :], g,
+                          mask=row_mask, sem="relaxed")
 
 
 def _mixed(kernel, components, importance, slots, islots, *tensors):
     n, c = slots.shape
     dim = components.shape[1]
     grid, block, padded = _shape(n, dim)
-    if n:
-        kernel[grid](components, importance, slots, islots, *tensors, n, components.shape[0],
-                     importance.shape[0], dim, C=c, BLOCK_N=block, WIDTH=padded)
+    weighted = importance is not None
+    if n:  # unweighted, the importance pointers are never read: any tensor stands in
+        kernel[grid](components, importance if weighted else components, slots,
+                     islots if weighted else slots, *tensors, n, components.shape[0],
+                     importance.shape[0] if weighted else 0, dim, C=c, WEIGHTED=weighted,
+                     BLOCK_N=block, WIDTH=padded)
 
 
 def read_mixed(components, importance, slots, islots, out):
-    """out (N, dim) := sum_j importance[islots, j] * components[slots[:, j]] (hemb)."""
+    """out (N, dim) := sum_j importance[islots, j] * components[slots[:, j]] (hemb), or the
+    plain sum without importance (bloom)."""
     _mixed(_read_mixed, components, importance, slots, islots, out)
 
 
 def add_mixed(components, importance, slots, islots, grad, grad_components, grad_importance):
-    """read_mixed's backward: both tables' gradients added atomically in place."""
+    """read_mixed's backward: the tables' gradients added atomically in place."""
     _mixed(_add_mixed, components, importance, slots, islots, grad, grad_components,
-           grad_importance)
+           grad_importance if importance is not None else grad_components)
 
 
 @triton.jit

@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..embeddings.base import lookup
+from ..embeddings.base import lookup, summed_rows
 from ..embeddings.bloom import BloomEmbedding
 from ..embeddings.cce import CCEmbedding
 from ..embeddings.cce_robe import CCERobeEmbedding
@@ -24,7 +24,7 @@ from ..embeddings.ce import CompositionalEmbedding
 from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, run_mlp
 from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
-from ..embeddings.hemb import HashEmbeddings, mixed_rows
+from ..embeddings.hemb import HashEmbeddings
 from ..embeddings.hnet import HashedNetEmbedding, member_slots, read_hashed
 from ..embeddings.ldim import LowDimensionalEmbedding
 from ..embeddings.pq import ProductQuantizedEmbedding
@@ -167,7 +167,7 @@ class BloomStack(Stack):
         self.register_buffer("base", (starts // self.dim).view(-1, 1, 1), persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return _rows(self.table, self.dim, self.hash(ids) + self.base).sum(2)  # (R, N, c, d)
+        return summed_rows(self.table.view(-1, self.dim), self.hash(ids) + self.base)
 
 
 @stacks(RobeEmbedding)
@@ -255,10 +255,10 @@ class HashEmbeddingsStack(Stack):
         self.register_buffer("base_i", (starts_i // self.hashes).view(-1, 1), persistent=False)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return mixed_rows(self.components.view(-1, self.dim),
-                          self.importance.view(-1, self.hashes),
-                          self.component_hash(ids) + self.base_c,
-                          self.importance_hash(ids)[..., 0] + self.base_i)  # (R, N, dim)
+        return summed_rows(self.components.view(-1, self.dim),
+                           self.component_hash(ids) + self.base_c,
+                           self.importance.view(-1, self.hashes),
+                           self.importance_hash(ids)[..., 0] + self.base_i)  # (R, N, dim)
 
 
 @stacks(QREmbedding)
