@@ -32,8 +32,8 @@ from cce_bench.results import read_rows
 # Kaggle's model at batch 128 (no CPU figure: a Kaggle epoch on a CPU is not a use case).
 RUN_STEP_US = {
     "gmf": {
-        "cuda": (50.9, ("GMF: the paper's ML-1m-sized sweep on an H200, stacked in groups of 64 "
-                        "(the default): 37.2 s for 731,394 run-steps, clustering included "
+        "cuda": (49.8, ("GMF: the paper's ML-1m-sized sweep on an H200, stacked in groups of 64 "
+                        "(the default): 36.4 s for 730,857 run-steps, clustering included "
                         "(BENCHMARKS.md); large budgets cost more a step (dhe and tt at "
                         "65,536+ ppd 5-20x, a CCE clustering round up to minutes): "
                         "`cce-bench bench --reproduce --spec SPEC` times a spec's own groups")),
