@@ -174,7 +174,8 @@ for r, n, c, w in [(1, 50, 4, 8), (3, 17, 3, 5), (2, 1, 1, 1)]:
 # hemb's weighted sum of rows and bloom's plain one against torch's, repeated rows summed.
 for n, c, dim in [(70, 4, 32), (9, 3, 5), (1, 1, 1)]:
     components, importance = torch.randn(11, dim, generator=gen), torch.rand(6, c, generator=gen)
-    slots, islots = torch.randint(0, 11, (n, c), generator=gen), torch.randint(0, 6, (n,), generator=gen)
+    slots = torch.randint(0, 11, (n, c), generator=gen)
+    islots = torch.randint(0, 6, (n,), generator=gen)
     out = torch.full((n, dim), 7.0)
     triton_rows.read_mixed(components, importance, slots, islots, out)
     expected = (importance[islots].unsqueeze(-1) * components[slots]).sum(1)

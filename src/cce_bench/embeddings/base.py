@@ -184,7 +184,7 @@ def summed_rows(table: torch.Tensor, slots: torch.Tensor, weights: torch.Tensor 
     backward adds the gradients atomically (kernels.read_mixed); torch's ops on the CPU, in
     deterministic mode and for plain SGD's sparse updates (lookup)."""
     tables = [t for t in (table, weights) if t is not None]
-    if (all(sparse_sgd_target(t) is None for t in tables) and kernels.takes_mixed(*tables)):
+    if all(sparse_sgd_target(t) is None for t in tables) and kernels.takes_mixed(*tables):
         flat_rows = None if weight_rows is None else weight_rows.reshape(-1)
         out = _SummedRows.apply(table, weights, slots.reshape(-1, slots.shape[-1]), flat_rows)
         return out.view(*slots.shape[:-1], table.shape[1])

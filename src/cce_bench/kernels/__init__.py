@@ -235,7 +235,8 @@ def _takes_tables(*tables: torch.Tensor | None, kernel: str) -> bool:
     """Whether a program that adds atomically runs on these 2-d tables (None: absent):
     float32 and contiguous on the current CUDA device, outside deterministic mode, and not
     given up."""
-    return all(t.dim() == 2 and takes_flat(t.view(-1), kernel) for t in tables if t is not None)
+    return all(t.dim() == 2 and t.is_contiguous() and takes_flat(t.view(-1), kernel)
+               for t in tables if t is not None)
 
 
 def takes_mixed(table: torch.Tensor, weights: torch.Tensor | None = None) -> bool:

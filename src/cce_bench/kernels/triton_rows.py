@@ -303,15 +303,15 @@ def add_windows(target, slots, lengths, base, grad):
 
 
 @triton.jit
-def _mixed_block(islots, n, n_weights, dim, WEIGHTED: tl.constexpr, BLOCK_N: tl.constexpr,
+def _mixed_block(weight_rows, n, n_weights, dim, WEIGHTED: tl.constexpr, BLOCK_N: tl.constexpr,
                  WIDTH: tl.constexpr):
-    """A weighted sum's items of this program: their positions, importance rows (0 unweighted;
+    """A weighted sum's items of this program: their positions, weight rows (0 unweighted;
     a row outside the n_weights rows is masked), the columns and the mask of the
     (BLOCK_N, WIDTH) output tile."""
     item = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
     inside = item < n
     if WEIGHTED:
-        weight_row = tl.load(islots + item, mask=inside, other=0).to(tl.int64)
+        weight_row = tl.load(weight_rows + item, mask=inside, other=0).to(tl.int64)
         inside = inside & (weight_row >= 0) & (weight_row < n_weights)
     else:
         weight_row = tl.zeros((BLOCK_N,), tl.int64)
@@ -320,26 +320,26 @@ def _mixed_block(islots, n, n_weights, dim, WEIGHTED: tl.constexpr, BLOCK_N: tl.
 
 
 @triton.jit
-def _mixed_row(components, slots, item, inside, column, n_rows, dim, j, C: tl.constexpr):
-    """Row j of each item: its row in components and the (BLOCK_N, WIDTH) values (a row
+def _mixed_row(table, slots, item, inside, column, n_rows, dim, j, C: tl.constexpr):
+    """Row j of each item: its row in table and the (BLOCK_N, WIDTH) values (a row
     outside the table reads as 0 and is added nowhere)."""
     row = tl.load(slots + item * C + j, mask=inside, other=0).to(tl.int64)
     mask = (inside & (row >= 0) & (row < n_rows))[:, None] & (column[None, :] < dim)
-    return row, mask, tl.load(components + row[:, None] * dim + column[None, :], mask=mask,
+    return row, mask, tl.load(table + row[:, None] * dim + column[None, :], mask=mask,
                               other=0.0)
 
 
 @triton.jit
-def _read_mixed(components, importance, slots, islots, out, n, n_rows, n_weights, dim,
+def _read_mixed(table, weights, slots, weight_rows, out, n, n_rows, n_weights, dim,
                 C: tl.constexpr, WEIGHTED: tl.constexpr, BLOCK_N: tl.constexpr,
                 WIDTH: tl.constexpr):
-    item, weight_row, inside, column, mask = _mixed_block(islots, n, n_weights, dim, WEIGHTED,
-                                                          BLOCK_N, WIDTH)
+    item, weight_row, inside, column, mask = _mixed_block(weight_rows, n, n_weights, dim,
+                                                          WEIGHTED, BLOCK_N, WIDTH)
     total = tl.zeros((BLOCK_N, WIDTH), tl.float32)
     for j in tl.static_range(C):
-        _, _, values = _mixed_row(components, slots, item, inside, column, n_rows, dim, j, C)
+        _, _, values = _mixed_row(table, slots, item, inside, column, n_rows, dim, j, C)
         if WEIGHTED:
-            w = tl.load(importance + weight_row * C + j, mask=inside, other=0.0)
+            w = tl.load(weights + weight_row * C + j, mask=inside, other=0.0)
             total += w[:, None] * values
         else:
             total += values
@@ -348,48 +348,48 @@ def _read_mixed(components, importance, slots, islots, out, n, n_rows, n_weights
 
 
 @triton.jit
-def _add_mixed(components, importance, slots, islots, grad, grad_components, grad_importance,
+def _add_mixed(table, weights, slots, weight_rows, grad, grad_table, grad_weights,
                n, n_rows, n_weights, dim, C: tl.constexpr, WEIGHTED: tl.constexpr,
                BLOCK_N: tl.constexpr, WIDTH: tl.constexpr):
-    item, weight_row, inside, column, mask = _mixed_block(islots, n, n_weights, dim, WEIGHTED,
-                                                          BLOCK_N, WIDTH)
+    item, weight_row, inside, column, mask = _mixed_block(weight_rows, n, n_weights, dim,
+                                                          WEIGHTED, BLOCK_N, WIDTH)
     g = tl.load(grad + item[:, None] * dim + column[None, :], mask=mask, other=0.0)
     for j in tl.static_range(C):
-        row, row_mask, values = _mixed_row(components, slots, item, inside, column, n_rows,
+        row, row_mask, values = _mixed_row(table, slots, item, inside, column, n_rows,
                                            dim, j, C)
         if WEIGHTED:
-            w = tl.load(importance + weight_row * C + j, mask=inside, other=0.0)
-            tl.atomic_add(grad_components + row[:, None] * dim + column[None, :],
+            w = tl.load(weights + weight_row * C + j, mask=inside, other=0.0)
+            tl.atomic_add(grad_table + row[:, None] * dim + column[None, :],
                           w[:, None] * g, mask=row_mask, sem="relaxed")
-            tl.atomic_add(grad_importance + weight_row * C + j, tl.sum(g * values, axis=1),
+            tl.atomic_add(grad_weights + weight_row * C + j, tl.sum(g * values, axis=1),
                           mask=inside, sem="relaxed")
         else:
-            tl.atomic_add(grad_components + row[:, None] * dim + column[None, :], g,
+            tl.atomic_add(grad_table + row[:, None] * dim + column[None, :], g,
                           mask=row_mask, sem="relaxed")
 
 
-def _mixed(kernel, components, importance, slots, islots, *tensors):
+def _mixed(kernel, table, weights, slots, weight_rows, *tensors):
     n, c = slots.shape
-    dim = components.shape[1]
+    dim = table.shape[1]
     grid, block, padded = _shape(n, dim)
-    weighted = importance is not None
-    if n:  # unweighted, the importance pointers are never read: any tensor stands in
-        kernel[grid](components, importance if weighted else components, slots,
-                     islots if weighted else slots, *tensors, n, components.shape[0],
-                     importance.shape[0] if weighted else 0, dim, C=c, WEIGHTED=weighted,
+    weighted = weights is not None
+    if n:  # unweighted, the weight pointers are never read: any tensor stands in
+        kernel[grid](table, weights if weighted else table, slots,
+                     weight_rows if weighted else slots, *tensors, n, table.shape[0],
+                     weights.shape[0] if weighted else 0, dim, C=c, WEIGHTED=weighted,
                      BLOCK_N=block, WIDTH=padded)
 
 
-def read_mixed(components, importance, slots, islots, out):
-    """out (N, dim) := sum_j importance[islots, j] * components[slots[:, j]] (hemb), or the
-    plain sum without importance (bloom)."""
-    _mixed(_read_mixed, components, importance, slots, islots, out)
+def read_mixed(table, weights, slots, weight_rows, out):
+    """out (N, dim) := sum_j weights[weight_rows, j] * table[slots[:, j]] (hemb), or the
+    plain sum without weights (bloom)."""
+    _mixed(_read_mixed, table, weights, slots, weight_rows, out)
 
 
-def add_mixed(components, importance, slots, islots, grad, grad_components, grad_importance):
+def add_mixed(table, weights, slots, weight_rows, grad, grad_table, grad_weights):
     """read_mixed's backward: the tables' gradients added atomically in place."""
-    _mixed(_add_mixed, components, importance, slots, islots, grad, grad_components,
-           grad_importance if importance is not None else grad_components)
+    _mixed(_add_mixed, table, weights, slots, weight_rows, grad, grad_table,
+           grad_weights if weights is not None else grad_table)
 
 
 @triton.jit
