@@ -144,3 +144,35 @@ def test_batched_mlp_pads_every_member_alike():
     for i in range(z):
         ref = _unpadded(x[i], [wt[i] for wt in weights], [b[i, 0] for b in biases], F.mish)
         torch.testing.assert_close(out[i], ref, rtol=1e-5, atol=1e-5)
+
+
+def test_weight_splits_are_powers_of_two_that_divide_the_ids():
+    from cce_bench.embeddings.dhe import weight_splits
+
+    assert weight_splits(3, 4096, 24, 24) == 32  # 3 tiles: split until 128 ids a part
+    assert weight_splits(3, 4096, 247, 247) == 8  # 192 tiles -> 1,536
+    assert weight_splits(3, 4096, 2415, 2415) == 1  # 17,328 tiles already
+    assert weight_splits(3, 128, 24, 24) == 1  # DLRM's batch of 128: nothing to split
+    assert weight_splits(3, 4095, 24, 24) == 1  # odd: no power of two divides it
+
+
+def test_split_weight_gradients_equal_one_product(monkeypatch):
+    # The members' weight gradients summed over parts of the ids (on CUDA; forced here) are
+    # those of torch's baddbmm up to the order of the sums; the input and bias gradients too.
+    from cce_bench.embeddings import dhe
+
+    monkeypatch.setattr(dhe, "_SPLIT_DEVICES", ("cpu", "cuda"))
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 4096, 24, generator=gen, requires_grad=True)
+    weight = torch.randn(3, 10, 24, generator=gen, requires_grad=True)
+    bias = torch.randn(3, 1, 10, generator=gen, requires_grad=True)
+    upstream = torch.randn(3, 4096, 10, generator=gen)
+    assert dhe.weight_splits(3, 4096, 10, 24) > 1
+    out = dhe._MemberLinear.apply(x, weight, bias)
+    grads = torch.autograd.grad(out, (x, weight, bias), upstream)
+    ref = torch.baddbmm(bias, x, weight.transpose(1, 2))
+    refs = torch.autograd.grad(ref, (x, weight, bias), upstream)
+    torch.testing.assert_close(out, ref)
+    for g, r in zip(grads, refs):
+        assert g.shape == r.shape
+        torch.testing.assert_close(g, r, rtol=1e-5, atol=1e-4)

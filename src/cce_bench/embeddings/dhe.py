@@ -54,6 +54,50 @@ def _aligned(n: int) -> int:
     return n if n < _ALIGN_FROM else -(-n // _ALIGN) * _ALIGN
 
 
+# A batch of MLPs' weight gradients, (out x N) @ (N x in) a member, are long products of small
+# matrices at small widths: at ML-1m's DHE widths (2..247) cuBLAS gives them a few 32 x 32 tiles
+# each, which run over all N = 4,096 ids on a handful of SMs (8.0 of the 8.8 ms of GEMMs of the
+# paper sweep's dhe stacks on an H200, BENCHMARKS.md). Split N into parts, one product each, and
+# sum the parts: at least _SPLIT_TILES output tiles of 32 x 32 in all, each part at least
+# _SPLIT_MIN_ROWS ids.
+_SPLIT_TILES, _SPLIT_MIN_ROWS = 1024, 128
+_SPLIT_DEVICES = ("cuda",)  # on a CPU one product is faster
+
+
+def weight_splits(members: int, rows: int, out: int, inp: int) -> int:
+    """How many parts of the ids a batch of weight gradients is summed over (a power of two
+    dividing rows; 1: one product)."""
+    tiles, parts = members * -(-out // 32) * -(-inp // 32), 1
+    while (tiles * parts < _SPLIT_TILES and rows % (2 * parts) == 0
+           and rows // (2 * parts) >= _SPLIT_MIN_ROWS):
+        parts *= 2
+    return parts
+
+
+class _MemberLinear(torch.autograd.Function):
+    """baddbmm(bias, x, weight^T) for a batch of members, x (Z, N, in), weight (Z, out, in), bias
+    (Z, 1, out), with the weight gradient summed over weight_splits() parts of the ids on CUDA."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.bias_shape = bias.shape
+        return torch.baddbmm(bias, x, weight.transpose(1, 2))
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        x, weight = ctx.saved_tensors
+        grad_x = torch.bmm(grad, weight) if ctx.needs_input_grad[0] else None
+        z, n, out = grad.shape
+        inp = x.shape[2]
+        parts = weight_splits(z, n, out, inp) if grad.device.type in _SPLIT_DEVICES else 1
+        g, xs = grad.reshape(z * parts, n // parts, out), x.reshape(z * parts, n // parts, inp)
+        grad_w = torch.bmm(g.transpose(1, 2), xs)
+        if parts > 1:
+            grad_w = grad_w.view(z, parts, out, inp).sum(1)
+        return grad_x, grad_w, grad.sum_to_size(ctx.bias_shape)
+
+
 def run_mlp(x: torch.Tensor, weights, biases, activation) -> torch.Tensor:
     """The MLP on encodings x: (N, k) with weights (out, in) and biases (out,), or a batch of
     MLPs, x (Z, N, k) with weights (Z, out, in) and biases (Z, 1, out). Wide layers run on
@@ -73,7 +117,7 @@ def run_mlp(x: torch.Tensor, weights, biases, activation) -> torch.Tensor:
         if weight.dim() == 2:
             x = F.linear(x, weight, bias)
         else:
-            x = torch.baddbmm(bias, x, weight.transpose(1, 2))  # F.linear per member
+            x = _MemberLinear.apply(x, weight, bias)  # F.linear per member
         if k < last:
             x = activation(x)
     return x[..., :weights[-1].shape[-2]]
