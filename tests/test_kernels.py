@@ -135,6 +135,19 @@ for g, n, k, width in [(1, 70, 5, 5), (3, 33, 130, 136), (2, 1, 1, 8)]:
     h = hashing.hash_mod_prime(ids, coefficients.unsqueeze(1)) % 1_000_000
     assert torch.equal(out[..., :k], (2 * h.double() / 999_999 - 1).float())
     assert not out[..., k:].any()
+# The universal hash against torch's, per-member ranges or one for all; ids at the ends of int64
+# (the mixer's wrapping products), int32 ids, one function and more than a tile of them.
+for r, n, k in [(1, 300, 4), (3, 70, 1), (2, 5, 11)]:
+    ids = torch.randint(-2**62, 2**62, (r, n), generator=gen)
+    ids[0, 0], ids[-1, -1] = 2**63 - 1, -2**63
+    coefficients = torch.stack([hashing.draw_coefficients(k, gen) for _ in range(r)])
+    moduli = torch.randint(1, 2**40, (r,), generator=gen)
+    out = torch.full((r, n, k), -1)
+    triton_rows.universal_hash(ids, coefficients, moduli, 0, hashing.PRIME, out)
+    h = hashing.hash_mod_prime(ids, coefficients.unsqueeze(1))
+    assert torch.equal(out, h % moduli.view(-1, 1, 1))
+    triton_rows.universal_hash(ids.to(torch.int32), coefficients, None, 1009, hashing.PRIME, out)
+    assert torch.equal(out, hashing.hash_mod_prime(ids.to(torch.int32), coefficients.unsqueeze(1)) % 1009)
 # hnet's pair read and ROBE's windows against torch's hashes and positions; a key at the
 # top of the range exercises the mixer's wrapping products, a window at a slot near the end wraps.
 from cce_bench.embeddings.hnet import pair_keys
@@ -229,6 +242,13 @@ h = hashing.hash_mod_prime(ids, coefficients.unsqueeze(1)) % 1000
 fused = kernels.dhe_encoding(ids, coefficients, 1000, 16)
 assert torch.equal(fused[..., :9], (2 * h.double() / 999 - 1).float()) and not fused[..., 9:].any()
 assert kernels.dhe_encoding(ids, coefficients[:1], 1000, 16) is None  # one member's functions
+assert torch.equal(kernels.universal_hash(ids, coefficients, 1000), h)
+moduli = torch.tensor([1000, 7])
+assert torch.equal(kernels.universal_hash(ids, coefficients, moduli),
+                   hashing.hash_mod_prime(ids, coefficients.unsqueeze(1)) % moduli.view(-1, 1, 1))
+assert kernels.universal_hash(ids, coefficients[:1], 1000) is None  # one member's functions
+one = hashing.UniversalHash(3, 101, gen)  # a module's hash through the program, any id shape
+assert torch.equal(one(ids.view(10, 10)), hashing.hash_mod_prime(ids.view(10, 10), one.coefficients) % 101)
 kernels._fast = lambda table, rows: True
 table = torch.randn(40, 3, generator=gen)
 rows = torch.randint(0, 40, (100,), generator=gen)

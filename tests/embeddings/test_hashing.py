@@ -149,12 +149,14 @@ def test_values_do_not_depend_on_id_dtype_shape_or_layout():
     assert torch.equal(h(torch.tensor(int(ids[2, 3]))), expected[2, 3])
 
 
-def test_redraw_replaces_one_function():
+def test_redraw_draws_each_function_from_its_own_generator():
     h = UniversalHash(3, 101, torch.Generator().manual_seed(0))
     before = h.coefficients.clone()
-    h.redraw(1, torch.Generator().manual_seed(9))
-    assert torch.equal(h.coefficients[[0, 2]], before[[0, 2]])
-    assert not torch.equal(h.coefficients[1], before[1])
+    h.redraw([torch.Generator().manual_seed(s) for s in (7, 8, 9)])
+    assert not (h.coefficients == before).all(1).any()
+    for j, seed in enumerate((7, 8, 9)):  # function j is what generator j alone draws
+        assert torch.equal(h.coefficients[j],
+                           draw_coefficients(1, torch.Generator().manual_seed(seed))[0])
 
 
 def test_coefficients_travel_with_the_state_dict():

@@ -52,7 +52,7 @@ def test_lloyd_improves_on_its_start_and_kmeanspp_starts_better_than_random():
     random_start = km._take(points, torch.rand(2, 2000, generator=gen).argsort(1)[:, :20])
     pp_start = km._kmeanspp(points, 20, gen)
     assert torch.all(objective(points, pp_start) < objective(points, random_start))
-    fitted = lloyd(points, random_start, 20, gen)
+    fitted = lloyd(points, random_start, 20, seed=0)
     assert torch.all(objective(points, fitted) < 0.8 * objective(points, random_start))
 
 
@@ -71,9 +71,22 @@ def test_an_empty_cluster_restarts_at_a_data_point():
     # (No point at the origin, where an unguarded 0 / 1 "mean" would land.)
     points = torch.tensor([[[1.0, 1.0], [1.0, 1.2], [10.0, 1.0], [10.0, 1.2]]])
     start = torch.tensor([[[1.0, 1.1], [10.0, 1.1], [1e6, 1e6]]])
-    after = lloyd(points, start, 1, torch.Generator().manual_seed(0))
+    after = lloyd(points, start, 1, seed=0)
     assert torch.equal(after[0, :2], start[0, :2])
     assert (after[0, 2] == points[0]).all(-1).any()
+
+
+def test_restart_points_cover_each_problem_s_points_and_follow_the_seed():
+    sizes = torch.tensor([[3], [1000]])
+    keys = km._restart_keys(5, 2, 64, torch.device("cpu"))
+    drawn = km._restart_points(keys, sizes, 0, 40)  # (40, 2, 64)
+    assert drawn.shape == (40, 2, 64) and (drawn >= 0).all() and (drawn < sizes).all()
+    assert set(drawn[:, 0].unique().tolist()) == {0, 1, 2}
+    assert len(drawn[:, 1].unique()) > 880  # about 920 of 1000 points in 2,560 uniform draws
+    # A block of iterations is the iterations one at a time; another seed draws other points.
+    assert torch.equal(km._restart_points(keys, sizes, 7, 1)[0], drawn[7])
+    other = km._restart_points(km._restart_keys(6, 2, 64, torch.device("cpu")), sizes, 0, 40)
+    assert (other[:, 1] != drawn[:, 1]).float().mean() > 0.99
 
 
 def test_more_clusters_than_distinct_points_stays_finite():

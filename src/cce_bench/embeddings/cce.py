@@ -138,8 +138,7 @@ class CCEmbedding(CompressedEmbedding):
                       centroids: torch.Tensor) -> list[torch.nn.Parameter]:
         """Steps (c)-(f) from the round's k-means centroids (c, k, w)."""
         c, width, device = self.n_chunks, self.width, self.table0.device
-        for j in range(c):  # (d)
-            self.hash1.redraw(j, _gen(self.seed, round_, j, "hash"))
+        self.hash1.redraw([_gen(self.seed, round_, j, "hash") for j in range(c)])  # (d)
         # Per weight of table1: the sum of the residual coordinates that read it, and their count.
         sums, counts = torch.zeros_like(self.table1), torch.zeros_like(self.table1)
         for start in range(0, self.vocab, _ID_BATCH):  # (c) and (e), all ids in batches

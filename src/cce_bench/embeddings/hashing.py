@@ -29,6 +29,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import kernels
+
 PRIME = (1 << 31) - 1
 _M1 = 0xBF58476D1CE4E5B9 - (1 << 64)  # splitmix64's multipliers as signed int64
 _M2 = 0x94D049BB133111EB - (1 << 64)
@@ -83,8 +85,12 @@ def mixed_pieces(ids: torch.Tensor) -> torch.Tensor:
 def universal_hash(ids: torch.Tensor, coefficients: torch.Tensor, m: int) -> torch.Tensor:
     """Hash ids (*S) with each of the n functions in coefficients (n, 4) into [0, m).
 
-    Returns (*S, n) int64.
+    Returns (*S, n) int64. On CUDA one program computes it (kernels.universal_hash), where
+    torch runs about thirty element-wise kernels over the int64 values.
     """
+    fused = kernels.universal_hash(ids.reshape(1, -1), coefficients.unsqueeze(0), m)
+    if fused is not None:
+        return fused.view(*ids.shape, coefficients.shape[0])
     return hash_mod_prime(ids, coefficients) % m
 
 
@@ -99,6 +105,8 @@ class UniversalHash(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return universal_hash(ids, self.coefficients, self.m)
 
-    def redraw(self, index: int, generator: torch.Generator) -> None:
-        """Replace function `index` by a fresh one (CCE draws a new hash per clustering round)."""
-        self.coefficients[index] = draw_coefficients(1, generator)[0].to(self.coefficients.device)
+    def redraw(self, generators: list[torch.Generator]) -> None:
+        """Replace every function by a fresh one, function j drawn from generators[j] (CCE draws
+        a new hash per chunk per clustering round); one copy to the device for all."""
+        drawn = torch.cat([draw_coefficients(1, generator) for generator in generators])
+        self.coefficients.copy_(drawn)

@@ -10,8 +10,8 @@ Two backends with one interface:
 `kmeans_many` runs several kmeans() calls (jobs) at once, each with the result it has alone (up
 to the order of float sums): the torch backend's jobs of one device, dimension and iteration
 count go through Lloyd's iterations as a few padded batches (`plan_batches`), each job's initial
-centroids and empty-cluster restarts drawn from its own generator exactly as alone; faiss jobs
-run one call each (faiss clusters one problem at a time). A stack of CCE runs clusters this way
+centroids drawn from its own generator and its empty-cluster restarts from its own seed exactly
+as alone; faiss jobs run one call each (faiss clusters one problem at a time). A stack of CCE runs clusters this way
 (stacking.py): one set of Lloyd kernels for all of its runs instead of one per run.
 
 Both start from k distinct random points ("random") or from k-means++ seeding ("kmeans++",
@@ -19,13 +19,15 @@ computed here and handed to faiss as its initial centroids). Distances to the ce
 computed in blocks of points, so no (n, k) matrix is ever whole: 1M points x 4096 centroids
 needs a 256 MB block, not 16 GB. An empty cluster restarts at a random point of its problem
 (faiss instead splits a large cluster; the test suite checks the two reach objectives within a
-few percent of each other).
+few percent of each other). The restart points are counter-based, a hash of (the job's seed, the
+problem, the iteration, the centroid) reduced modulo the problem's points (`_restart_points`):
+a batch of jobs computes every job's in one set of element-wise kernels, where drawing them from
+each job's generator took one launch per job per iteration, thousands in a stacked round.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -33,6 +35,7 @@ import torch.nn.functional as F
 
 from ..errors import UnknownName
 from ..kernels import nearest_centroids
+from .hashing import mix
 
 BACKENDS = ["auto", "faiss", "torch"]
 INITS = ["random", "kmeans++"]
@@ -45,6 +48,8 @@ _BLOCK_ELEMENTS = 1 << 26
 # ~3e7 (~10 bytes each through baddbmm and argmin at ~4 TB/s). On the CPU an element costs ~1 ns
 # against ~5 us an op.
 _BATCH_ELEMENTS = {"cuda": 1 << 25, "cpu": 1 << 17}
+# Restart points computed at once (iterations x problems x centroids, int64): 32 MB.
+_RESTART_ELEMENTS = 1 << 22
 
 
 @dataclass
@@ -186,12 +191,12 @@ def _kmeans_faiss(points: torch.Tensor, k: int, iters: int, seed: int, init: str
 def _kmeans_torch(jobs: list[KMeansJob]) -> list[torch.Tensor]:
     """Jobs of one device, dimension and iteration count: each one's centroids (B, k, d).
 
-    Each job's generator is seeded and drawn from exactly as the job alone draws it: the
-    initial centroids, then one (B, k) draw of restart points per iteration. Alone, Lloyd's
-    iterations draw them as they go; in a batch they are drawn first, in the same order, so
-    every job sees the same numbers. Padded points weigh 0 and padded centroids are never
-    nearest, so each problem's iterations are its own (every op is per problem)."""
-    starts, draws = [], []
+    Each job's generator is seeded and drawn from exactly as the job alone draws it (its
+    initial centroids), and its restart points are a function of its seed (_restart_points),
+    so every job sees the same numbers alone and in a batch. Padded points weigh 0 and padded
+    centroids are never nearest, so each problem's iterations are its own (every op is per
+    problem)."""
+    starts, prepared = [], []
     for job in jobs:
         x = job.points.detach().float()
         b, n, _ = x.shape
@@ -202,62 +207,84 @@ def _kmeans_torch(jobs: list[KMeansJob]) -> list[torch.Tensor]:
             starts.append(_take(x, first))
         else:
             starts.append(_kmeanspp(x, job.k, gen))
-        draws.append((x, gen))
+        prepared.append(x)
     if len(jobs) == 1 or jobs[0].iters == 0:
-        return [lloyd(x, start, job.iters, gen).to(job.points.dtype)
-                for (x, gen), start, job in zip(draws, starts, jobs)]
+        return [lloyd(x, start, job.iters, job.seed).to(job.points.dtype)
+                for x, start, job in zip(prepared, starts, jobs)]
 
-    n_max = max(x.shape[1] for x, _ in draws)
+    n_max = max(x.shape[1] for x in prepared)
     k_max = max(job.k for job in jobs)
-    iters = jobs[0].iters
-    points = torch.cat([F.pad(x, (0, 0, 0, n_max - x.shape[1])) for x, _ in draws])
+    device = prepared[0].device
+    points = torch.cat([F.pad(x, (0, 0, 0, n_max - x.shape[1])) for x in prepared])
     centroids = torch.cat([F.pad(c, (0, 0, 0, k_max - c.shape[1])) for c in starts])
-    weight = torch.cat([(torch.arange(n_max, device=x.device) < x.shape[1]).float().expand(
-        x.shape[0], -1) for x, _ in draws])  # (sum B, n_max): 0 on padded points
-    bias = torch.cat([torch.where(torch.arange(k_max, device=x.device) < job.k, 0.0,
+    weight = torch.cat([(torch.arange(n_max, device=device) < x.shape[1]).float().expand(
+        x.shape[0], -1) for x in prepared])  # (sum B, n_max): 0 on padded points
+    bias = torch.cat([torch.where(torch.arange(k_max, device=device) < job.k, 0.0,
                                   float("inf")).expand(x.shape[0], -1)
-                      for (x, _), job in zip(draws, jobs)])  # (sum B, k_max)
-    restarts = torch.cat([F.pad(torch.stack([
-        torch.randint(0, x.shape[1], (x.shape[0], job.k), generator=gen, device=x.device)
-        for _ in range(iters)]), (0, k_max - job.k)) for (x, gen), job in zip(draws, jobs)],
-        dim=1)  # (iters, sum B, k_max)
-    step = iter(restarts)
-    fitted = _lloyd(points, centroids, iters, lambda: next(step), weight, bias)
+                      for x, job in zip(prepared, jobs)])  # (sum B, k_max)
+    # Each problem restarts among its own points, with its job's keys (padded centroids' keys
+    # are never used: such a centroid is never nearest, whatever point it restarts at).
+    keys = torch.cat([F.pad(_restart_keys(job.seed, x.shape[0], job.k, device),
+                            (0, k_max - job.k)) for x, job in zip(prepared, jobs)])
+    sizes = torch.cat([torch.full((x.shape[0], 1), x.shape[1], dtype=torch.int64,
+                                  device=device) for x in prepared])
+    fitted = _lloyd(points, centroids, jobs[0].iters, keys, sizes, weight, bias)
     out, row = [], 0
-    for (x, _), job in zip(draws, jobs):
+    for x, job in zip(prepared, jobs):
         out.append(fitted[row:row + x.shape[0], :job.k].to(job.points.dtype))
         row += x.shape[0]
     return out
 
 
-def lloyd(points: torch.Tensor, centroids: torch.Tensor, iters: int,
-          generator: torch.Generator) -> torch.Tensor:
+def lloyd(points: torch.Tensor, centroids: torch.Tensor, iters: int, seed: int) -> torch.Tensor:
     """Lloyd's iterations from given centroids: points (B, n, d), centroids (B, k, d) -> (B, k, d).
 
-    An empty cluster restarts at a random point of its problem (no host sync to find which).
+    An empty cluster restarts at a point of its problem drawn from `seed` (_restart_points; no
+    host sync to find which).
     """
     x = points.float()
     b, n, _ = x.shape
     k = centroids.shape[1]
-    return _lloyd(x, centroids, iters,
-                  lambda: torch.randint(0, n, (b, k), generator=generator, device=x.device))
+    sizes = torch.full((b, 1), n, dtype=torch.int64, device=x.device)
+    return _lloyd(x, centroids, iters, _restart_keys(seed, b, k, x.device), sizes)
 
 
-def _lloyd(x: torch.Tensor, centroids: torch.Tensor, iters: int,
-           restarts: Callable[[], torch.Tensor], weight: torch.Tensor | None = None,
+def _restart_keys(seed: int, problems: int, k: int, device: torch.device) -> torch.Tensor:
+    """A job's restart keys, one per (problem, centroid): (B, k) int64, distinct mixed values
+    (mix is a bijection) that _restart_points advances by the iteration."""
+    base = int(mix(torch.tensor(seed)))  # on the host: no copy to the device
+    problem = torch.arange(problems, device=device).view(-1, 1)
+    return mix((problem + base) * k + torch.arange(k, device=device))
+
+
+def _restart_points(keys: torch.Tensor, sizes: torch.Tensor, first: int,
+                    count: int) -> torch.Tensor:
+    """The points empty centroids restart at in iterations first..first + count - 1:
+    (count, B, k) int64, each in [0, its problem's size) (sizes (B, 1)); the hash of key + t."""
+    steps = torch.arange(first, first + count, device=keys.device).view(-1, 1, 1)
+    z = mix(keys + steps)
+    return ((z >> 1) & ((1 << 63) - 1)) % sizes  # the top 63 bits: non-negative
+
+
+def _lloyd(x: torch.Tensor, centroids: torch.Tensor, iters: int, keys: torch.Tensor,
+           sizes: torch.Tensor, weight: torch.Tensor | None = None,
            bias: torch.Tensor | None = None) -> torch.Tensor:
-    """lloyd() with each iteration's restart points from restarts() (B, k), and optionally
-    point weights (B, n) (0: a padded point) and centroid biases (B, k) (inf: padded)."""
+    """lloyd() with restart keys (B, k) and problem sizes (B, 1) (_restart_points), and
+    optionally point weights (B, n) (0: a padded point) and centroid biases (B, k) (inf:
+    padded)."""
     b, _, d = x.shape
     k = centroids.shape[1]
-    for _ in range(iters):
+    block = max(1, _RESTART_ELEMENTS // keys.numel())  # iterations of restarts drawn at once
+    for t in range(iters):
+        if t % block == 0:
+            restarts = _restart_points(keys, sizes, t, min(block, iters - t))
         assign = nearest(x, centroids, bias)  # (B, n)
         sums = torch.zeros(b, k, d, device=x.device).scatter_add_(
             1, assign.unsqueeze(-1).expand(-1, -1, d), x)
         counts = torch.zeros(b, k, device=x.device).scatter_add_(
             1, assign, torch.ones_like(assign, dtype=x.dtype) if weight is None else weight)
         means = sums / counts.clamp(min=1).unsqueeze(-1)
-        reseed = _take(x, restarts())
+        reseed = _take(x, restarts[t % block])
         centroids = torch.where((counts == 0).unsqueeze(-1), reseed, means)
     return centroids
 

@@ -164,10 +164,34 @@ def dhe_encoding(ids: torch.Tensor, coefficients: torch.Tensor, m: int,
             and width >= coefficients.shape[1] and "dhe_uniform" not in _failed
             and _triton_takes(ids)):
         return None
-    from ..embeddings.hashing import PRIME, mixed_pieces  # hashing imports nothing from here
+    # Imported here: hashing imports this module (universal_hash).
+    from ..embeddings.hashing import PRIME, mixed_pieces
 
     out = torch.empty(*ids.shape, width, dtype=torch.float32, device=ids.device)
     taken = _launch("dhe_uniform", mixed_pieces(ids), coefficients.contiguous(), m, PRIME, out)
+    return out if taken else None
+
+
+def universal_hash(ids: torch.Tensor, coefficients: torch.Tensor,
+                   moduli: torch.Tensor | int) -> torch.Tensor | None:
+    """hashing.universal_hash of R members at once, in one program: ids (R, N) hashed by each
+    member's k functions, coefficients (R, k, 4) int64, into [0, moduli[r]) (moduli (R,) int64,
+    or one int for all) -> (R, N, k) int64, the same integers as torch's; None where the
+    program does not run (the caller hashes with torch)."""
+    per_member = isinstance(moduli, torch.Tensor)
+    if not (ids.dim() == 2 and coefficients.dim() == 3
+            and ids.shape[0] == coefficients.shape[0] <= FUSED_MAX_BATCH
+            and ids.dtype in (torch.int32, torch.int64) and coefficients.dtype == torch.int64
+            and coefficients.device == ids.device
+            and (not per_member or (moduli.dtype == torch.int64 and moduli.device == ids.device))
+            and "universal_hash" not in _failed and _triton_takes(ids)):
+        return None
+    from ..embeddings.hashing import PRIME
+
+    out = torch.empty(*ids.shape, coefficients.shape[1], dtype=torch.int64, device=ids.device)
+    taken = _launch("universal_hash", ids.contiguous(), coefficients.contiguous(),
+                    moduli.contiguous() if per_member else None, 0 if per_member else moduli,
+                    PRIME, out)
     return out if taken else None
 
 

@@ -1,6 +1,6 @@
 """The Triton programs behind kernels/: gather_rows and scatter_add_rows (each program moves a
 block of BLOCK rows of WIDTH columns, width padded to a power of two and masked),
-nearest_centroids, dhe_encoding, and the flat reads of hnet and ROBE (read_pairs,
+nearest_centroids, dhe_encoding, the universal hash, and the flat reads of hnet and ROBE (read_pairs,
 read_windows) with their scatter-adds, hemb's and bloom's sums of rows (read_mixed) with
 their backward, and AdamW over a stack's flat tensors (optim.py)."""
 
@@ -186,6 +186,55 @@ def _universal(z, c, PRIME: tl.constexpr):
     return (tl.load(c + 3) + tl.load(c) * z2 + tl.load(c + 1) * z1 + tl.load(c + 2) * z0) % PRIME
 
 
+# A universal-hash program's tile: HASH_BLOCK_N ids x up to HASH_MAX_K functions.
+HASH_BLOCK_N, HASH_MAX_K = 256, 8
+
+
+@triton.jit
+def _mix(z):
+    """hashing.mix on uint64 keys: products wrap modulo 2^64 as int64's do, shifts are logical."""
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EB
+    return z ^ (z >> 31)
+
+
+@triton.jit
+def _universal_hash(ids, coefficients, moduli, out, n, k, m, PRIME: tl.constexpr,
+                    PER_MEMBER: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """hashing.universal_hash of member program_id(2)'s ids with its k functions into [0, m)
+    (m = moduli[member] if PER_MEMBER): out (R, N, k) int64."""
+    member = tl.program_id(2).to(tl.int64)
+    row = tl.program_id(0).to(tl.int64) * BLOCK_N + tl.arange(0, BLOCK_N)
+    col = tl.program_id(1).to(tl.int64) * BLOCK_K + tl.arange(0, BLOCK_K)
+    in_n, in_k = row < n, col < k
+    i = tl.load(ids + member * n + row, mask=in_n, other=0).to(tl.int64)
+    z = _mix(i.to(tl.uint64, bitcast=True))[:, None]
+    c = coefficients + (member * k + col) * 4
+    a1 = tl.load(c, mask=in_k, other=0)[None, :]
+    a2 = tl.load(c + 1, mask=in_k, other=0)[None, :]
+    a3 = tl.load(c + 2, mask=in_k, other=0)[None, :]
+    b = tl.load(c + 3, mask=in_k, other=0)[None, :]
+    z2 = ((z >> 43) & 0x1FFFFF).to(tl.int64)
+    z1 = ((z >> 22) & 0x1FFFFF).to(tl.int64)
+    z0 = (z & 0x3FFFFF).to(tl.int64)
+    h = (b + a1 * z2 + a2 * z1 + a3 * z0) % PRIME  # below 2^55: int64 never overflows
+    if PER_MEMBER:
+        m = tl.load(moduli + member)
+    tl.store(out + (member * n + row[:, None]) * k + col[None, :], h % m,
+             mask=in_n[:, None] & in_k[None, :])
+
+
+def universal_hash(ids: torch.Tensor, coefficients: torch.Tensor, moduli: torch.Tensor | None,
+                   m: int, prime: int, out: torch.Tensor) -> None:
+    r, n, k = out.shape  # ids (R, N), coefficients (R, k, 4); moduli (R,) or None: m for all
+    if r and n and k:
+        block_k = min(triton.next_power_of_2(k), HASH_MAX_K)
+        grid = (triton.cdiv(n, HASH_BLOCK_N), triton.cdiv(k, block_k), r)
+        _universal_hash[grid](ids, coefficients, ids if moduli is None else moduli, out, n, k,
+                              m, PRIME=prime, PER_MEMBER=moduli is not None,
+                              BLOCK_N=HASH_BLOCK_N, BLOCK_K=block_k)
+
+
 @triton.jit
 def _pair_block(ids, coefficients, sign_coefficients, sizes, base, n, dim, PRIME: tl.constexpr,
                 SIGNED: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_D: tl.constexpr):
@@ -198,10 +247,7 @@ def _pair_block(ids, coefficients, sign_coefficients, sizes, base, n, dim, PRIME
     col = tl.arange(0, BLOCK_D)
     mask = (row < n)[:, None] & (col < dim)[None, :]
     i = tl.load(ids + member * n + row, mask=row < n, other=0).to(tl.int64)
-    z = (i[:, None] * dim + col[None, :]).to(tl.uint64, bitcast=True)
-    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9
-    z = (z ^ (z >> 27)) * 0x94D049BB133111EB
-    z = z ^ (z >> 31)
+    z = _mix((i[:, None] * dim + col[None, :]).to(tl.uint64, bitcast=True))
     position = (_universal(z, coefficients + member * 4, PRIME) % tl.load(sizes + member)
                 + tl.load(base + member))
     if SIGNED:
