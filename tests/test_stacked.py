@@ -115,8 +115,7 @@ def test_a_stacks_clustering_round_is_one_k_means_batch_with_each_runs_result_al
 
     batches = []
     real = km._kmeans_torch
-    monkeypatch.setattr(km, "_kmeans_torch",
-                        lambda jobs, graphs=None: batches.append(len(jobs)) or real(jobs, graphs))
+    monkeypatch.setattr(km, "_kmeans_torch", lambda jobs: batches.append(len(jobs)) or real(jobs))
     states, alone = stepped_stack(torch_kmeans_runs(method), tiny)
     optimizer = states[0].optimizer
     for step in (1, 2):  # two rounds: the second starts from the first's index and hashes
@@ -142,8 +141,7 @@ def test_runs_clustered_in_one_batch_train_as_alone(method, tiny, monkeypatch):
 
     jobs = []
     real = stacking.kmeans_many
-    monkeypatch.setattr(stacking, "kmeans_many",
-                        lambda js, graphs=None: jobs.append(len(js)) or real(js, graphs))
+    monkeypatch.setattr(stacking, "kmeans_many", lambda js: jobs.append(len(js)) or real(js))
     runs = torch_kmeans_runs(method)
     stacked = train_many(runs, tiny, "cpu")
     assert jobs == [12, 12]  # after epochs 1 and 2: 6 runs x 2 tables, one call
@@ -156,8 +154,7 @@ def test_a_run_that_stopped_early_is_not_clustered_with_its_stack(tiny, monkeypa
 
     jobs = []
     real = stacking.kmeans_many
-    monkeypatch.setattr(stacking, "kmeans_many",
-                        lambda js, graphs=None: jobs.append(len(js)) or real(js, graphs))
+    monkeypatch.setattr(stacking, "kmeans_many", lambda js: jobs.append(len(js)) or real(js))
     runs = torch_kmeans_runs("cce", epochs=8, lr=0.1, early_stop=0.001)
     stacked = train_many(runs, tiny, "cpu")
     alone = [train(run, tiny, "cpu", stepper="static") for run in runs]
@@ -176,8 +173,7 @@ def test_a_run_that_diverges_as_its_stack_clusters_keeps_its_tables(tiny, monkey
 
     jobs, finished = [], []
     real, finish = stacking.kmeans_many, ClusterRound.finish
-    monkeypatch.setattr(stacking, "kmeans_many",
-                        lambda js, graphs=None: jobs.append(len(js)) or real(js, graphs))
+    monkeypatch.setattr(stacking, "kmeans_many", lambda js: jobs.append(len(js)) or real(js))
     monkeypatch.setattr(ClusterRound, "finish", lambda r, c: finished.append(1) or finish(r, c))
     # lr 0.55 explodes cce on the tiny set for some seeds and budgets (measured: 3 of 6, at
     # epochs 1 to 3 of 4, while the others cluster after epochs 1 to 3).

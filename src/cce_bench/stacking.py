@@ -49,7 +49,7 @@ from torch import nn
 
 from . import metrics
 from .config import RunConfig
-from .embeddings.kmeans import LloydGraphs, kmeans_many, resolve_backend
+from .embeddings.kmeans import kmeans_many, resolve_backend
 from .embeddings.registry import get_method
 from .models.dlrm import DLRM
 from .models.stacked import StackedGMF, flat_slices, stack_class
@@ -138,8 +138,6 @@ class StackedEpoch:
         # run -> its tables' rounds (cce.ClusterRound) with their centroids, at clustered_step
         self.rounds: dict[int, dict[nn.Module, tuple]] = {}
         self.clustered_step = -1
-        # The rounds' k-means batches keep their shapes from round to round: CUDA graphs of them.
-        self.lloyd_graphs = LloydGraphs()
 
     @property
     def model(self) -> StackedGMF:
@@ -259,8 +257,7 @@ class StackedEpoch:
                       and resolve_backend(t.kmeans_backend, self.order.device) == "torch"}
                   for r in self.active}
         jobs = [(r, t) for r in rounds for t in rounds[r]]
-        fitted = kmeans_many([rounds[r][t].job for r, t in jobs], self.lloyd_graphs)
-        for (r, t), centroids in zip(jobs, fitted):
+        for (r, t), centroids in zip(jobs, kmeans_many([rounds[r][t].job for r, t in jobs])):
             rounds[r][t] = (rounds[r][t], centroids)
         return rounds
 

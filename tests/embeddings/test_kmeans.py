@@ -173,8 +173,7 @@ def mixed_jobs(backend: str = "torch") -> list[KMeansJob]:
 def test_jobs_run_together_get_their_centroids_alone(monkeypatch):
     batches = []
     real = km._kmeans_torch
-    monkeypatch.setattr(km, "_kmeans_torch",
-                        lambda jobs, graphs=None: batches.append(len(jobs)) or real(jobs, graphs))
+    monkeypatch.setattr(km, "_kmeans_torch", lambda jobs: batches.append(len(jobs)) or real(jobs))
     jobs = mixed_jobs()
     together = kmeans_many(jobs)
     assert batches == [len(jobs)]  # small problems: one padded batch
@@ -214,33 +213,3 @@ def test_torch_backend_on_cuda_reaches_the_cpu_objective():
     cuda = kmeans(points.cuda(), 32, iters=25, seed=1, backend="torch")
     assert cuda.device.type == "cuda"
     assert torch.all((objective(points, cuda.cpu()) - cpu).abs() < 0.05 * cpu)
-
-
-def moved(jobs: list[KMeansJob], device: str) -> list[KMeansJob]:
-    return [KMeansJob(j.points.to(device), j.k, j.iters, j.seed, j.backend, j.init) for j in jobs]
-
-
-def test_lloyd_graphs_off_cuda_run_eagerly_with_the_same_centroids():
-    graphs = km.LloydGraphs()
-    jobs = mixed_jobs()
-    plain = kmeans_many(jobs)
-    for _ in range(3):
-        for a, b in zip(kmeans_many(jobs, graphs), plain):
-            assert torch.equal(a, b)
-    assert graphs.replays == 0
-
-
-@requires_cuda
-def test_lloyd_graphs_replay_later_rounds_with_the_eager_centroids():
-    # Rounds of one stack: the same batch shapes with new points each round; from the third on
-    # the batch replays its graph, and every round's centroids are the eager ones bit for bit.
-    graphs = km.LloydGraphs()
-    for round_ in range(4):
-        jobs = moved(mixed_jobs(), "cuda")
-        for job in jobs:
-            job.points += round_  # other values, same shapes
-            job.seed += round_
-        eager = kmeans_many(jobs)
-        for a, b in zip(kmeans_many(jobs, graphs), eager):
-            assert torch.equal(a, b), round_
-    assert graphs.replays == 3  # one padded batch: eager, then captured and replayed, replayed

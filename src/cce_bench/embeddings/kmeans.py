@@ -76,10 +76,9 @@ def kmeans(points: torch.Tensor, k: int, *, iters: int = 50, seed: int = 0,
     return kmeans_many([KMeansJob(points, k, iters, seed, backend, init)])[0]
 
 
-def kmeans_many(jobs: list[KMeansJob], graphs: LloydGraphs | None = None) -> list[torch.Tensor]:
+def kmeans_many(jobs: list[KMeansJob]) -> list[torch.Tensor]:
     """kmeans() of every job: centroids (B, k, d) each, as the job's call alone gives them up
-    to the order of float sums; the torch backend's jobs in padded batches (plan_batches),
-    through `graphs` if given (CUDA graphs of batches of shapes it has seen before)."""
+    to the order of float sums; the torch backend's jobs in padded batches (plan_batches)."""
     out: list[torch.Tensor | None] = [None] * len(jobs)
     batched: dict[tuple, list[int]] = {}
     for i, job in enumerate(jobs):
@@ -97,7 +96,7 @@ def kmeans_many(jobs: list[KMeansJob], graphs: LloydGraphs | None = None) -> lis
         cost = _BATCH_ELEMENTS["cpu" if device.type == "cpu" else "cuda"]
         for batch in plan_batches(shapes, cost):
             chosen = [members[i] for i in batch]
-            for i, centroids in zip(chosen, _kmeans_torch([jobs[i] for i in chosen], graphs)):
+            for i, centroids in zip(chosen, _kmeans_torch([jobs[i] for i in chosen])):
                 out[i] = centroids
     return out
 
@@ -189,7 +188,7 @@ def _kmeans_faiss(points: torch.Tensor, k: int, iters: int, seed: int, init: str
     return torch.stack(out).to(points.device, points.dtype)
 
 
-def _kmeans_torch(jobs: list[KMeansJob], graphs: LloydGraphs | None = None) -> list[torch.Tensor]:
+def _kmeans_torch(jobs: list[KMeansJob]) -> list[torch.Tensor]:
     """Jobs of one device, dimension and iteration count: each one's centroids (B, k, d).
 
     Each job's generator is seeded and drawn from exactly as the job alone draws it (its
@@ -209,15 +208,9 @@ def _kmeans_torch(jobs: list[KMeansJob], graphs: LloydGraphs | None = None) -> l
         else:
             starts.append(_kmeanspp(x, job.k, gen))
         prepared.append(x)
-    run = graphs.run if graphs is not None else _lloyd
     if len(jobs) == 1 or jobs[0].iters == 0:
-        out = []
-        for x, start, job in zip(prepared, starts, jobs):
-            b, n, _ = x.shape
-            sizes = torch.full((b, 1), n, dtype=torch.int64, device=x.device)
-            keys = _restart_keys(job.seed, b, job.k, x.device)
-            out.append(run(x, start, job.iters, keys, sizes).to(job.points.dtype))
-        return out
+        return [lloyd(x, start, job.iters, job.seed).to(job.points.dtype)
+                for x, start, job in zip(prepared, starts, jobs)]
 
     n_max = max(x.shape[1] for x in prepared)
     k_max = max(job.k for job in jobs)
@@ -235,7 +228,7 @@ def _kmeans_torch(jobs: list[KMeansJob], graphs: LloydGraphs | None = None) -> l
                             (0, k_max - job.k)) for x, job in zip(prepared, jobs)])
     sizes = torch.cat([torch.full((x.shape[0], 1), x.shape[1], dtype=torch.int64,
                                   device=device) for x in prepared])
-    fitted = run(points, centroids, jobs[0].iters, keys, sizes, weight, bias)
+    fitted = _lloyd(points, centroids, jobs[0].iters, keys, sizes, weight, bias)
     out, row = [], 0
     for x, job in zip(prepared, jobs):
         out.append(fitted[row:row + x.shape[0], :job.k].to(job.points.dtype))
@@ -294,50 +287,6 @@ def _lloyd(x: torch.Tensor, centroids: torch.Tensor, iters: int, keys: torch.Ten
         reseed = _take(x, restarts[t % block])
         centroids = torch.where((counts == 0).unsqueeze(-1), reseed, means)
     return centroids
-
-
-class LloydGraphs:
-    """Lloyd's iterations of batches as CUDA graphs, one per batch shape, for a caller that
-    clusters batches of the same shapes round after round (a stack of CCE runs, stacking.py).
-
-    A clustering round's k-means is bound by the host on small problems: a batch launches about
-    twenty kernels an iteration, 50 iterations, each kernel a few microseconds of work. A shape's
-    first batch runs eagerly (Triton compiles there, outside any capture), its second is
-    captured and replayed, and every later one copies its inputs into the graph's and replays:
-    the same kernels on the same values, so the same centroids. Only batches of at most
-    GRAPH_MAX_ELEMENTS point values are captured (a graph keeps its memory while it lives);
-    off CUDA everything runs eagerly. The graphs live as long as this object."""
-
-    GRAPH_MAX_ELEMENTS = 1 << 24  # 64 MB of fp32 points
-
-    def __init__(self):
-        self._seen: set[tuple] = set()
-        self._graphs: dict[tuple, tuple] = {}
-        self.replays = 0
-
-    def run(self, x: torch.Tensor, centroids: torch.Tensor, iters: int, keys: torch.Tensor,
-            sizes: torch.Tensor, weight: torch.Tensor | None = None,
-            bias: torch.Tensor | None = None) -> torch.Tensor:
-        """_lloyd()'s centroids, through a graph where the shape has been run before."""
-        inputs = (x, centroids, keys, sizes, weight, bias)
-        key = (iters, x.device, *((t.shape, t.dtype) if t is not None else None for t in inputs))
-        if (x.device.type != "cuda" or x.numel() > self.GRAPH_MAX_ELEMENTS
-                or key not in self._seen):
-            self._seen.add(key)
-            return _lloyd(x, centroids, iters, keys, sizes, weight, bias)
-        if key not in self._graphs:
-            static = [t.clone() if t is not None else None for t in inputs]
-            graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
-                out = _lloyd(static[0], static[1], iters, *static[2:])
-            self._graphs[key] = (graph, static, out)
-        graph, static, out = self._graphs[key]
-        for mine, given in zip(static, inputs):
-            if mine is not None:
-                mine.copy_(given)
-        graph.replay()
-        self.replays += 1
-        return out.clone()
 
 
 def _kmeanspp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
