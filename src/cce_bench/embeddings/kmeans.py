@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import UnknownName
-from ..kernels import lloyd_update, nearest_centroids
+from ..kernels import nearest_centroids
 from .hashing import mix
 
 BACKENDS = ["auto", "faiss", "torch"]
@@ -139,24 +139,20 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return "torch"
 
 
-def nearest(points: torch.Tensor, centroids: torch.Tensor, bias: torch.Tensor | None = None,
-            norms: torch.Tensor | None = None) -> torch.Tensor:
+def nearest(points: torch.Tensor, centroids: torch.Tensor,
+            bias: torch.Tensor | None = None) -> torch.Tensor:
     """Index of the nearest centroid: points (B, n, d), centroids (B, k, d) -> (B, n) int64.
 
     On CUDA one Triton program keeps the distances in registers (kernels.nearest_centroids; a
     near-tie may then go to the other centroid than on the CPU); elsewhere they are computed in
     blocks of points, so the (n, k) distance matrix never exists whole. bias (B, k), if given, is
-    added to every distance to a centroid (inf: that centroid is never nearest). norms (B, k),
-    if given, are the centroids' |c|^2 + bias already computed (kernels.lloyd_update's).
+    added to every distance to a centroid (inf: that centroid is never nearest).
     """
     b, n, _ = points.shape
     k = centroids.shape[1]
-    if norms is not None:
-        sq_norms = norms.unsqueeze(1)  # (B, 1, k)
-    else:
-        sq_norms = (centroids * centroids).sum(-1).unsqueeze(1)
-        if bias is not None:
-            sq_norms = sq_norms + bias.unsqueeze(1)
+    sq_norms = (centroids * centroids).sum(-1).unsqueeze(1)  # (B, 1, k)
+    if bias is not None:
+        sq_norms = sq_norms + bias.unsqueeze(1)
     fused = nearest_centroids(points, centroids, sq_norms.reshape(b, k))  # None off CUDA
     if fused is not None:
         return fused
@@ -276,26 +272,18 @@ def _lloyd(x: torch.Tensor, centroids: torch.Tensor, iters: int, keys: torch.Ten
     """lloyd() with restart keys (B, k) and problem sizes (B, 1) (_restart_points), and
     optionally point weights (B, n) (0: a padded point) and centroid biases (B, k) (inf:
     padded)."""
-    b, n, d = x.shape
+    b, _, d = x.shape
     k = centroids.shape[1]
     block = max(1, _RESTART_ELEMENTS // keys.numel())  # iterations of restarts drawn at once
-    # Each point with its weight as a last column: one scatter-add sums both per centroid.
-    weight = torch.ones(b, n, device=x.device) if weight is None else weight
-    weighted = torch.cat([x, weight.unsqueeze(-1)], dim=-1)  # (B, n, d + 1)
-    norms = None  # the centroids' |c|^2 + bias, where the fused update computed them
     for t in range(iters):
         if t % block == 0:
             restarts = _restart_points(keys, sizes, t, min(block, iters - t))
-        assign = nearest(x, centroids, bias, norms)  # (B, n)
-        acc = torch.zeros(b, k, d + 1, device=x.device).scatter_add_(
-            1, assign.unsqueeze(-1).expand(-1, -1, d + 1), weighted)
-        # On CUDA one program (kernels.lloyd_update) does what the lines below do in ten ops.
-        fused = lloyd_update(acc, x, restarts[t % block], bias)
-        if fused is not None:
-            centroids, norms = fused
-            continue
-        counts = acc[..., d]
-        means = acc[..., :d] / counts.clamp(min=1).unsqueeze(-1)
+        assign = nearest(x, centroids, bias)  # (B, n)
+        sums = torch.zeros(b, k, d, device=x.device).scatter_add_(
+            1, assign.unsqueeze(-1).expand(-1, -1, d), x)
+        counts = torch.zeros(b, k, device=x.device).scatter_add_(
+            1, assign, torch.ones_like(assign, dtype=x.dtype) if weight is None else weight)
+        means = sums / counts.clamp(min=1).unsqueeze(-1)
         reseed = _take(x, restarts[t % block])
         centroids = torch.where((counts == 0).unsqueeze(-1), reseed, means)
     return centroids

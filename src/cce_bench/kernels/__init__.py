@@ -153,28 +153,6 @@ def nearest_centroids(points: torch.Tensor, centroids: torch.Tensor,
     return out if taken else None
 
 
-def lloyd_update(acc: torch.Tensor, points: torch.Tensor, restarts: torch.Tensor,
-                 bias: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor] | None:
-    """One Lloyd step in one program: from acc (B, k, d + 1), each centroid's sum of its points
-    (B, n, d) and their weight (last column), the new centroids (B, k, d), each the mean of its
-    points or, at weight 0, its problem's point restarts (B, k); and their norms |c|^2 + bias
-    (B, k), as nearest_centroids takes them. None where the program does not run."""
-    b, n, d = points.shape
-    k = acc.shape[1]
-    if not (d <= FUSED_MAX_DIM and b <= FUSED_MAX_BATCH and acc.shape == (b, k, d + 1)
-            and all(t.dtype == torch.float32 and t.device == points.device
-                    for t in (acc, points, *([] if bias is None else [bias])))
-            and restarts.dtype == torch.int64 and "lloyd_update" not in _failed
-            and _triton_takes(points)):
-        return None
-    centroids = torch.empty(b, k, d, device=points.device)
-    norms = torch.empty(b, k, device=points.device)
-    taken = _launch("lloyd_update", acc.contiguous(), points.contiguous(),
-                    restarts.contiguous(), None if bias is None else bias.contiguous(),
-                    centroids, norms)
-    return (centroids, norms) if taken else None
-
-
 def dhe_encoding(ids: torch.Tensor, coefficients: torch.Tensor, m: int,
                  width: int) -> torch.Tensor | None:
     """DHE's uniform features of G members' ids, each by its own k functions into [0, m):

@@ -1,6 +1,6 @@
 """The Triton programs behind kernels/: gather_rows and scatter_add_rows (each program moves a
 block of BLOCK rows of WIDTH columns, width padded to a power of two and masked),
-nearest_centroids and a Lloyd update, dhe_encoding, the universal hash, and the flat reads of hnet and ROBE (read_pairs,
+nearest_centroids, dhe_encoding, the universal hash, and the flat reads of hnet and ROBE (read_pairs,
 read_windows) with their scatter-adds, hemb's and bloom's sums of rows (read_mixed) with
 their backward, and AdamW over a stack's flat tensors (optim.py)."""
 
@@ -131,47 +131,6 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor, norms: torch.Tensor,
         _nearest[grid](points, centroids, norms, out, n, k, D=d, PADDED_D=padded, FMA=fma,
                        BLOCK_N=NEAREST_BLOCK_N,
                        BLOCK_K=NEAREST_FMA_BLOCK_K if fma else NEAREST_DOT_BLOCK_K, num_warps=4)
-
-
-# Centroids per program of a Lloyd update.
-LLOYD_BLOCK_K = 64
-
-
-@triton.jit
-def _lloyd_update(acc, points, restarts, bias, centroids, norms, n, k, D: tl.constexpr,
-                  PADDED_D: tl.constexpr, HAS_BIAS: tl.constexpr, BLOCK_K: tl.constexpr):
-    """One Lloyd step's centroids of problem program_id(1) from acc (B, k, D + 1), each
-    centroid's sum of its points and (last column) their weight: the mean, or where the weight
-    is 0 the problem's point restarts[b, j]. Writes centroids (B, k, D) and norms (B, k),
-    |c|^2 plus bias[b, j] if HAS_BIAS (the next nearest centroid's input)."""
-    problem = tl.program_id(1).to(tl.int64)
-    cols = tl.program_id(0).to(tl.int64) * BLOCK_K + tl.arange(0, BLOCK_K)
-    dims = tl.arange(0, PADDED_D)
-    in_k = cols < k
-    mask = in_k[:, None] & (dims < D)[None, :]
-    row = problem * k + cols
-    sums = tl.load(acc + row[:, None] * (D + 1) + dims[None, :], mask=mask, other=0.0)
-    count = tl.load(acc + row * (D + 1) + D, mask=in_k, other=1.0)
-    start = tl.load(restarts + row, mask=in_k, other=0)
-    reseed = tl.load(points + (problem * n + start)[:, None] * D + dims[None, :], mask=mask,
-                     other=0.0)
-    c = tl.where((count == 0.0)[:, None], reseed, sums / tl.maximum(count, 1.0)[:, None])
-    tl.store(centroids + row[:, None] * D + dims[None, :], c, mask=mask)
-    norm = tl.sum(c * c, axis=1)
-    if HAS_BIAS:
-        norm += tl.load(bias + row, mask=in_k, other=0.0)
-    tl.store(norms + row, norm, mask=in_k)
-
-
-def lloyd_update(acc: torch.Tensor, points: torch.Tensor, restarts: torch.Tensor,
-                 bias: torch.Tensor | None, centroids: torch.Tensor, norms: torch.Tensor) -> None:
-    b, n, d = points.shape
-    k = centroids.shape[1]
-    if b and k:
-        grid = (triton.cdiv(k, LLOYD_BLOCK_K), b)
-        _lloyd_update[grid](acc, points, restarts, norms if bias is None else bias, centroids,
-                            norms, n, k, D=d, PADDED_D=triton.next_power_of_2(d),
-                            HAS_BIAS=bias is not None, BLOCK_K=LLOYD_BLOCK_K)
 
 
 # A DHE encoding program's tile: ids x hash functions.
