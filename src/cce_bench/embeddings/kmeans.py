@@ -11,8 +11,9 @@ Two backends with one interface:
 to the order of float sums): the torch backend's jobs of one device, dimension and iteration
 count go through Lloyd's iterations as a few padded batches (`plan_batches`), each job's initial
 centroids drawn from its own generator and its empty-cluster restarts from its own seed exactly
-as alone; faiss jobs run one call each (faiss clusters one problem at a time). A stack of CCE runs clusters this way
-(stacking.py): one set of Lloyd kernels for all of its runs instead of one per run.
+as alone; faiss jobs run one call each (faiss clusters one problem at a time). A stack of CCE
+runs clusters this way (stacking.py): one set of Lloyd kernels for all of its runs instead of
+one per run.
 
 Both start from k distinct random points ("random") or from k-means++ seeding ("kmeans++",
 computed here and handed to faiss as its initial centroids). Distances to the centroids are

@@ -1,8 +1,8 @@
 """The Triton programs behind kernels/: gather_rows and scatter_add_rows (each program moves a
 block of BLOCK rows of WIDTH columns, width padded to a power of two and masked),
-nearest_centroids, dhe_encoding, the universal hash, and the flat reads of hnet and ROBE (read_pairs,
-read_windows) with their scatter-adds, hemb's and bloom's sums of rows (read_mixed) with
-their backward, and AdamW over a stack's flat tensors (optim.py)."""
+nearest_centroids, dhe_encoding, universal_hash, and the flat reads of hnet and ROBE
+(read_pairs, read_windows) with their scatter-adds, hemb's and bloom's sums of rows
+(read_mixed) with their backward, and AdamW over a stack's flat tensors (optim.py)."""
 
 from __future__ import annotations
 
