@@ -37,7 +37,7 @@ _M2 = 0x94D049BB133111EB - (1 << 64)
 _PIECES = ((43, 21), (22, 21), (0, 22))  # (shift, bits) of z2, z1, z0
 
 
-def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
+def shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
     """Logical right shift of int64 (torch's >> is arithmetic: it copies the sign bit)."""
     return (z >> bits) & ((1 << (64 - bits)) - 1)
 
@@ -45,9 +45,9 @@ def _shift_right(z: torch.Tensor, bits: int) -> torch.Tensor:
 def mix(ids: torch.Tensor) -> torch.Tensor:
     """splitmix64's finalizer, a bijection of the int64 values: ids (*S) -> (*S) int64."""
     z = ids.to(torch.int64)
-    z = (z ^ _shift_right(z, 30)) * _M1
-    z = (z ^ _shift_right(z, 27)) * _M2
-    return z ^ _shift_right(z, 31)
+    z = (z ^ shift_right(z, 30)) * _M1
+    z = (z ^ shift_right(z, 27)) * _M2
+    return z ^ shift_right(z, 31)
 
 
 def draw_coefficients(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
@@ -72,7 +72,7 @@ def hash_mod_prime(ids: torch.Tensor, coefficients: torch.Tensor) -> torch.Tenso
 
 def _piece(z: torch.Tensor, j: int) -> torch.Tensor:
     shift, bits = _PIECES[j]
-    return _shift_right(z, shift) & ((1 << bits) - 1)
+    return shift_right(z, shift) & ((1 << bits) - 1)
 
 
 def mixed_pieces(ids: torch.Tensor) -> torch.Tensor:

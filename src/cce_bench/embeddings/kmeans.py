@@ -36,7 +36,7 @@ import torch.nn.functional as F
 
 from ..errors import UnknownName
 from ..kernels import nearest_centroids
-from .hashing import mix
+from .hashing import mix, shift_right
 
 BACKENDS = ["auto", "faiss", "torch"]
 INITS = ["random", "kmeans++"]
@@ -264,7 +264,7 @@ def _restart_points(keys: torch.Tensor, sizes: torch.Tensor, first: int,
     (count, B, k) int64, each in [0, its problem's size) (sizes (B, 1)); the hash of key + t."""
     steps = torch.arange(first, first + count, device=keys.device).view(-1, 1, 1)
     z = mix(keys + steps)
-    return ((z >> 1) & ((1 << 63) - 1)) % sizes  # the top 63 bits: non-negative
+    return shift_right(z, 1) % sizes  # the top 63 bits: non-negative
 
 
 def _lloyd(x: torch.Tensor, centroids: torch.Tensor, iters: int, keys: torch.Tensor,

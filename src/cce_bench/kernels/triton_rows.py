@@ -178,8 +178,8 @@ def dhe_uniform(pieces: torch.Tensor, coefficients: torch.Tensor, m: int, prime:
 
 @triton.jit
 def _universal(z, c, PRIME: tl.constexpr):
-    """hashing.py's linear step on mixed keys z (uint64) with the function at c (a1, a2, a3, b):
-    a value in [0, p). Products below 2^53, their sum below 2^55: int64 never overflows."""
+    """hashing.py's linear step on mixed keys z (uint64) with the function at c (a1, a2, a3, b),
+    or a block of functions at a block of pointers c (broadcast against z): values in [0, p). Products below 2^53, their sum below 2^55: int64 never overflows."""
     z2 = ((z >> 43) & 0x1FFFFF).to(tl.int64)
     z1 = ((z >> 22) & 0x1FFFFF).to(tl.int64)
     z0 = (z & 0x3FFFFF).to(tl.int64)
@@ -209,15 +209,9 @@ def _universal_hash(ids, coefficients, moduli, out, n, k, m, PRIME: tl.constexpr
     in_n, in_k = row < n, col < k
     i = tl.load(ids + member * n + row, mask=in_n, other=0).to(tl.int64)
     z = _mix(i.to(tl.uint64, bitcast=True))[:, None]
-    c = coefficients + (member * k + col) * 4
-    a1 = tl.load(c, mask=in_k, other=0)[None, :]
-    a2 = tl.load(c + 1, mask=in_k, other=0)[None, :]
-    a3 = tl.load(c + 2, mask=in_k, other=0)[None, :]
-    b = tl.load(c + 3, mask=in_k, other=0)[None, :]
-    z2 = ((z >> 43) & 0x1FFFFF).to(tl.int64)
-    z1 = ((z >> 22) & 0x1FFFFF).to(tl.int64)
-    z0 = (z & 0x3FFFFF).to(tl.int64)
-    h = (b + a1 * z2 + a2 * z1 + a3 * z0) % PRIME  # below 2^55: int64 never overflows
+    # Columns past k read function k - 1 (in bounds); their values are not stored.
+    c = coefficients + (member * k + tl.minimum(col, k - 1)) * 4
+    h = _universal(z, c[None, :], PRIME)  # (BLOCK_N, BLOCK_K)
     if PER_MEMBER:
         m = tl.load(moduli + member)
     tl.store(out + (member * n + row[:, None]) * k + col[None, :], h % m,
