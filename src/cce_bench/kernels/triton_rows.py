@@ -179,7 +179,8 @@ def dhe_uniform(pieces: torch.Tensor, coefficients: torch.Tensor, m: int, prime:
 @triton.jit
 def _universal(z, c, PRIME: tl.constexpr):
     """hashing.py's linear step on mixed keys z (uint64) with the function at c (a1, a2, a3, b),
-    or a block of functions at a block of pointers c (broadcast against z): values in [0, p). Products below 2^53, their sum below 2^55: int64 never overflows."""
+    or a block of functions at a block of pointers c (broadcast against z): values in [0, p).
+    Products below 2^53, their sum below 2^55: int64 never overflows."""
     z2 = ((z >> 43) & 0x1FFFFF).to(tl.int64)
     z1 = ((z >> 22) & 0x1FFFFF).to(tl.int64)
     z0 = (z & 0x3FFFFF).to(tl.int64)
