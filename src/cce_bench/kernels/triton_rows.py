@@ -22,6 +22,10 @@ NEAREST_BLOCK_N, NEAREST_FMA_BLOCK_K, NEAREST_DOT_BLOCK_K = 128, 32, 64
 # Up to this point width the dot products are fp32 FMAs, one rank-1 update per dimension; wider
 # points use tl.dot in exact fp32 ("ieee"), the point width padded with zeros to 16.
 NEAREST_FMA_DIM = 4
+# Triton compiles a program again for each pattern of its integer arguments (equal to 1, a
+# multiple of 16). Counts of ids, rows, centroids and members only bound masks and loops, so they
+# are left out of that (do_not_specialize): the paper sweep's sizes then compile fewer variants.
+# Widths stay specialized, as a row's alignment lets loads be vectorized.
 
 
 @triton.jit
@@ -36,7 +40,7 @@ def _block(rows, n, n_rows, width, BLOCK: tl.constexpr, WIDTH: tl.constexpr):
     return position, row, column, inside[:, None] & (column[None, :] < width)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n", "n_rows"])
 def _gather(table, rows, out, n, n_rows, width, BLOCK: tl.constexpr, WIDTH: tl.constexpr):
     position, row, column, mask = _block(rows, n, n_rows, width, BLOCK, WIDTH)
     values = tl.load(table + row[:, None] * width + column[None, :], mask=mask, other=0)
@@ -44,7 +48,7 @@ def _gather(table, rows, out, n, n_rows, width, BLOCK: tl.constexpr, WIDTH: tl.c
     tl.store(out + position[:, None] * width + column[None, :], values, mask=written)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n", "n_rows"])
 def _scatter_add(target, rows, values, alpha, n, n_rows, width, BLOCK: tl.constexpr,
                  WIDTH: tl.constexpr):
     position, row, column, mask = _block(rows, n, n_rows, width, BLOCK, WIDTH)
@@ -75,7 +79,7 @@ def scatter_add(target: torch.Tensor, rows: torch.Tensor, values: torch.Tensor,
                            BLOCK=block, WIDTH=padded)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n", "k"])
 def _nearest(points, centroids, norms, out, n, k, D: tl.constexpr, PADDED_D: tl.constexpr,
              FMA: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """For a block of one problem's points, the index of the nearest centroid: the smallest
@@ -137,7 +141,7 @@ def nearest(points: torch.Tensor, centroids: torch.Tensor, norms: torch.Tensor,
 ENCODE_BLOCK_N, ENCODE_BLOCK_K = 32, 128
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n"])
 def _dhe_uniform(pieces, coefficients, out, n, k, k_out, m, PRIME: tl.constexpr,
                  BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """DHE's uniform encoding of one member's ids: ((a1 z2 + a2 z1 + a3 z0 + b) mod p) mod m,
@@ -199,7 +203,7 @@ def _mix(z):
     return z ^ (z >> 31)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n"])
 def _universal_hash(ids, coefficients, moduli, out, n, k, m, PRIME: tl.constexpr,
                     PER_MEMBER: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """hashing.universal_hash of member program_id(2)'s ids with its k functions into [0, m)
@@ -252,7 +256,7 @@ def _pair_block(ids, coefficients, sign_coefficients, sizes, base, n, dim, PRIME
     return position, sign, (member * n + row)[:, None] * dim + col[None, :], mask
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n"])
 def _read_pairs(weights, ids, coefficients, sign_coefficients, sizes, base, out, n, dim,
                 PRIME: tl.constexpr, SIGNED: tl.constexpr, BLOCK_N: tl.constexpr,
                 BLOCK_D: tl.constexpr):
@@ -261,7 +265,7 @@ def _read_pairs(weights, ids, coefficients, sign_coefficients, sizes, base, out,
     tl.store(out + at, tl.load(weights + position, mask=mask, other=0.0) * sign, mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n"])
 def _add_pairs(target, ids, coefficients, sign_coefficients, sizes, base, grad, n, dim,
                PRIME: tl.constexpr, SIGNED: tl.constexpr, BLOCK_N: tl.constexpr,
                BLOCK_D: tl.constexpr):
@@ -311,14 +315,14 @@ def _window_block(slots, lengths, base, n, chunks, width, BLOCK_N: tl.constexpr,
     return position, at, inside[:, None] & (t[None, :] < width)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n"])
 def _read_windows(array, slots, lengths, base, out, n, chunks, width, BLOCK_N: tl.constexpr,
                   BLOCK_W: tl.constexpr):
     position, at, mask = _window_block(slots, lengths, base, n, chunks, width, BLOCK_N, BLOCK_W)
     tl.store(out + at, tl.load(array + position, mask=mask, other=0.0), mask=mask)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n"])
 def _add_windows(target, slots, lengths, base, grad, n, chunks, width, BLOCK_N: tl.constexpr,
                  BLOCK_W: tl.constexpr):
     position, at, mask = _window_block(slots, lengths, base, n, chunks, width, BLOCK_N, BLOCK_W)
@@ -370,7 +374,7 @@ def _mixed_row(table, slots, item, inside, column, n_rows, dim, j, C: tl.constex
                               other=0.0)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n", "n_rows", "n_weights"])
 def _read_mixed(table, weights, slots, weight_rows, out, n, n_rows, n_weights, dim,
                 C: tl.constexpr, WEIGHTED: tl.constexpr, BLOCK_N: tl.constexpr,
                 WIDTH: tl.constexpr):
@@ -388,7 +392,7 @@ def _read_mixed(table, weights, slots, weight_rows, out, n, n_rows, n_weights, d
     tl.store(out + item[:, None] * dim + column[None, :], total, mask=written)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n", "n_rows", "n_weights"])
 def _add_mixed(table, weights, slots, weight_rows, grad, grad_table, grad_weights,
                n, n_rows, n_weights, dim, C: tl.constexpr, WEIGHTED: tl.constexpr,
                BLOCK_N: tl.constexpr, WIDTH: tl.constexpr):
@@ -433,7 +437,7 @@ def add_mixed(table, weights, slots, weight_rows, grad, grad_table, grad_weights
            grad_weights if weights is not None else grad_table)
 
 
-@triton.jit
+@triton.jit(do_not_specialize=["n", "members"])
 def _adamw_members(param, grad, exp_avg, exp_avg_sq, steps, starts, first, n, members, lr,
                    beta1, beta2, log2_beta1, log2_beta2, eps, weight_decay, BLOCK: tl.constexpr,
                    SPAN: tl.constexpr):
