@@ -23,9 +23,10 @@ NEAREST_BLOCK_N, NEAREST_FMA_BLOCK_K, NEAREST_DOT_BLOCK_K = 128, 32, 64
 # points use tl.dot in exact fp32 ("ieee"), the point width padded with zeros to 16.
 NEAREST_FMA_DIM = 4
 # Triton compiles a program again for each pattern of its integer arguments (equal to 1, a
-# multiple of 16). Counts of ids, rows, centroids and members only bound masks and loops, so they
-# are left out of that (do_not_specialize): the paper sweep's sizes then compile fewer variants.
-# Widths stay specialized, as a row's alignment lets loads be vectorized.
+# multiple of 16). Counts of ids, rows, centroids and members set masks, loop bounds and the
+# offsets of whole members, where that knowledge buys little, so they are left out of it
+# (do_not_specialize): the paper sweep compiles 38 variants instead of 73 (BENCHMARKS.md,
+# session 13). Widths stay specialized: a row's alignment lets its loads be vectorized.
 
 
 @triton.jit
