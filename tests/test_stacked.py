@@ -12,12 +12,11 @@ from cce_bench.config import RunConfig
 from cce_bench.datasets import load_dataset
 from cce_bench.embeddings import get_method, method_names
 from cce_bench.engine import train, train_many
-from cce_bench.models.stacked import stack_class
 from cce_bench.stacking import plan_stacks, stack_key
 from tests.conftest import TINY_DATASET, requires_cuda
 
 # Budgets (ppd) that every method can take on the tiny set's 60 ids; qr and ldim need more.
-BUDGETS = {"qr": [32, 64], "ldim": [64, 64]}
+BUDGETS = {"qr": [32, 64], "ldim": [32, 64]}
 
 
 @pytest.fixture(scope="module")
@@ -26,11 +25,9 @@ def tiny():
 
 
 def stack_runs(method: str, epochs: int = 3, **fields) -> list[RunConfig]:
-    """Two seeds at two budgets (one budget where the method's shapes follow from it)."""
+    """Two seeds at two budgets."""
     info = get_method(method)
     budgets = [0] if info.family == "uncompressed" else BUDGETS.get(method, [16, 8])
-    if not stack_class(info.cls).budgets_may_differ:
-        budgets = budgets[-1:]
     settings = {"epochs": epochs, "batch_size": 500, "lr": 1e-2, "early_stop": 0} | fields
     return [RunConfig(TINY_DATASET, method, b * 32, seed=s, **settings)
             for b in budgets for s in (0, 1)]
@@ -56,6 +53,28 @@ def test_stacked_training_equals_one_by_one(method, tiny):
     assert len(plan_stacks(runs)) == 1  # one stack, not runs side by side
     for run, result in zip(runs, train_many(runs, tiny, "cpu")):
         assert_same_records(result, train(run, tiny, "cpu", stepper="static"))
+
+
+@pytest.mark.parametrize("method", ["dhe", "tt", "ldim"])
+def test_runs_padded_into_one_bucket_train_as_alone(method, tiny, monkeypatch):
+    # As on a GPU, and for dhe and ldim beyond it: every budget in one zero-padded bucket.
+    from cce_bench.models import stacked_tables
+
+    monkeypatch.setattr(stacked_tables, "PAD_DEVICES", ("cpu", "cuda"))
+    monkeypatch.setattr(stacked_tables._Padded, "bucket_elements", float("inf"))
+    for cls in (stacked_tables.DeepHashStack, stacked_tables.TensorTrainStack):
+        monkeypatch.setattr(cls, "bucket_elements", float("inf"))
+    runs = stack_runs(method, epochs=2)
+    for run, result in zip(runs, train_many(runs, tiny, "cpu")):
+        assert_same_records(result, train(run, tiny, "cpu", stepper="static"))
+    from cce_bench.engine import device_splits, run_states
+
+    cpu = torch.device("cpu")
+    model = run_states(runs, tiny, device_splits(tiny, cpu), cpu, "static", True)[0].epochs \
+        .stepper.model
+    for table in (model.user, model.item):  # one bucket, and padded
+        assert len(table.buckets) == 1
+        assert any(block.source is not None for block in table.blocks[0].values())
 
 
 @pytest.mark.parametrize("method", ["hash", "cce", "full"])
@@ -203,9 +222,9 @@ def test_which_runs_stack():
     assert stack_key(RunConfig("d", "cce", 512, lr=0.1)) != stack_key(base)
     assert stack_key(RunConfig("d", "hash", 512)) != stack_key(base)
     assert stack_key(RunConfig("d", "cce", 512, n_chunks=2)) != stack_key(base)
-    # dhe's widths follow from the budget: only seeds of one budget stack.
-    assert stack_key(RunConfig("d", "dhe", 512, seed=1)) == stack_key(RunConfig("d", "dhe", 512))
-    assert stack_key(RunConfig("d", "dhe", 1024)) != stack_key(RunConfig("d", "dhe", 512))
+    # dhe's widths follow from the budget: its stacks pad them (models/padded.py).
+    assert stack_key(RunConfig("d", "dhe", 1024, seed=1)) == stack_key(RunConfig("d", "dhe", 512))
+    assert stack_key(RunConfig("d", "dhe", 512, lr=0.1)) != stack_key(RunConfig("d", "dhe", 512))
     # DLRM runs stack too, apart from GMF's (tests/test_stacked_dlrm.py).
     assert stack_key(RunConfig("d", "cce", 512, model="dlrm")) != stack_key(base)
 

@@ -1,11 +1,11 @@
-"""Stacked training: runs of one method and shapes trained as one model (issues 15 and 12).
+"""Stacked training: runs of one method trained as one model (issues 15 and 12).
 
-Which runs stack: GMF runs whose configurations differ only in seed and, where the method's
-budgets change row counts only, in budget (`stack_key`). Their models become one StackedGMF
-(models/stacked.py): one gather per table, one loss, one optimizer update for all of them.
-DLRM runs of one method stack whatever their budgets: a StackedDLRM (models/stacked_dlrm.py)
-runs every run's MLPs as one batched product a layer and reads each run's tables through the
-run's own modules. One
+Which runs stack: runs whose configurations differ only in seed and budget (`stack_key`). GMF
+runs become one StackedGMF (models/stacked.py): one gather per table, one loss, one optimizer
+update for all of them; where the budget changes a method's shapes, not only its row counts,
+the stack reads its members as zero-padded blocks of shared shapes (models/padded.py). DLRM
+runs of one method become a StackedDLRM (models/stacked_dlrm.py), which runs every run's MLPs
+as one batched product a layer and reads each run's tables through the run's own modules. One
 `StackedEpoch` steps them; to train_many each run still has its own stepper, a `StackMember`
 that prepares the run's own shuffle, holds its own summed loss and says when the run stops,
 so the schedule (evaluation, clustering, early stopping) is train_many's, run by run.
@@ -63,17 +63,13 @@ EVAL_ELEMENTS = 1 << 18
 
 def stack_key(run: RunConfig) -> tuple | None:
     """Runs with equal keys train as one stack; None: the run trains on its own. Everything
-    but the seed must match, and the budget too where the method's shapes follow from it."""
-    if run.model == "dlrm":  # the tables stay each run's own (models/stacked_dlrm.py)
-        free = {"seed", "budget"}
-    elif run.model == "gmf":
-        stack = stack_class(get_method(run.method).cls)
-        if stack is None:
-            return None
-        free = {"seed"} | ({"budget"} if stack.budgets_may_differ else set())
-    else:
+    but the seed and the budget must match."""
+    if run.model not in ("gmf", "dlrm"):
         return None
-    return (run.method, _config_key(run, free))
+    # DLRM's tables stay each run's own (models/stacked_dlrm.py); GMF's stack by method.
+    if run.model == "gmf" and stack_class(get_method(run.method).cls) is None:
+        return None
+    return (run.method, _config_key(run, {"seed", "budget"}))
 
 
 def _config_key(run: RunConfig, free: set[str]) -> str:

@@ -6,17 +6,29 @@ from __future__ import annotations
 import pytest
 import torch
 
-from cce_bench.embeddings import get_method, make_embedding, method_names
-from cce_bench.models.stacked import stack_class, stack_tables
+from cce_bench.embeddings import make_embedding, method_names
+from cce_bench.models.stacked import stack_tables
 
 VOCAB, DIM = 300, 16
 
 
 def members(method: str, ppds=(64, 40, 128)) -> list[torch.nn.Module]:
-    """Three tables of one method: three budgets where the method stacks them, else one."""
-    if not stack_class(get_method(method).cls).budgets_may_differ:
-        ppds = ppds[:1] * 3
+    """Three tables of one method at three budgets."""
     return [make_embedding(VOCAB, ppd * DIM, DIM, method, 4, seed=s) for s, ppd in enumerate(ppds)]
+
+
+@pytest.fixture(params=["apart", "padded"])
+def padding(request, monkeypatch):
+    """Members of differing shapes in buckets of their own shape ("apart", the CPU's choice)
+    or all padded into one bucket ("padded", as on a GPU for tt), on the CPU."""
+    from cce_bench.models import stacked_tables
+
+    if request.param == "padded":
+        monkeypatch.setattr(stacked_tables, "PAD_DEVICES", ("cpu", "cuda"))
+        for cls in (stacked_tables.DeepHashStack, stacked_tables.LowDimensionalStack,
+                    stacked_tables.TensorTrainStack):
+            monkeypatch.setattr(cls, "bucket_elements", float("inf"))
+    return request.param
 
 
 def rows(tables, ids):
@@ -24,7 +36,7 @@ def rows(tables, ids):
 
 
 @pytest.mark.parametrize("method", method_names())
-def test_a_stack_reads_its_members_rows(method):
+def test_a_stack_reads_its_members_rows(method, padding):
     tables = members(method)
     ids = torch.randint(0, VOCAB, (3, 50), generator=torch.Generator().manual_seed(0))
     expected = rows(tables, ids)
@@ -35,7 +47,7 @@ def test_a_stack_reads_its_members_rows(method):
 
 
 @pytest.mark.parametrize("method", method_names())
-def test_member_gradients_are_their_own(method):
+def test_member_gradients_are_their_own(method, padding):
     tables = members(method)
     ids = torch.randint(0, VOCAB, (3, 40), generator=torch.Generator().manual_seed(1))
     weights = torch.randn(3, 40, DIM, generator=torch.Generator().manual_seed(2))
@@ -73,8 +85,9 @@ def test_writes_to_a_member_reach_the_stack_until_it_replaces_a_tensor():
 def test_only_one_method_and_shape_stacks():
     with pytest.raises(TypeError, match="one method"):
         stack_tables([make_embedding(VOCAB, 64 * DIM, DIM, m, 4) for m in ("hash", "ce")])
-    with pytest.raises(TypeError, match="one budget only"):
-        stack_tables([make_embedding(VOCAB, b * DIM, DIM, "dhe", 4) for b in (64, 128)])
+    with pytest.raises(TypeError, match="differ in parameters"):
+        stack_tables([make_embedding(VOCAB, 64 * DIM, DIM, "dhe", hidden_layers=h)
+                      for h in (1, 2, 1)])
 
 
 
@@ -97,7 +110,7 @@ def test_a_wide_dhe_stack_runs_padded_and_reads_its_members(monkeypatch, distrib
     grads = [torch.autograd.grad((expected * weights).sum(), list(t.parameters()),
                                  retain_graph=True) for t in tables]
     stack = stack_tables(tables)
-    assert (stack.encoding is not None) == cached
+    assert (stack.encodings is not None) == cached
     got = stack(ids)
     torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-6)
     flats = [flat for flat, _, _ in stack.slices]

@@ -184,12 +184,14 @@ class DeepHashEmbedding(CompressedEmbedding):
         """The dense hash encoding: ids (N,) -> (N, k) float32."""
         return self.features(self.hash(ids))
 
-    def hash_features(self, ids: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+    def hash_features(self, ids: torch.Tensor, coefficients: torch.Tensor,
+                      width: int | None = None) -> torch.Tensor:
         """This architecture's encoding of G members' ids, each by its own k functions, as
-        run_mlp reads it: ids (G, N), coefficients (G, k, 4) -> (G, N, k padded as run_mlp pads
-        it) float32, the padding zero. The uniform encoding runs as one Triton program on CUDA
-        (kernels.dhe_encoding)."""
-        width = _aligned(self.n_hashes)
+        run_mlp reads it: ids (G, N), coefficients (G, k, 4) -> (G, N, width) float32, width
+        by default k padded as run_mlp pads it, the padding zero. The uniform encoding runs as
+        one Triton program on CUDA (kernels.dhe_encoding). The Gaussian one pairs this
+        member's n_hashes values, so it takes k = n_hashes."""
+        width = width or _aligned(coefficients.shape[1])
         if self.distribution == "uniform":
             fused = kernels.dhe_encoding(ids, coefficients, self.hash_range, width)
             if fused is not None:

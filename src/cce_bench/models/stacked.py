@@ -16,9 +16,10 @@ and sizes are counted on it. A member that replaces a tensor (pq when it compres
 its alias; `intact()` says so and the caller builds a new stack from the members.
 
 Members of one stack are tables of one method over one vocabulary with one dim and n_chunks;
-budgets may differ where the method's rows differ only in count (each member's rows start at
-an offset of the flat table). Methods whose tensor shapes differ otherwise (dhe's widths,
-tt's ranks, ldim's rank) stack runs of equal shapes only, along a leading run dimension.
+budgets may differ. Where the method's rows differ only in count, each member's rows start at
+an offset of the flat table. Where its tensor shapes differ otherwise (dhe's widths, tt's
+ranks, ldim's rank), members are read in buckets along a leading run dimension, each member
+a zero-padded block of its bucket's shapes (padded.py).
 Where a member's values come from a different layout than its own forward reads, the stacked
 forward mirrors that forward step for step; tests/models/test_stacked.py checks every method.
 """
@@ -87,10 +88,6 @@ class Stack(nn.Module):
     Subclasses build their flat tensors in __init__ with `_flat` (parameters) and
     `_stacked_buffer` / `_hash` (buffers), then read them in forward()."""
 
-    # Whether members may differ in budget (rows at per-member offsets); False: equal shapes
-    # only (a leading run dimension), so a stack key must include the budget.
-    budgets_may_differ = True
-
     def __init__(self, members: list[nn.Module]):
         super().__init__()
         if len({type(m) for m in members}) != 1:
@@ -107,16 +104,19 @@ class Stack(nn.Module):
     def device(self) -> torch.device:
         return self.slices[0][0].device
 
-    def _flat(self, key: str, name: str) -> torch.Tensor:
+    def _flat(self, key: str, name: str, order: list[int] | None = None) -> torch.Tensor:
         """Parameter `name` of every member, concatenated into one flat leaf parameter `key`
-        (1-d); each member's parameter becomes a view of its slice. Returns the members'
-        starts in elements, (R,) int64."""
-        params = [m.get_parameter(name) for m in self.members]
+        (1-d) in member order, or in `order` (member indices); each member's parameter
+        becomes a view of its slice. Returns the members' starts in elements, (R,) int64 in
+        member order."""
+        order = list(range(self.size)) if order is None else order
+        params = [self.members[i].get_parameter(name) for i in order]
         flat, starts = flatten_into(self, key, params)
-        for member, p in zip(self.members, params):
-            self._aliases.append((member, name, True, p.data_ptr()))
+        for i, p in zip(order, params):
+            self._aliases.append((self.members[i], name, True, p.data_ptr()))
         self.slices.append((flat, params, starts))
-        return torch.tensor(starts, device=flat.device)
+        mine = dict(zip(order, starts))
+        return torch.tensor([mine[i] for i in range(self.size)], device=flat.device)
 
     def _stacked_buffer(self, key: str, name: str) -> torch.Tensor:
         """Buffer `name` (equal shapes) of every member stacked into buffer `key` (R, ...);
@@ -149,7 +149,12 @@ class Stack(nn.Module):
 
     def cached(self, width: int) -> bool:
         """Whether a per-id cache of `width` values per member fits CACHE_ELEMENTS."""
-        return self.size * self.vocab * width <= CACHE_ELEMENTS
+        return self.fits_cache(self.size * self.vocab * width)
+
+    @staticmethod
+    def fits_cache(elements: int) -> bool:
+        """Whether a per-id cache of this many values in all fits CACHE_ELEMENTS."""
+        return elements <= CACHE_ELEMENTS
 
     def all_ids(self) -> torch.Tensor:
         """Every id, once per member: (R, vocab)."""

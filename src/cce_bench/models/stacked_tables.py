@@ -6,14 +6,16 @@ members' own up to the order of float sums (tests/models/test_stacked.py).
 
 - Offsets (budgets may differ): full, hash, ce, cce, cce_robe, bloom, robe, hnet, hemb, qr, pq
   (before compression the full table, after it the codebooks read through the codes).
-- Equal shapes only (a leading run axis; runs of one budget, i.e. seeds): ldim (its rank),
-  dhe (its widths) and tt (its rank) follow from the budget, and a product per member of
-  differing inner sizes has no one batched kernel.
+- Padded (models/padded.py; a leading run axis per bucket of members): ldim (its rank), dhe
+  (its widths) and tt (its rank) follow from the budget, and a product per member of differing
+  inner sizes has no one batched kernel; a bucket's members are read as zero-padded blocks of
+  its largest shapes.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ..embeddings.base import lookup, summed_rows
@@ -21,7 +23,7 @@ from ..embeddings.bloom import BloomEmbedding
 from ..embeddings.cce import CCEmbedding
 from ..embeddings.cce_robe import CCERobeEmbedding
 from ..embeddings.ce import CompositionalEmbedding
-from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, run_mlp
+from ..embeddings.dhe import _ACTIVATIONS, DeepHashEmbedding, _aligned, run_mlp
 from ..embeddings.full import FullEmbedding
 from ..embeddings.hash import HashEmbedding
 from ..embeddings.hemb import HashEmbeddings
@@ -33,6 +35,7 @@ from ..embeddings.robe import RobeEmbedding, read_flat, read_windows
 from ..embeddings.tt import TensorTrainEmbedding, materialise
 from .. import kernels
 from ..kernels import take_rows
+from .padded import PaddedBlocks, padded_shapes, plan_buckets
 from .stacked import Stack, stacks
 
 
@@ -314,123 +317,199 @@ class PQStack(Stack):
         return _rows(self.codebook, self.width, slots + self.base).reshape(r, n, self.dim)
 
 
-class _EqualShapes(Stack):
-    """Members whose every parameter has the same shape: a leading run axis."""
+# Devices where a stack pads members to share a bucket (padded.py). A bucket's cost on a GPU
+# is mostly its kernel launches; on a CPU padding only adds work.
+PAD_DEVICES = ("cuda",)
 
-    budgets_may_differ = False
+
+class _Padded(Stack):
+    """Members whose parameters differ in shape where their budgets differ: buckets of
+    members, each read as zero-padded blocks of one shape along a leading run axis
+    (padded.py). Subclasses give read(): a bucket's rows from its (Z, *shape) tensors."""
+
+    # Padded elements that one bucket fewer is worth (plan_buckets' fixed) on PAD_DEVICES;
+    # 0: only members of equal shapes share a bucket.
+    bucket_elements = 0
+    # A bucket's padded sizes are rounded up to a multiple of this on PAD_DEVICES.
+    align = 1
 
     def __init__(self, members: list[nn.Module]):
         super().__init__(members)
-        if len({tuple(p.shape for p in m.parameters()) for m in members}) != 1:
-            raise TypeError(f"{type(members[0]).__name__} stacks members of one budget only")
+        names = [name for name, _ in members[0].named_parameters()]
+        if any([name for name, _ in m.named_parameters()] != names for m in members):
+            raise TypeError(f"stacked {type(members[0]).__name__} members differ in parameters")
+        shapes = [[tuple(m.get_parameter(name).shape) for name in names] for m in members]
+        device = members[0].get_parameter(names[0]).device
+        fixed = self.bucket_elements if device.type in PAD_DEVICES else 0
+        self.buckets = plan_buckets(shapes, fixed)
+        order = [i for bucket in self.buckets for i in bucket]  # the flat tensors' order
+        align = self.align if device.type in PAD_DEVICES else 1
+        bounds = [[tuple(-(-n // align) * align for n in shape) for shape in
+                   padded_shapes([shapes[i] for i in bucket])] for bucket in self.buckets]
+        self.blocks: list[dict[str, PaddedBlocks]] = [{} for _ in self.buckets]
+        for k, name in enumerate(names):
+            key = name.replace(".", "")
+            starts = self._flat(key, name, order).tolist()
+            for bucket, blocks, bound in zip(self.buckets, self.blocks, bounds):
+                blocks[key] = PaddedBlocks([shapes[i][k] for i in bucket], bound[k],
+                                           starts[bucket[0]], device)
+        # Member r's row of ids and of the output is its bucket's row unless order says else.
+        self.rows = None if order == list(range(self.size)) else [
+            torch.tensor(bucket, device=device) for bucket in self.buckets]
+        self.inverse = None if self.rows is None else torch.tensor(
+            sorted(range(self.size), key=order.__getitem__), device=device)
+        # Each bucket's member index along its run axis: (Z, 1).
+        self.member_index = [torch.arange(len(b), device=device).view(-1, 1)
+                             for b in self.buckets]
 
-    def _leading(self, key: str, name: str) -> torch.Tensor:
-        """Parameter `name` of every member as one flat parameter; returns its (R, *shape)
-        view."""
-        self._flat(key, name)
-        return getattr(self, key).view(self.size, *self.members[0].get_parameter(name).shape)
+    def bucket_members(self, b: int) -> list[nn.Module]:
+        return [self.members[i] for i in self.buckets[b]]
+
+    def read(self, b: int, tensors: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+        """Bucket b's rows (Z, N, dim) of ids (Z, N), from its padded (Z, *shape) tensors
+        (keys: the members' parameter names without dots)."""
+        raise NotImplementedError
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        outs, first = [], 0
+        for b, blocks in enumerate(self.blocks):
+            tensors = {key: block.view(getattr(self, key)) for key, block in blocks.items()}
+            z = len(self.buckets[b])
+            mine = ids[first:first + z] if self.rows is None else ids.index_select(0,
+                                                                                   self.rows[b])
+            outs.append(self.read(b, tensors, mine))
+            first += z
+        out = outs[0] if len(outs) == 1 else torch.cat(outs)
+        return out if self.inverse is None else out.index_select(0, self.inverse)
 
 
 @stacks(LowDimensionalEmbedding)
-class LowDimensionalStack(_EqualShapes):
-    def __init__(self, members: list[nn.Module]):
-        super().__init__(members)
-        self.rank = members[0].rank
-        self._flat("table", "table")
-        self._flat("projection", "projection")
-        self._id_base(self.vocab)
+class LowDimensionalStack(_Padded):
+    """ldim: a bucket's tables and projections padded to its largest rank."""
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        low = _rows(self.table, self.rank, ids + self.id_base)  # (R, N, r)
-        return torch.bmm(low, self.projection.view(self.size, self.rank, self.dim))
+    # A padded bucket copies its whole (Z, vocab, rank) table twice a step, where one bucket
+    # fewer saved about 0.3 ms a step on an H200 (paper sweep, ML-1m's shape: 5 buckets 2.9 s,
+    # one 1.3 s; BENCHMARKS.md, session 14): tens of millions of elements' copies.
+    bucket_elements = 1 << 24
+
+    def read(self, b: int, tensors: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+        table, projection = tensors["table"], tensors["projection"]  # (Z, vocab, r), (Z, r, d)
+        low = _rows(table.reshape(-1), table.shape[2], ids + self.member_index[b] * self.vocab)
+        return torch.bmm(low, projection)
 
 
 @stacks(DeepHashEmbedding)
-class DeepHashStack(_EqualShapes):
+class DeepHashStack(_Padded):
+    """dhe: a bucket's MLPs padded to its widest member (padded units are zero: Mish(0) =
+    ReLU(0) = 0), each member's encoding padded to the bucket's hashes (their columns meet
+    zero weights)."""
+
+    # cuBLAS's fast fp32 kernels want rows of a multiple of 16 bytes; at the paper sweep's
+    # widths (55, 172, 247) it ran align1 kernels (see run_mlp's _ALIGN).
+    align = 8
+
+    # Measured on an H200 with the paper sweep's 33 runs on ML-1m's shape (BENCHMARKS.md,
+    # session 14): 11 buckets (0) 8.4 s, 5 (2^16) 6.8 s, 3 (2^18) 6.2 s, one 9.4 s.
+    bucket_elements = 1 << 18
+
     def __init__(self, members: list[nn.Module]):
         super().__init__(members)
-        _same(members, "distribution", "activation", "hash_range")
-        for k in range(len(members[0].weights)):
-            self._flat(f"weight{k}", f"weights.{k}")
-            self._flat(f"bias{k}", f"biases.{k}")
-        # The members' hash functions (R, k, 4); hash_features encodes with them.
-        self._stacked_buffer("hash_coefficients", "hash.coefficients")
+        _same(members, "distribution", "activation", "hash_range", "hidden_layers")
+        self.layers = len(members[0].weights)
         self.act = _ACTIVATIONS[members[0].activation]
-        # Every id's encoding (R, vocab, k padded), kept padded as run_mlp reads it: the hash
-        # features change only with the hashes.
-        self.register_buffer("encoding", None, persistent=False)
-        if self.cached(members[0].n_hashes):
-            self.encoding = self._encode_all()
-            self._id_base(self.vocab)
+        # Each bucket's hash functions, padded with zero rows (k, 4) to its widest encoding.
+        self.coefficients = []
+        for b in range(len(self.buckets)):
+            hashes = [m.hash.coefficients for m in self.bucket_members(b)]
+            k = max(h.shape[0] for h in hashes)
+            self.coefficients.append(torch.stack([F.pad(h, (0, 0, 0, k - h.shape[0]))
+                                                  for h in hashes]))
+        # Every id's encoding per bucket (Z, vocab, k padded), kept padded as run_mlp reads
+        # it: the hash features change only with the hashes.
+        widths = [_aligned(blocks["weights0"].shape[2]) * blocks["weights0"].shape[0]
+                  for blocks in self.blocks]
+        self.encodings = None
+        if self.fits_cache(sum(widths) * self.vocab):
+            self.encodings = [self._encode(b, self.all_ids()[:len(bucket)])
+                              for b, bucket in enumerate(self.buckets)]
 
-    def _encode_all(self) -> torch.Tensor:
-        """Every id's encoding by every member, as forward() computes it uncached."""
-        return self.members[0].hash_features(self.all_ids(), self.hash_coefficients)
+    def _encode(self, b: int, ids: torch.Tensor) -> torch.Tensor:
+        """Bucket b's members' encodings of ids (Z, N) -> (Z, N, its first layer's inputs)."""
+        members, coefficients = self.bucket_members(b), self.coefficients[b]
+        width = _aligned(self.blocks[b]["weights0"].shape[2])
+        if members[0].distribution == "uniform" or len({m.n_hashes for m in members}) == 1:
+            return members[0].hash_features(ids, coefficients, width)
+        # Box-Muller pairs a member's own n_hashes values: each member alone.
+        return torch.cat([m.hash_features(ids[r:r + 1], coefficients[r:r + 1, :m.n_hashes],
+                                          width) for r, m in enumerate(members)])
 
     @torch.no_grad()
     def refresh(self) -> None:
         super().refresh()
-        if self.encoding is not None:
-            self.encoding.copy_(self._encode_all())
+        for b, bucket in enumerate(self.buckets):
+            hashes = [m.hash.coefficients for m in self.bucket_members(b)]
+            for row, h in zip(self.coefficients[b], hashes):
+                row[:h.shape[0]].copy_(h)
+            if self.encodings is not None:
+                self.encodings[b].copy_(self._encode(b, self.all_ids()[:len(bucket)]))
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        if self.encoding is None:  # (R, N, k padded)
-            x = self.members[0].hash_features(ids, self.hash_coefficients)
+    def read(self, b: int, tensors: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
+        if self.encodings is None:  # (Z, N, k padded)
+            x = self._encode(b, ids)
         else:
-            x = take_rows(self.encoding.view(-1, self.encoding.shape[2]), ids + self.id_base)
-        shapes = [p.shape for p in self.members[0].weights]
-        weights = [getattr(self, f"weight{k}").view(self.size, out, inp)
-                   for k, (out, inp) in enumerate(shapes)]
-        biases = [getattr(self, f"bias{k}").view(self.size, 1, out) for k, (out, _) in
-                  enumerate(shapes)]
-        return run_mlp(x, weights, biases, self.act)
+            encoding = self.encodings[b]
+            x = take_rows(encoding.view(-1, encoding.shape[2]),
+                          ids + self.member_index[b] * self.vocab)
+        weights = [tensors[f"weights{k}"] for k in range(self.layers)]  # (Z, out, in)
+        biases = [tensors[f"biases{k}"].unsqueeze(1) for k in range(self.layers)]  # (Z, 1, out)
+        return run_mlp(x, weights, biases, self.act)[..., :self.dim]  # dim may be padded
 
 
 @stacks(TensorTrainEmbedding)
-class TensorTrainStack(_EqualShapes):
-    """tt: TensorTrainEmbedding.halves() and embed() with a leading run axis z."""
+class TensorTrainStack(_Padded):
+    """tt: TensorTrainEmbedding.halves() and embed() on a bucket's cores, padded to its largest
+    rank (a zero rank slice adds zeros to every product)."""
+
+    # One bucket: a TT stack's cores are small and its products cheap beside its launches
+    # (paper sweep, ML-1m's shape, on an H200: 11 buckets 7.2 s, one 3.1 s; session 14).
+    bucket_elements = float("inf")
 
     def __init__(self, members: list[nn.Module]):
         super().__init__(members)
         first = members[0]
-        self.rank, self.split = first.rank, first.split
-        self.left_rows, self.right_rows = first.left_rows, first.right_rows
+        _same(members, "layout")
+        self.split, self.left_rows, self.right_rows = first.split, first.left_rows, first.right_rows
         self.cores = len(first.cores)
-        for k in range(self.cores):
-            self._flat(f"core{k}", f"cores.{k}")
-        self._id_base(1)
 
-    def _core(self, k: int) -> torch.Tensor:
-        return getattr(self, f"core{k}").view(self.size, *self.members[0].cores[k].shape)
-
-    def halves(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        cores = [self._core(k) for k in range(self.cores)]
+    def halves(self, cores: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        z = cores[0].shape[0]
         left = cores[0].squeeze(2)  # (Z, n_1, d_1, R)
         for core in cores[1:self.split]:
             left = torch.einsum("zapr,zbrqs->zabpqs", left, core)
-            left = left.reshape(self.size, -1, left.shape[3] * left.shape[4], left.shape[5])
+            left = left.reshape(z, -1, left.shape[3] * left.shape[4], left.shape[5])
         if self.cores == 1:
             return left, None
         right = cores[-1].squeeze(-1)  # (Z, n_c, R, d_c)
         for core in reversed(cores[self.split:-1]):
             right = torch.einsum("zarqs,zbsp->zabrqp", core, right)
-            right = right.reshape(self.size, -1, right.shape[3], right.shape[4] * right.shape[5])
+            right = right.reshape(z, -1, right.shape[3], right.shape[4] * right.shape[5])
         return left, right
 
-    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+    def read(self, b: int, tensors: dict[str, torch.Tensor], ids: torch.Tensor) -> torch.Tensor:
         z, n = ids.shape
-        member = self.id_base  # (Z, 1): 0, 1, ...
-        left, right = self.halves()
+        member = self.member_index[b]  # (Z, 1): 0, 1, ...
+        left, right = self.halves([tensors[f"cores{k}"] for k in range(self.cores)])
         row_l = (ids // self.right_rows) % self.left_rows
         if right is None:
             return _rows(left.reshape(-1), self.dim, row_l + member * self.left_rows)
+        rank = left.shape[3]
         row_r = ids % self.right_rows
-        per_id = (left.shape[2] + right.shape[3]) * self.rank  # as the member decides
+        per_id = (left.shape[2] + right.shape[3]) * rank  # as a member of this rank decides
         if materialise(self.left_rows * self.right_rows, n, self.dim, per_id, ids.is_cuda):
             table = torch.einsum("zapr,zbrq->zabpq", left, right)  # (Z, n_L, n_R, d_L, d_R)
             rows = row_l * self.right_rows + row_r + member * (self.left_rows * self.right_rows)
             return _rows(table.reshape(-1), self.dim, rows)
-        a = _rows(left.reshape(-1), left.shape[2] * self.rank, row_l + member * self.left_rows)
-        b = _rows(right.reshape(-1), right.shape[3] * self.rank, row_r + member * self.right_rows)
-        product = torch.bmm(a.reshape(z * n, -1, self.rank), b.reshape(z * n, self.rank, -1))
+        a = _rows(left.reshape(-1), left.shape[2] * rank, row_l + member * self.left_rows)
+        b_ = _rows(right.reshape(-1), right.shape[3] * rank, row_r + member * self.right_rows)
+        product = torch.bmm(a.reshape(z * n, -1, rank), b_.reshape(z * n, rank, -1))
         return product.reshape(z, n, self.dim)
