@@ -74,7 +74,7 @@ def test_runs_padded_into_one_bucket_train_as_alone(method, tiny, monkeypatch):
         .stepper.model
     for table in (model.user, model.item):  # one bucket, and padded
         assert len(table.buckets) == 1
-        assert any(block.source is not None for block in table.blocks[0].values())
+        assert any(blocks[0].source is not None for blocks in table.blocks.values())
 
 
 @pytest.mark.parametrize("method", ["hash", "cce", "full"])

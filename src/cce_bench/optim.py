@@ -93,9 +93,10 @@ class AdamW(torch.optim.AdamW):
             for p in flat.params:
                 if p not in kept and p in self.state:
                     self.state[p] = {k: v.clone() for k, v in self.state[p].items()}
-        # A stack of seeds only (dhe's layers, tt's cores: three members a tensor) is left to
+        # A flat tensor of a few members (a stack of one budget's seeds: three) is left to
         # torch's one launch for many tensors: on the H200 the program a flat tensor made such
-        # groups slower (dhe and tt 8,834 -> 9,148 us a step), where stacks of budgets gained.
+        # groups slower (dhe and tt stacks of seeds, before session 14: 8,834 -> 9,148 us a
+        # step), where stacks of budgets gained.
         self.flats = [FlatSlices(*s) for s in slices if len(s[1]) >= FLAT_MIN_MEMBERS]
 
     @torch.no_grad()

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from cce_bench.embeddings import make_embedding
 from cce_bench.models import stacked_tables
-from cce_bench.models.padded import PaddedBlocks, padded_shapes, plan_buckets
+from cce_bench.models.padded import PaddedBlocks, padded_shapes, plan_buckets, read_buckets
 from cce_bench.models.stacked import stack_tables
 
 VOCAB, DIM = 300, 16
@@ -59,19 +59,22 @@ def test_padded_blocks_hold_each_member_zero_padded_and_pass_back_its_gradient(s
               for i, s in enumerate(shapes)]
     flat = torch.cat([torch.zeros(start)] + [v.reshape(-1) for v in values]
                      + [torch.zeros(3)]).requires_grad_()
-    blocks = PaddedBlocks(shapes, shape, start, torch.device("cpu"))
-    padded = blocks.view(flat)
+    cpu = torch.device("cpu")
+    around = [PaddedBlocks([(start,)], (start,), 0, cpu), PaddedBlocks(shapes, shape, start, cpu)]
+    around.append(PaddedBlocks([(3,)], (3,), around[1].end, cpu))
+    before, padded, after = read_buckets(flat, around)
+    assert torch.equal(before.reshape(-1), flat[:start]) and torch.equal(after[0], flat[-3:])
     expected = torch.stack([F.pad(v, (0, 3 - v.shape[1], 0, 2 - v.shape[0])) for v in values])
     assert torch.equal(padded, expected)
     weights = torch.randn(padded.shape)
-    (grad,) = torch.autograd.grad((padded * weights).sum(), flat)
+    (grad,) = torch.autograd.grad((padded * weights).sum() + before.sum() + 2 * after.sum(), flat)
     mine = torch.cat([weights[r, :s[0], :s[1]].reshape(-1) for r, s in enumerate(shapes)])
-    assert torch.equal(grad, torch.cat([torch.zeros(start), mine, torch.zeros(3)]))
+    assert torch.equal(grad, torch.cat([torch.ones(start), mine, torch.full((3,), 2.0)]))
 
 
 def test_members_of_one_shape_are_read_without_a_copy():
     flat = torch.arange(12.0)
-    view = PaddedBlocks([(2, 3), (2, 3)], (2, 3), 0, torch.device("cpu")).view(flat)
+    (view,) = read_buckets(flat, [PaddedBlocks([(2, 3), (2, 3)], (2, 3), 0, torch.device("cpu"))])
     assert view.data_ptr() == flat.data_ptr() and view.shape == (2, 2, 3)
 
 

@@ -4,7 +4,7 @@ shape (issue 15): dhe's widths, tt's rank and ldim's rank follow from the budget
 Such a stack splits its members into buckets (`plan_buckets`). In a bucket each member's
 parameter is read as the leading block of a zero tensor of the bucket's shape, the elementwise
 maximum of its members' shapes, and the bucket then runs the equal-shapes forward over a
-leading run axis. The padding is not a parameter: `padded_members` rebuilds it as zeros at
+leading run axis. The padding is not a parameter: `read_buckets` rebuilds it as zeros at
 every forward, and its backward keeps only the members' own entries. So no padded entry is ever
 trained, and none can reach a member's values whatever gradient it would get. Where a method's
 padding enters a sum it adds exact zeros (a zero rank slice of a TT core, a zero unit of a DHE
@@ -57,8 +57,8 @@ class PaddedBlocks:
 
     The flat parameter holds the bucket's members back to back from `start` (flat order); the
     padded tensor is (members, *shape) of the bucket, each member's entries its leading block.
-    None of the index tensors is built where no member needs padding (`view` reads the flat
-    slice directly)."""
+    None of the index tensors is built where no member needs padding (`read_buckets` reads the
+    flat slice directly)."""
 
     def __init__(self, shapes: list[tuple[int, ...]], shape: tuple[int, ...], start: int,
                  device: torch.device):
@@ -81,27 +81,37 @@ class PaddedBlocks:
         self.positions = torch.nonzero(~pad).view(-1).to(index).to(device)  # they ascend
         self.source, self.pad = source.clamp(min=0).to(index).to(device), pad.to(device)
 
-    def view(self, flat: torch.Tensor) -> torch.Tensor:
-        """The bucket's (members, *shape) tensor of flat, padded with zeros where needed."""
-        if self.source is None:
-            return flat[self.start:self.end].view(self.shape)
-        return _PadMembers.apply(flat, self).view(self.shape)
+
+def read_buckets(flat: torch.Tensor, blocks: list[PaddedBlocks]) -> list[torch.Tensor]:
+    """Every bucket's (members, *shape) tensor of one flat parameter, zero-padded where needed;
+    the buckets' blocks cover flat back to back. One autograd node for all of them: views of
+    slices would each give back a gradient of the whole flat tensor, to be summed."""
+    if len(blocks) == 1 and blocks[0].source is None:
+        return [flat.view(blocks[0].shape)]
+    return list(_ReadBuckets.apply(flat, blocks))
 
 
-class _PadMembers(torch.autograd.Function):
-    """flat -> the bucket's padded entries (1-d); the gradient keeps the members' entries."""
+class _ReadBuckets(torch.autograd.Function):
+    """flat -> each bucket's padded tensor; the gradient keeps the members' entries."""
 
     @staticmethod
-    def forward(ctx, flat: torch.Tensor, blocks: PaddedBlocks) -> torch.Tensor:
+    def forward(ctx, flat: torch.Tensor, blocks: list[PaddedBlocks]):
         ctx.blocks, ctx.size = blocks, flat.numel()
-        return flat.index_select(0, blocks.source).masked_fill_(blocks.pad, 0)
+        outs = []
+        for b in blocks:
+            if b.source is None:
+                outs.append(flat[b.start:b.end].view(b.shape))
+            else:
+                outs.append(flat.index_select(0, b.source).masked_fill_(b.pad, 0).view(b.shape))
+        return tuple(outs)
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        blocks = ctx.blocks
-        mine = grad.reshape(-1).index_select(0, blocks.positions)
-        if (blocks.start, blocks.end) == (0, ctx.size):
-            return mine, None
-        full = grad.new_zeros(ctx.size)
-        full[blocks.start:blocks.end] = mine
+    def backward(ctx, *grads: torch.Tensor):
+        full = torch.empty(ctx.size, dtype=grads[0].dtype, device=grads[0].device)
+        for b, grad in zip(ctx.blocks, grads):
+            mine = full[b.start:b.end]
+            if b.source is None:
+                mine.copy_(grad.reshape(-1))
+            else:
+                torch.index_select(grad.reshape(-1), 0, b.positions, out=mine)
         return full, None

@@ -35,7 +35,7 @@ from ..embeddings.robe import RobeEmbedding, read_flat, read_windows
 from ..embeddings.tt import TensorTrainEmbedding, materialise
 from .. import kernels
 from ..kernels import take_rows
-from .padded import PaddedBlocks, padded_shapes, plan_buckets
+from .padded import PaddedBlocks, padded_shapes, plan_buckets, read_buckets
 from .stacked import Stack, stacks
 
 
@@ -346,13 +346,13 @@ class _Padded(Stack):
         align = self.align if device.type in PAD_DEVICES else 1
         bounds = [[tuple(-(-n // align) * align for n in shape) for shape in
                    padded_shapes([shapes[i] for i in bucket])] for bucket in self.buckets]
-        self.blocks: list[dict[str, PaddedBlocks]] = [{} for _ in self.buckets]
+        self.blocks: dict[str, list[PaddedBlocks]] = {}  # key -> each bucket's blocks
         for k, name in enumerate(names):
             key = name.replace(".", "")
             starts = self._flat(key, name, order).tolist()
-            for bucket, blocks, bound in zip(self.buckets, self.blocks, bounds):
-                blocks[key] = PaddedBlocks([shapes[i][k] for i in bucket], bound[k],
-                                           starts[bucket[0]], device)
+            self.blocks[key] = [PaddedBlocks([shapes[i][k] for i in bucket], bound[k],
+                                             starts[bucket[0]], device)
+                                for bucket, bound in zip(self.buckets, bounds)]
         # Member r's row of ids and of the output is its bucket's row unless order says else.
         self.rows = None if order == list(range(self.size)) else [
             torch.tensor(bucket, device=device) for bucket in self.buckets]
@@ -371,10 +371,12 @@ class _Padded(Stack):
         raise NotImplementedError
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        reads = {key: read_buckets(getattr(self, key), blocks)
+                 for key, blocks in self.blocks.items()}
         outs, first = [], 0
-        for b, blocks in enumerate(self.blocks):
-            tensors = {key: block.view(getattr(self, key)) for key, block in blocks.items()}
-            z = len(self.buckets[b])
+        for b, bucket in enumerate(self.buckets):
+            tensors = {key: read[b] for key, read in reads.items()}
+            z = len(bucket)
             mine = ids[first:first + z] if self.rows is None else ids.index_select(0,
                                                                                    self.rows[b])
             outs.append(self.read(b, tensors, mine))
@@ -426,8 +428,7 @@ class DeepHashStack(_Padded):
                                                   for h in hashes]))
         # Every id's encoding per bucket (Z, vocab, k padded), kept padded as run_mlp reads
         # it: the hash features change only with the hashes.
-        widths = [_aligned(blocks["weights0"].shape[2]) * blocks["weights0"].shape[0]
-                  for blocks in self.blocks]
+        widths = [_aligned(block.shape[2]) * block.shape[0] for block in self.blocks["weights0"]]
         self.encodings = None
         if self.fits_cache(sum(widths) * self.vocab):
             self.encodings = [self._encode(b, self.all_ids()[:len(bucket)])
@@ -436,7 +437,7 @@ class DeepHashStack(_Padded):
     def _encode(self, b: int, ids: torch.Tensor) -> torch.Tensor:
         """Bucket b's members' encodings of ids (Z, N) -> (Z, N, its first layer's inputs)."""
         members, coefficients = self.bucket_members(b), self.coefficients[b]
-        width = _aligned(self.blocks[b]["weights0"].shape[2])
+        width = _aligned(self.blocks["weights0"][b].shape[2])
         if members[0].distribution == "uniform" or len({m.n_hashes for m in members}) == 1:
             return members[0].hash_features(ids, coefficients, width)
         # Box-Muller pairs a member's own n_hashes values: each member alone.
