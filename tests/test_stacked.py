@@ -12,6 +12,7 @@ from cce_bench.config import RunConfig
 from cce_bench.datasets import load_dataset
 from cce_bench.embeddings import get_method, method_names
 from cce_bench.engine import train, train_many
+from cce_bench.models.stacked import stack_class
 from cce_bench.stacking import plan_stacks, stack_key
 from tests.conftest import TINY_DATASET, requires_cuda
 
@@ -50,7 +51,9 @@ def assert_same_records(stacked, alone, rel=1e-5, abs=1e-6, auc_abs=None):
 def test_stacked_training_equals_one_by_one(method, tiny):
     # 3 epochs: cce and cce_robe cluster after epochs 1 and 2, pq compresses after epoch 2.
     runs = stack_runs(method)
-    assert len(plan_stacks(runs)) == 1  # one stack, not runs side by side
+    # One stack, not runs side by side (dhe: one a budget, DeepHashStack.stacks_budgets).
+    apart = not stack_class(get_method(method).cls).stacks_budgets
+    assert len(plan_stacks(runs)) == (len({r.budget for r in runs}) if apart else 1)
     for run, result in zip(runs, train_many(runs, tiny, "cpu")):
         assert_same_records(result, train(run, tiny, "cpu", stepper="static"))
 
@@ -64,6 +67,7 @@ def test_runs_padded_into_one_bucket_train_as_alone(method, tiny, monkeypatch):
     monkeypatch.setattr(stacked_tables._Padded, "bucket_elements", float("inf"))
     for cls in (stacked_tables.DeepHashStack, stacked_tables.TensorTrainStack):
         monkeypatch.setattr(cls, "bucket_elements", float("inf"))
+    monkeypatch.setattr(stacked_tables.DeepHashStack, "stacks_budgets", True)
     runs = stack_runs(method, epochs=2)
     for run, result in zip(runs, train_many(runs, tiny, "cpu")):
         assert_same_records(result, train(run, tiny, "cpu", stepper="static"))
@@ -222,9 +226,12 @@ def test_which_runs_stack():
     assert stack_key(RunConfig("d", "cce", 512, lr=0.1)) != stack_key(base)
     assert stack_key(RunConfig("d", "hash", 512)) != stack_key(base)
     assert stack_key(RunConfig("d", "cce", 512, n_chunks=2)) != stack_key(base)
-    # dhe's widths follow from the budget: its stacks pad them (models/padded.py).
-    assert stack_key(RunConfig("d", "dhe", 1024, seed=1)) == stack_key(RunConfig("d", "dhe", 512))
-    assert stack_key(RunConfig("d", "dhe", 512, lr=0.1)) != stack_key(RunConfig("d", "dhe", 512))
+    # tt's ranks follow from the budget: its stacks pad them (models/padded.py).
+    assert stack_key(RunConfig("d", "tt", 1024, seed=1)) == stack_key(RunConfig("d", "tt", 512))
+    assert stack_key(RunConfig("d", "tt", 512, lr=0.1)) != stack_key(RunConfig("d", "tt", 512))
+    # dhe's stacks hold one budget's seeds (DeepHashStack.stacks_budgets).
+    assert stack_key(RunConfig("d", "dhe", 512, seed=1)) == stack_key(RunConfig("d", "dhe", 512))
+    assert stack_key(RunConfig("d", "dhe", 1024)) != stack_key(RunConfig("d", "dhe", 512))
     # DLRM runs stack too, apart from GMF's (tests/test_stacked_dlrm.py).
     assert stack_key(RunConfig("d", "cce", 512, model="dlrm")) != stack_key(base)
 

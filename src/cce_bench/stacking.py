@@ -3,7 +3,8 @@
 Which runs stack: runs whose configurations differ only in seed and budget (`stack_key`). GMF
 runs become one StackedGMF (models/stacked.py): one gather per table, one loss, one optimizer
 update for all of them; where the budget changes a method's shapes, not only its row counts,
-the stack reads its members as zero-padded blocks of shared shapes (models/padded.py). DLRM
+the stack reads its members as zero-padded blocks of shared shapes (models/padded.py), or, where
+that measured slower (dhe), the sweep stacks one budget's seeds (`Stack.stacks_budgets`). DLRM
 runs of one method become a StackedDLRM (models/stacked_dlrm.py), which runs every run's MLPs
 as one batched product a layer and reads each run's tables through the run's own modules. One
 `StackedEpoch` steps them; to train_many each run still has its own stepper, a `StackMember`
@@ -63,13 +64,19 @@ EVAL_ELEMENTS = 1 << 18
 
 def stack_key(run: RunConfig) -> tuple | None:
     """Runs with equal keys train as one stack; None: the run trains on its own. Everything
-    but the seed and the budget must match."""
+    but the seed and the budget must match (and the budget too where the method's stack says
+    so: `Stack.stacks_budgets`)."""
     if run.model not in ("gmf", "dlrm"):
         return None
     # DLRM's tables stay each run's own (models/stacked_dlrm.py); GMF's stack by method.
-    if run.model == "gmf" and stack_class(get_method(run.method).cls) is None:
-        return None
-    return (run.method, _config_key(run, {"seed", "budget"}))
+    free = {"seed", "budget"}
+    if run.model == "gmf":
+        stack = stack_class(get_method(run.method).cls)
+        if stack is None:
+            return None
+        if not stack.stacks_budgets:
+            free = {"seed"}
+    return (run.method, _config_key(run, free))
 
 
 def _config_key(run: RunConfig, free: set[str]) -> str:

@@ -88,6 +88,10 @@ class Stack(nn.Module):
     Subclasses build their flat tensors in __init__ with `_flat` (parameters) and
     `_stacked_buffer` / `_hash` (buffers), then read them in forward()."""
 
+    # Whether a sweep stacks runs of different budgets (stacking.stack_key); a stack takes
+    # them either way.
+    stacks_budgets = True
+
     def __init__(self, members: list[nn.Module]):
         super().__init__()
         if len({type(m) for m in members}) != 1:

@@ -343,9 +343,7 @@ class _Padded(Stack):
         fixed = self.bucket_elements if device.type in PAD_DEVICES else 0
         self.buckets = plan_buckets(shapes, fixed)
         order = [i for bucket in self.buckets for i in bucket]  # the flat tensors' order
-        align = self.align if device.type in PAD_DEVICES else 1
-        bounds = [[tuple(-(-n // align) * align for n in shape) for shape in
-                   padded_shapes([shapes[i] for i in bucket])] for bucket in self.buckets]
+        bounds = [self._bounds([shapes[i] for i in bucket], device) for bucket in self.buckets]
         self.blocks: dict[str, list[PaddedBlocks]] = {}  # key -> each bucket's blocks
         for k, name in enumerate(names):
             key = name.replace(".", "")
@@ -361,6 +359,15 @@ class _Padded(Stack):
         # Each bucket's member index along its run axis: (Z, 1).
         self.member_index = [torch.arange(len(b), device=device).view(-1, 1)
                              for b in self.buckets]
+
+    def _bounds(self, members: list[list[tuple[int, ...]]], device: torch.device):
+        """A bucket's padded shapes; aligned on PAD_DEVICES where the bucket pads anyway
+        (members of one shape are read without a copy)."""
+        shapes = padded_shapes(members)
+        align = self.align if device.type in PAD_DEVICES else 1
+        if align == 1 or all(m == shapes for m in members):
+            return shapes
+        return [tuple(-(-n // align) * align for n in shape) for shape in shapes]
 
     def bucket_members(self, b: int) -> list[nn.Module]:
         return [self.members[i] for i in self.buckets[b]]
@@ -406,12 +413,18 @@ class DeepHashStack(_Padded):
     ReLU(0) = 0), each member's encoding padded to the bucket's hashes (their columns meet
     zero weights)."""
 
+    # A sweep stacks one budget's seeds: the paper sweep's 33 dhe runs on ML-1m's shape took
+    # 5.6 s as 11 such stacks, whose products run side by side on the graph's branches, and
+    # 6.7 s as one stack of 3 padded buckets, which run one after another (H100, session 15).
+    stacks_budgets = False
+
     # cuBLAS's fast fp32 kernels want rows of a multiple of 16 bytes; at the paper sweep's
     # widths (55, 172, 247) it ran align1 kernels (see run_mlp's _ALIGN).
     align = 8
 
-    # Measured on an H200 with the paper sweep's 33 runs on ML-1m's shape (BENCHMARKS.md,
-    # session 14): 11 buckets (0) 8.4 s, 5 (2^16) 6.8 s, 3 (2^18) 6.2 s, one 9.4 s.
+    # For stacks of several budgets: on an H200, the paper sweep's 33 runs in one stack
+    # (BENCHMARKS.md, session 14): 11 buckets (0) 8.4 s, 5 (2^16) 6.8 s, 3 (2^18) 6.2 s, one
+    # 9.4 s.
     bucket_elements = 1 << 18
 
     def __init__(self, members: list[nn.Module]):
