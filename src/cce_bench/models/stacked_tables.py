@@ -484,9 +484,11 @@ class TensorTrainStack(_Padded):
     """tt: TensorTrainEmbedding.halves() and embed() on a bucket's cores, padded to its largest
     rank (a zero rank slice adds zeros to every product)."""
 
-    # One bucket: a TT stack's cores are small and its products cheap beside its launches
-    # (paper sweep, ML-1m's shape, on an H200: 11 buckets 7.2 s, one 3.1 s; session 14).
-    bucket_elements = float("inf")
+    # At ML-1m's budgets a TT stack's cores are small and its products cheap beside its
+    # launches: one bucket (paper sweep on an H200: 11 buckets 7.2 s, one 3.1 s; session 14).
+    # At ml-25m's (2..262,144 ppd) one bucket would pad the members to 8x their parameters;
+    # this plans 5 buckets there with 13% padding, and still one for the paper sweep.
+    bucket_elements = 1 << 22
 
     def __init__(self, members: list[nn.Module]):
         super().__init__(members)
