@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from cce_bench.embeddings import make_embedding
 from cce_bench.models import stacked_tables
 from cce_bench.models.padded import PaddedBlocks, padded_shapes, plan_buckets, read_buckets
-from cce_bench.models.stacked import stack_tables
+from tests.models.test_stacked import stack_as_alone
 
 VOCAB, DIM = 300, 16
 
@@ -83,7 +83,8 @@ def test_members_of_one_shape_are_read_without_a_copy():
 def test_a_stack_of_mixed_buckets_reads_and_trains_its_members(method, dim, as_on_a_gpu,
                                                                monkeypatch):
     # Buckets out of member order, one of them padded and in the middle of the flat tensors;
-    # as on a GPU, dhe's sizes are also rounded up to a multiple of 8 (dim 12 to 16).
+    # as on a GPU, the padded bucket's dhe sizes are also rounded up to a multiple of 8 (dim
+    # 12 to 16).
     monkeypatch.setattr(stacked_tables, "plan_buckets", lambda shapes, fixed: [[1], [0, 3], [2]])
     if as_on_a_gpu:
         monkeypatch.setattr(stacked_tables, "PAD_DEVICES", ("cpu", "cuda"))
@@ -92,14 +93,4 @@ def test_a_stack_of_mixed_buckets_reads_and_trains_its_members(method, dim, as_o
     assert len({tuple(p.shape for p in t.parameters()) for t in tables}) == 4
     ids = torch.randint(0, VOCAB, (4, 30), generator=torch.Generator().manual_seed(0))
     weights = torch.randn(4, 30, dim, generator=torch.Generator().manual_seed(1))
-    expected = torch.stack([t(ids[r]) for r, t in enumerate(tables)])
-    grads = [torch.autograd.grad((expected[r] * weights[r]).sum(), list(t.parameters()))
-             for r, t in enumerate(tables)]
-    stack = stack_tables(tables)
-    got = stack(ids)
-    torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-6)
-    flats = [flat for flat, _, _ in stack.slices]
-    stack.member_grads(torch.autograd.grad((got * weights).sum(), flats))
-    for t, mine in zip(tables, grads):
-        for p, g in zip(t.parameters(), mine):
-            torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
+    stack_as_alone(tables, ids, weights)

@@ -35,6 +35,23 @@ def rows(tables, ids):
     return torch.stack([t(ids[r]) for r, t in enumerate(tables)])
 
 
+def stack_as_alone(tables, ids, weights):
+    """Stacks tables and checks that the stack's rows of ids (R, N) and its members' gradients
+    of sum(rows x weights) are each member's own, to float tolerance. Returns the stack."""
+    expected = rows(tables, ids)
+    grads = [torch.autograd.grad((expected[r] * weights[r]).sum(), list(t.parameters()),
+                                 retain_graph=True) for r, t in enumerate(tables)]
+    stack = stack_tables(tables)
+    got = stack(ids)
+    torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-6)
+    flats = [flat for flat, _, _ in stack.slices]
+    stack.member_grads(torch.autograd.grad((got * weights).sum(), flats))
+    for t, mine in zip(tables, grads):
+        for p, g in zip(t.parameters(), mine):
+            torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
+    return stack
+
+
 @pytest.mark.parametrize("method", method_names())
 def test_a_stack_reads_its_members_rows(method, padding):
     tables = members(method)
@@ -106,15 +123,5 @@ def test_a_wide_dhe_stack_runs_padded_and_reads_its_members(monkeypatch, distrib
     assert {t.width for t in tables} == {261}
     ids = torch.randint(0, VOCAB, (3, 40), generator=torch.Generator().manual_seed(3))
     weights = torch.randn(3, 40, DIM, generator=torch.Generator().manual_seed(4))
-    expected = rows(tables, ids)
-    grads = [torch.autograd.grad((expected * weights).sum(), list(t.parameters()),
-                                 retain_graph=True) for t in tables]
-    stack = stack_tables(tables)
+    stack = stack_as_alone(tables, ids, weights)
     assert (stack.encodings is not None) == cached
-    got = stack(ids)
-    torch.testing.assert_close(got, expected.detach(), rtol=1e-5, atol=1e-6)
-    flats = [flat for flat, _, _ in stack.slices]
-    stack.member_grads(torch.autograd.grad((got * weights).sum(), flats))
-    for t, mine in zip(tables, grads):
-        for p, g in zip(t.parameters(), mine):
-            torch.testing.assert_close(p.grad, g, rtol=1e-4, atol=1e-6)
