@@ -60,12 +60,13 @@ def test_stacked_training_equals_one_by_one(method, tiny):
 
 @pytest.mark.parametrize("method", ["dhe", "tt", "ldim"])
 def test_runs_padded_into_one_bucket_train_as_alone(method, tiny, monkeypatch):
-    # As on a GPU, and for dhe and ldim beyond it: every budget in one zero-padded bucket.
+    # Padded as on a GPU, with no limit on a bucket: every budget in one zero-padded bucket
+    # (dhe's budgets stacked together too, as sweeps do not).
     from cce_bench.models import stacked_tables
 
     monkeypatch.setattr(stacked_tables, "PAD_DEVICES", ("cpu", "cuda"))
-    monkeypatch.setattr(stacked_tables._Padded, "bucket_elements", float("inf"))
-    for cls in (stacked_tables.DeepHashStack, stacked_tables.TensorTrainStack):
+    for cls in (stacked_tables.DeepHashStack, stacked_tables.TensorTrainStack,
+                stacked_tables.LowDimensionalStack):
         monkeypatch.setattr(cls, "bucket_elements", float("inf"))
     monkeypatch.setattr(stacked_tables.DeepHashStack, "stacks_budgets", True)
     runs = stack_runs(method, epochs=2)

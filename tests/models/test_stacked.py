@@ -20,7 +20,7 @@ def members(method: str, ppds=(64, 40, 128)) -> list[torch.nn.Module]:
 @pytest.fixture(params=["apart", "padded"])
 def padding(request, monkeypatch):
     """Members of differing shapes in buckets of their own shape ("apart", the CPU's choice)
-    or all padded into one bucket ("padded", as on a GPU for tt), on the CPU."""
+    or all padded into one bucket ("padded", as on a GPU with no limit on a bucket), on the CPU."""
     from cce_bench.models import stacked_tables
 
     if request.param == "padded":
