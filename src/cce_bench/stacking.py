@@ -50,10 +50,11 @@ from torch import nn
 
 from . import metrics
 from .config import RunConfig
+from .embeddings.cce import Reader, RoundUpdate, finish_rounds, prepare_rounds
 from .embeddings.kmeans import kmeans_many, resolve_backend
 from .embeddings.registry import get_method
 from .models.dlrm import DLRM
-from .models.stacked import StackedGMF, flat_slices, stack_class
+from .models.stacked import Stack, StackedGMF, flat_slices, stack_class
 from .models.stacked_dlrm import StackedDLRM
 from .order import EpochOrder
 from .steps import Split, _Epoch, reset_optimizer_state
@@ -138,8 +139,8 @@ class StackedEpoch:
         self.pointers: list[int] = []
         self.scores: dict[int, dict[int, list[float]]] = {}  # split -> run -> (BCE, AUC)
         self.scored_step = -1
-        # run -> its tables' rounds (cce.ClusterRound) with their centroids, at clustered_step
-        self.rounds: dict[int, dict[nn.Module, tuple]] = {}
+        # run -> what its tables' rounds write (cce.RoundUpdate), computed at clustered_step
+        self.rounds: dict[int, dict[nn.Module, RoundUpdate]] = {}
         self.clustered_step = -1
 
     @property
@@ -209,10 +210,11 @@ class StackedEpoch:
         """A run's clustering round after `step` steps, as engine.cluster_all gives it alone:
         cluster() every table that has it, resetting the optimizer state it asks to reset.
 
-        The first run to ask at a step has the stack prepare the round of every table of every
-        run still training that can split its round (cluster_round(): CCE's) and run all
-        their k-means jobs as one call (kmeans_many: one batched set of Lloyd iterations on
-        the torch backend, one faiss call per job otherwise). Each run then finishes its own
+        The first run to ask at a step has the stack compute the round of every table of
+        every run still training that can split its round (CCE's, on the torch k-means
+        backend; _prepare_rounds): the points of a stack's tables read in one forward, all
+        k-means jobs as one call (kmeans_many: one batched set of Lloyd iterations), and what
+        each round writes computed for a stack's tables at once. Each run then writes its own
         rounds when it asks; a run that does not ask (it diverged at this step, and alone
         would not cluster) keeps its tables as they were. A run's k-means sees its own points
         and generator either way, so its centroids are the ones it gets alone."""
@@ -227,8 +229,7 @@ class StackedEpoch:
         prepared = self.rounds.pop(run, {})
         for table in _clustered(self.models[run]):
             if table in prepared:
-                round_, centroids = prepared[table]
-                reset_optimizer_state(self.optimizer, round_.finish(centroids))
+                reset_optimizer_state(self.optimizer, prepared[table].apply())
             else:
                 reset_optimizer_state(self.optimizer, table.cluster())
         self.dirty = True
@@ -251,18 +252,26 @@ class StackedEpoch:
         self.forked_from[twin] = leader
         self.dirty = True
 
-    def _prepare_rounds(self) -> dict[int, dict[nn.Module, tuple]]:
-        """Every active run's prepared rounds, their k-means run together."""
+    def _prepare_rounds(self) -> dict[int, dict[nn.Module, RoundUpdate]]:
+        """Every active run's clustering rounds up to what each writes: the rounds of each
+        group of like tables prepared together (cce.prepare_rounds), all their k-means in one
+        kmeans_many call, and each group's updates computed together (cce.finish_rounds)."""
         # Only the torch backend's jobs gain from a batch; a faiss job runs at its own run's ask,
         # as alone: faiss refuses a diverged mate's NaN points, which its run never clusters.
-        rounds = {r: {t: t.cluster_round() for t in _clustered(self.models[r])
-                      if hasattr(t, "cluster_round")
-                      and resolve_backend(t.kmeans_backend, self.order.device) == "torch"}
-                  for r in self.active}
-        jobs = [(r, t) for r in rounds for t in rounds[r]]
-        for (r, t), centroids in zip(jobs, kmeans_many([rounds[r][t].job for r, t in jobs])):
-            rounds[r][t] = (rounds[r][t], centroids)
-        return rounds
+        tables = [(r, t) for r in self.active for t in _clustered(self.models[r])
+                  if hasattr(t, "cluster_round")
+                  and resolve_backend(t.kmeans_backend, self.order.device) == "torch"]
+        # The stacked model reads the tables only while it is in step with them (not dirty);
+        # syncing it here would rebuild it under a twin that forked at this step.
+        groups = _like_tables(tables, None if self.dirty else self._model)
+        prepared = [prepare_rounds([t for _, t in group], read) for group, read in groups]
+        fitted = iter(kmeans_many([round_.job for rounds in prepared for round_ in rounds]))
+        updates: dict[int, dict[nn.Module, RoundUpdate]] = {r: {} for r in self.active}
+        for (group, read), rounds in zip(groups, prepared):
+            centroids = [next(fitted) for _ in rounds]
+            for (r, t), update in zip(group, finish_rounds(rounds, centroids, read)):
+                updates[r][t] = update
+        return updates
 
     @torch.no_grad()
     def _predict(self, split: Split) -> torch.Tensor:
@@ -397,3 +406,28 @@ def stacked_model(models: list[nn.Module]) -> nn.Module:
 def _clustered(model: nn.Module) -> list[nn.Module]:
     """The modules engine.cluster_all clusters: every one with cluster() but the model."""
     return [m for m in model.modules() if hasattr(m, "cluster") and m is not model]
+
+
+def _like_tables(tables: list[tuple[int, nn.Module]], model: nn.Module | None
+                 ) -> list[tuple[list[tuple[int, nn.Module]], Reader]]:
+    """(run, table) pairs grouped as prepare_rounds takes them (one stack's tables, or tables
+    of one class, vocabulary, chunks and width), in order, each group with its Reader: the
+    forward of the stack that holds exactly its tables in this order (one read for all), else
+    each table's own."""
+    stacks = [m for m in model.modules() if isinstance(m, Stack)] if model is not None else []
+    holder = {id(member): stack for stack in stacks for member in stack.members}
+    groups: dict[tuple, list[tuple[int, nn.Module]]] = {}
+    for run, table in tables:
+        key = (id(holder.get(id(table))), type(table), table.vocab, table.n_chunks, table.width)
+        groups.setdefault(key, []).append((run, table))
+    out = []
+    for group in groups.values():
+        members = [t for _, t in group]
+        stack = holder.get(id(members[0]))
+        if stack is not None and len(stack.members) == len(members) and all(
+                a is b for a, b in zip(stack.members, members)):
+            out.append((group, stack))
+        else:
+            out.append((group, lambda ids, members=members: torch.cat(
+                [t.read_own(ids[r:r + 1]) for r, t in enumerate(members)])))
+    return out

@@ -36,7 +36,8 @@ def test_forward_is_index_row_plus_hashed_row():
 
 
 def test_cluster_steps_on_a_small_case(monkeypatch):
-    monkeypatch.setattr(cce_module, "_ID_BATCH", 7)  # many id batches, as on a large vocabulary
+    # Batches of 7 ids (dim 4), as on a large vocabulary.
+    monkeypatch.setattr(cce_module, "_ROUND_ELEMENTS", 7 * 4)
     seen = {}
     real_kmeans = cce_module.kmeans
 

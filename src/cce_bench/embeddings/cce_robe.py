@@ -57,10 +57,13 @@ class CCERobeEmbedding(CCEmbedding):
                                self.width)
         return windows.reshape(len(slots), self.dim)
 
-    def _scatter_add(self, target: torch.Tensor, slots: torch.Tensor, values: torch.Tensor) -> None:
-        c = self.n_chunks
-        positions = circular_positions(slots, self.width, self.size)  # (c, N, w)
-        target.scatter_add_(1, positions.reshape(c, -1), values.reshape(c, -1))
+    def _chunk_length(self) -> int:
+        return self.size
+
+    def _positions(self, slots: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        chunk = torch.arange(self.n_chunks, device=slots.device).view(1, -1, 1)
+        windows = circular_positions(slots, self.width, lengths.unsqueeze(-1))  # (R, c, N, w)
+        return (chunk * lengths).unsqueeze(-1) + windows
 
     def _store_centroids(self, centroids: torch.Tensor) -> None:
         self.table0.zero_()

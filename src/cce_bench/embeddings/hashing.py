@@ -94,6 +94,17 @@ def universal_hash(ids: torch.Tensor, coefficients: torch.Tensor, m: int) -> tor
     return hash_mod_prime(ids, coefficients) % m
 
 
+def hash_members(ids: torch.Tensor, coefficients: torch.Tensor,
+                 moduli: torch.Tensor) -> torch.Tensor:
+    """universal_hash of R members at once: ids (R, N), member r's functions coefficients[r]
+    (R, n, 4) into [0, moduli[r]) (moduli (R,) int64) -> (R, N, n) int64, the integers each
+    member's own universal_hash gives."""
+    fused = kernels.universal_hash(ids, coefficients, moduli)  # None off CUDA
+    if fused is not None:
+        return fused
+    return hash_mod_prime(ids, coefficients.unsqueeze(1)) % moduli.view(-1, 1, 1)
+
+
 class UniversalHash(nn.Module):
     """n seeded hash functions into [0, m); the coefficients are a buffer, so they are saved."""
 

@@ -94,12 +94,29 @@ def kmeans_many(jobs: list[KMeansJob]) -> list[torch.Tensor]:
             batched.setdefault((job.points.device, d, job.iters), []).append(i)
     for (device, _, _), members in batched.items():
         shapes = [(jobs[i].points.shape[0], jobs[i].points.shape[1], jobs[i].k) for i in members]
-        cost = _BATCH_ELEMENTS["cpu" if device.type == "cpu" else "cuda"]
-        for batch in plan_batches(shapes, cost):
+        for batch in plan_batches(shapes, batch_cost(device)):
             chosen = [members[i] for i in batch]
             for i, centroids in zip(chosen, _kmeans_torch([jobs[i] for i in chosen])):
                 out[i] = centroids
     return out
+
+
+def batch_cost(device: torch.device) -> int:
+    """What a padded batch's launches cost on device, in distance elements (plan_batches)."""
+    return _BATCH_ELEMENTS["cpu" if device.type == "cpu" else "cuda"]
+
+
+def padded_centroids(centroids: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Sets of centroids (B_i, k_i, d) as one batch (sum B, max k, d), zero-padded, with the
+    bias that keeps nearest() off the padding ((sum B, max k), inf there; None: no padding)."""
+    k_max = max(c.shape[1] for c in centroids)
+    padded = torch.cat([F.pad(c, (0, 0, 0, k_max - c.shape[1])) for c in centroids])
+    if all(c.shape[1] == k_max for c in centroids):
+        return padded, None
+    device = padded.device
+    bias = torch.cat([torch.where(torch.arange(k_max, device=device) < c.shape[1], 0.0,
+                                  float("inf")).expand(c.shape[0], -1) for c in centroids])
+    return padded, bias
 
 
 def plan_batches(shapes: list[tuple[int, int, int]], batch_elements: int) -> list[list[int]]:
@@ -217,12 +234,9 @@ def _kmeans_torch(jobs: list[KMeansJob]) -> list[torch.Tensor]:
     k_max = max(job.k for job in jobs)
     device = prepared[0].device
     points = torch.cat([F.pad(x, (0, 0, 0, n_max - x.shape[1])) for x in prepared])
-    centroids = torch.cat([F.pad(c, (0, 0, 0, k_max - c.shape[1])) for c in starts])
+    centroids, bias = padded_centroids(starts)  # bias (sum B, k_max) or None
     weight = torch.cat([(torch.arange(n_max, device=device) < x.shape[1]).float().expand(
         x.shape[0], -1) for x in prepared])  # (sum B, n_max): 0 on padded points
-    bias = torch.cat([torch.where(torch.arange(k_max, device=device) < job.k, 0.0,
-                                  float("inf")).expand(x.shape[0], -1)
-                      for x, job in zip(prepared, jobs)])  # (sum B, k_max)
     # Each problem restarts among its own points, with its job's keys (padded centroids' keys
     # are never used: such a centroid is never nearest, whatever point it restarts at).
     keys = torch.cat([F.pad(_restart_keys(job.seed, x.shape[0], job.k, device),

@@ -28,9 +28,11 @@ from .hashing import UniversalHash
 from .registry import register
 
 
-def circular_positions(offsets: torch.Tensor, width: int, length: int) -> torch.Tensor:
+def circular_positions(offsets: torch.Tensor, width: int,
+                       length: int | torch.Tensor) -> torch.Tensor:
     """Positions of the windows of `width` <= `length` values starting at offsets (*S) in
-    [0, length) of a circular array: (*S) -> (*S, width)."""
+    [0, length) of a circular array: (*S) -> (*S, width); length may be a tensor that
+    broadcasts against (*S, width)."""
     pos = offsets.unsqueeze(-1) + torch.arange(width, device=offsets.device)
     # pos < 2 * length, so one conditional subtraction wraps it (int64 % is slow on CPUs).
     return torch.where(pos >= length, pos - length, pos)

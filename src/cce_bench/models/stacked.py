@@ -33,8 +33,7 @@ from torch import nn
 # hashes are computed every step.
 CACHE_ELEMENTS = 1 << 27
 
-from ..embeddings.hashing import hash_mod_prime
-from .. import kernels
+from ..embeddings.hashing import hash_members
 from ..kernels import take_rows
 from .gmf import GMF
 
@@ -207,11 +206,7 @@ class StackedHash(nn.Module):
                                              * vocab).view(-1, 1), persistent=False)
 
     def _hash(self, ids: torch.Tensor) -> torch.Tensor:
-        fused = kernels.universal_hash(ids, self.coefficients, self.moduli)  # None off CUDA
-        if fused is not None:
-            return fused
-        h = hash_mod_prime(ids, self.coefficients.unsqueeze(1))  # (R, N, n)
-        return h % self.moduli.view(-1, 1, 1)
+        return hash_members(ids, self.coefficients, self.moduli)
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         if self.table is None:
