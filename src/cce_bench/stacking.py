@@ -41,8 +41,10 @@ What keeps each run's numbers its own:
 
 from __future__ import annotations
 
+import functools
 import json
 import math
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -50,7 +52,7 @@ from torch import nn
 
 from . import metrics
 from .config import RunConfig
-from .embeddings.cce import Reader, RoundUpdate, finish_rounds, prepare_rounds
+from .embeddings.cce import finish_rounds, prepare_rounds
 from .embeddings.kmeans import kmeans_many, resolve_backend
 from .embeddings.registry import get_method
 from .models.dlrm import DLRM
@@ -139,8 +141,9 @@ class StackedEpoch:
         self.pointers: list[int] = []
         self.scores: dict[int, dict[int, list[float]]] = {}  # split -> run -> (BCE, AUC)
         self.scored_step = -1
-        # run -> what its tables' rounds write (cce.RoundUpdate), computed at clustered_step
-        self.rounds: dict[int, dict[nn.Module, RoundUpdate]] = {}
+        # run -> its tables' rounds, computed at clustered_step: each a callable that writes
+        # the round and returns what to reset (cce.RoundUpdate.apply, ClusterRound.finish)
+        self.rounds: dict[int, dict[nn.Module, Callable[[], list]]] = {}
         self.clustered_step = -1
 
     @property
@@ -229,7 +232,7 @@ class StackedEpoch:
         prepared = self.rounds.pop(run, {})
         for table in _clustered(self.models[run]):
             if table in prepared:
-                reset_optimizer_state(self.optimizer, prepared[table].apply())
+                reset_optimizer_state(self.optimizer, prepared[table]())
             else:
                 reset_optimizer_state(self.optimizer, table.cluster())
         self.dirty = True
@@ -252,10 +255,13 @@ class StackedEpoch:
         self.forked_from[twin] = leader
         self.dirty = True
 
-    def _prepare_rounds(self) -> dict[int, dict[nn.Module, RoundUpdate]]:
-        """Every active run's clustering rounds up to what each writes: the rounds of each
-        group of like tables prepared together (cce.prepare_rounds), all their k-means in one
-        kmeans_many call, and each group's updates computed together (cce.finish_rounds)."""
+    def _prepare_rounds(self) -> dict[int, dict[nn.Module, Callable[[], list]]]:
+        """Every active run's clustering rounds up to what each writes, as each table's
+        callable that writes its round and returns what to reset. A stack's tables are
+        prepared together (cce.prepare_rounds: one forward of the stack reads their points),
+        all k-means run as one kmeans_many call, and a stack's updates are computed together
+        (cce.finish_rounds). Other tables (a StackedDLRM reads each run's own) prepare their
+        own rounds and finish them at their run's ask, holding no more memory than alone."""
         # Only the torch backend's jobs gain from a batch; a faiss job runs at its own run's ask,
         # as alone: faiss refuses a diverged mate's NaN points, which its run never clusters.
         tables = [(r, t) for r in self.active for t in _clustered(self.models[r])
@@ -263,14 +269,19 @@ class StackedEpoch:
                   and resolve_backend(t.kmeans_backend, self.order.device) == "torch"]
         # The stacked model reads the tables only while it is in step with them (not dirty);
         # syncing it here would rebuild it under a twin that forked at this step.
-        groups = _like_tables(tables, None if self.dirty else self._model)
-        prepared = [prepare_rounds([t for _, t in group], read) for group, read in groups]
+        groups = _table_groups(tables, None if self.dirty else self._model)
+        prepared = [prepare_rounds([t for _, t in group], stack) if stack is not None
+                    else [t.cluster_round() for _, t in group] for group, stack in groups]
         fitted = iter(kmeans_many([round_.job for rounds in prepared for round_ in rounds]))
-        updates: dict[int, dict[nn.Module, RoundUpdate]] = {r: {} for r in self.active}
-        for (group, read), rounds in zip(groups, prepared):
+        updates: dict[int, dict[nn.Module, Callable[[], list]]] = {r: {} for r in self.active}
+        for (group, stack), rounds in zip(groups, prepared):
             centroids = [next(fitted) for _ in rounds]
-            for (r, t), update in zip(group, finish_rounds(rounds, centroids, read)):
-                updates[r][t] = update
+            if stack is not None:
+                writes = [u.apply for u in finish_rounds(rounds, centroids, stack)]
+            else:
+                writes = [functools.partial(r.finish, c) for r, c in zip(rounds, centroids)]
+            for (r, t), write in zip(group, writes):
+                updates[r][t] = write
         return updates
 
     @torch.no_grad()
@@ -408,26 +419,24 @@ def _clustered(model: nn.Module) -> list[nn.Module]:
     return [m for m in model.modules() if hasattr(m, "cluster") and m is not model]
 
 
-def _like_tables(tables: list[tuple[int, nn.Module]], model: nn.Module | None
-                 ) -> list[tuple[list[tuple[int, nn.Module]], Reader]]:
-    """(run, table) pairs grouped as prepare_rounds takes them (one stack's tables, or tables
-    of one class, vocabulary, chunks and width), in order, each group with its Reader: the
-    forward of the stack that holds exactly its tables in this order (one read for all), else
-    each table's own."""
+def _table_groups(tables: list[tuple[int, nn.Module]], model: nn.Module | None
+                  ) -> list[tuple[list[tuple[int, nn.Module]], Stack | None]]:
+    """(run, table) pairs grouped by the Stack of the stacked model that holds them, in
+    order, each group with that stack where it holds exactly the group's tables in this
+    order (its forward reads them all), else None."""
     stacks = [m for m in model.modules() if isinstance(m, Stack)] if model is not None else []
     holder = {id(member): stack for stack in stacks for member in stack.members}
-    groups: dict[tuple, list[tuple[int, nn.Module]]] = {}
+    groups: dict[int, list[tuple[int, nn.Module]]] = {}
     for run, table in tables:
-        key = (id(holder.get(id(table))), type(table), table.vocab, table.n_chunks, table.width)
-        groups.setdefault(key, []).append((run, table))
+        groups.setdefault(id(holder.get(id(table), table)), []).append((run, table))
     out = []
     for group in groups.values():
         members = [t for _, t in group]
         stack = holder.get(id(members[0]))
-        if stack is not None and len(stack.members) == len(members) and all(
-                a is b for a, b in zip(stack.members, members)):
+        whole = stack is not None and len(stack.members) == len(members) and all(
+            a is b for a, b in zip(stack.members, members))
+        if whole:
             out.append((group, stack))
         else:
-            out.append((group, lambda ids, members=members: torch.cat(
-                [t.read_own(ids[r:r + 1]) for r, t in enumerate(members)])))
+            out.extend(([pair], None) for pair in group)
     return out
