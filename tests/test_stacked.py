@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.utils._python_dispatch
 
+from cce_bench import engine, steps
 from cce_bench.config import RunConfig
 from cce_bench.datasets import load_dataset
 from cce_bench.embeddings import get_method, method_names
@@ -287,12 +288,31 @@ def test_stacks_on_cuda_with_atomic_sums_stay_close_to_runs_alone(method, tiny):
 
 @requires_cuda
 @pytest.mark.gpu
-def test_a_stack_on_cuda_recaptures_when_a_run_stops(tiny, deterministic):
-    runs = stack_runs("cce", epochs=8, lr=0.1, early_stop=0.001)
+def test_a_stack_on_cuda_recaptures_when_a_run_stops(tiny, deterministic, monkeypatch):
+    # The hash stack trains all 8 epochs: it is recaptured whenever a cce run stops, without
+    # warm-up steps of its own (steps.capture_steps warms only new or moved steppers), and
+    # still trains as alone.
+    stopping = stack_runs("cce", epochs=8, lr=0.1, early_stop=0.001)
+    runs = stopping + stack_runs("hash", epochs=8, lr=1e-1)
     alone = [train(run, tiny, "cuda", stepper="plain") for run in runs]
-    assert len({len(r.epochs) for r in alone}) > 1
+    assert len({len(r.epochs) for r in alone[:len(stopping)]}) > 1
+    captures, warmed = [], []
+    capture, snapshot = steps.capture_steps, steps._snapshot
+
+    def counting(steppers):
+        captures.append(len(steppers))
+        return capture(steppers)
+
+    def counting_snapshot(model, optimizer):
+        warmed.append(model)
+        return snapshot(model, optimizer)
+
+    monkeypatch.setattr(engine, "capture_steps", counting)
+    monkeypatch.setattr(steps, "_snapshot", counting_snapshot)
     for a, b in zip(train_many(runs, tiny, "cuda"), alone):
         assert_same_records(a, b, 1e-3, 1e-4)
+    assert len(captures) > 1 and captures[1] == 2  # recaptured with both stacks in the graph
+    assert len(warmed) < sum(captures)  # and the unchanged one not warmed up again
 
 
 def test_runs_that_diverge_leave_the_stack_as_they_leave_alone(tiny):

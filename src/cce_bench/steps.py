@@ -223,13 +223,16 @@ def capture_steps(epochs: list[StaticEpoch]) -> torch.cuda.CUDAGraph:
     advances every run with one launch, and each capture starts by clearing cuBLAS's
     workspaces, which graphs captured earlier may still point at (replaying those crashes).
     Warm-up steps create the optimizer state and cuBLAS handles; their updates are undone.
+    Only a stepper not captured before, or whose tensors moved since, takes them: a group
+    recaptures all its steppers whenever one run stops, and the others' state already exists.
     """
+    fresh = [e for e in epochs if not e.pointers or e.moved()]
     saved = [(_snapshot(e.model, e.optimizer), e.cursor.clone(), e.loss_sum.clone())
-             for e in epochs]
+             for e in fresh]
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(side):
-        for epoch in epochs:
+        for epoch in fresh:
             for _ in range(3):
                 epoch.optimizer.zero_grad(set_to_none=True)
                 epoch._step()
@@ -250,10 +253,11 @@ def capture_steps(epochs: list[StaticEpoch]) -> torch.cuda.CUDAGraph:
         for branch in branches:
             if branch is not None:
                 trunk.wait_stream(branch)  # and joins it back
-    for epoch, (state, cursor, loss_sum) in zip(epochs, saved):
+    for epoch, (state, cursor, loss_sum) in zip(fresh, saved):
         _restore(epoch.model, epoch.optimizer, state)
         epoch.cursor.copy_(cursor)
         epoch.loss_sum.copy_(loss_sum)
+    for epoch in epochs:
         epoch.mark_captured()
     return graph
 
