@@ -93,13 +93,10 @@ class CCEmbedding(CompressedEmbedding):
         """Chunk j of each id from its slot: slots (N, c) -> (N, c * w)."""
         return gather_chunks(table, slots)
 
-    def _chunk_length(self) -> int:
-        """Slots per chunk of table1 (its rows)."""
-        return self.rows
-
     def _positions(self, slots: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """Where _read reads slots (R, c, N) in flat table1s of R modules of this class with
-        _chunk_length() lengths (R, 1, 1): (R, c, N, w) positions, each in its own table."""
+        """Where _read reads slots (R, c, N) in flat table1s of R modules of this class whose
+        chunks hold lengths (R, 1, 1) slots (table1.shape[1]): (R, c, N, w) positions, each in
+        its own table."""
         chunk = torch.arange(self.n_chunks, device=slots.device).view(1, -1, 1)
         rows = (chunk * lengths + slots) * self.width
         return rows.unsqueeze(-1) + torch.arange(self.width, device=slots.device)
@@ -236,7 +233,7 @@ def finish_rounds(rounds: list[ClusterRound], centroids: list[torch.Tensor],
         draw_coefficients(1, _gen(m.seed, r.round, j, "hash")) for j in range(c)])
         for m, r in zip(modules, rounds)]).to(device)  # (R, c, 4)
     moduli = torch.tensor([m.slots for m in modules], device=device)
-    lengths = torch.tensor([m._chunk_length() for m in modules], device=device).view(-1, 1, 1)
+    lengths = torch.tensor([m.table1.shape[1] for m in modules], device=device).view(-1, 1, 1)
     sizes = [m.table1.numel() for m in modules]
     starts = torch.tensor([0] + sizes[:-1], device=device).cumsum(0).view(-1, 1, 1, 1)
     # Per weight of every table1: the sum of the residual coordinates that read it, and

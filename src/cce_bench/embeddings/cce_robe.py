@@ -57,9 +57,6 @@ class CCERobeEmbedding(CCEmbedding):
                                self.width)
         return windows.reshape(len(slots), self.dim)
 
-    def _chunk_length(self) -> int:
-        return self.size
-
     def _positions(self, slots: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         chunk = torch.arange(self.n_chunks, device=slots.device).view(1, -1, 1)
         windows = circular_positions(slots, self.width, lengths.unsqueeze(-1))  # (R, c, N, w)
